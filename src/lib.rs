@@ -1,0 +1,7 @@
+//! byok-operator: bring-your-own-key LLM provider keys and LLM-as-judge evaluation jobs on Kubernetes.
+
+pub mod controller;
+pub mod crd;
+pub mod crypto;
+pub mod mock;
+pub mod providers;

@@ -1,0 +1,1 @@
+//! The mock LLM provider: a real HTTP server faithful to shared/providers.md.

@@ -1,0 +1,1 @@
+//! Provider clients: key validation and judge calls, one module per provider.
