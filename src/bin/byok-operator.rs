@@ -1,1 +1,117 @@
-fn main() {}
+//! The operator binary: `run` (the default) starts the controllers; `kek` operates the keyring.
+
+use anyhow::Context as _;
+use byok_operator::cli::kek;
+use byok_operator::controller::{OperatorConfig, operator};
+use byok_operator::providers::{Endpoints, ModelTable};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "byok-operator: bring-your-own-key LLM provider keys on Kubernetes")]
+struct Cli {
+    /// Namespace of the operator and its KEK keyring Secret.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "byok-system", global = true)]
+    namespace: String,
+    /// Name of the KEK keyring Secret (the BYOK_ENCRYPTION_KEY).
+    #[arg(long, env = "BYOK_KEYRING_SECRET", default_value = "byok-operator-kek", global = true)]
+    keyring_secret: String,
+    /// Log format.
+    #[arg(long, env = "BYOK_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"], global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long, env = "BYOK_OPENAI_BASE_URL")]
+    openai_base_url: Option<String>,
+    #[arg(long, env = "BYOK_ANTHROPIC_BASE_URL")]
+    anthropic_base_url: Option<String>,
+    #[arg(long, env = "BYOK_GOOGLE_BASE_URL")]
+    google_base_url: Option<String>,
+    /// Replaces every Azure OpenAI endpoint (a gateway, or the mock provider).
+    #[arg(long, env = "BYOK_AZURE_BASE_URL")]
+    azure_base_url: Option<String>,
+    /// Default judge model per provider, e.g. `openai=gpt-4o,anthropic=claude-sonnet-4-6`.
+    #[arg(long, env = "BYOK_DEFAULT_MODELS")]
+    default_models: Option<String>,
+    /// Reconciles in flight at once.
+    #[arg(long, env = "BYOK_CONCURRENCY", default_value_t = 64)]
+    concurrency: u16,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers (the default).
+    Run,
+    /// Operate the KEK keyring.
+    #[command(subcommand)]
+    Kek(KekCommand),
+}
+
+#[derive(Subcommand)]
+enum KekCommand {
+    /// Which KEK each key uses, and which KEKs can be removed.
+    Status,
+    /// Add a new active KEK; the operator re-encrypts every key under it.
+    Rotate,
+    /// Remove a KEK no key uses any more.
+    Remove { id: String },
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" { builder.json().init() } else { builder.init() }
+}
+
+fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
+    let mut endpoints = Endpoints::default();
+    let r = &cli.run;
+    if let Some(u) = &r.openai_base_url {
+        endpoints.openai = u.clone();
+    }
+    if let Some(u) = &r.anthropic_base_url {
+        endpoints.anthropic = u.clone();
+    }
+    if let Some(u) = &r.google_base_url {
+        endpoints.google = u.clone();
+    }
+    endpoints.azure = r.azure_base_url.clone();
+    let models = match &r.default_models {
+        Some(s) => ModelTable::parse(s).context("--default-models")?,
+        None => ModelTable::default(),
+    };
+    Ok(OperatorConfig {
+        namespace: cli.namespace.clone(),
+        keyring_secret: cli.keyring_secret.clone(),
+        endpoints,
+        models,
+        concurrency: r.concurrency.max(1),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(&cli.log_format);
+    let client = kube::Client::try_default().await.context("connecting to Kubernetes")?;
+    let (ns, name) = (cli.namespace.as_str(), cli.keyring_secret.as_str());
+    match &cli.command {
+        None | Some(Command::Run) => operator::run(client, config(&cli)?).await?,
+        Some(Command::Kek(KekCommand::Status)) => print!("{}", kek::status(&client, ns, name).await?.render()),
+        Some(Command::Kek(KekCommand::Rotate)) => {
+            let id = kek::rotate(&client, ns, name).await?;
+            println!("new active KEK {id}; the operator re-encrypts every key. Watch `kek status`.");
+        }
+        Some(Command::Kek(KekCommand::Remove { id })) => {
+            kek::remove(&client, ns, name, id).await?;
+            println!("removed KEK {id}");
+        }
+    }
+    Ok(())
+}

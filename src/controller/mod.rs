@@ -1,1 +1,46 @@
-//! Controllers.
+//! Controllers and what they share.
+
+pub mod byokkey;
+mod context;
+pub mod keyring;
+pub mod labels;
+pub mod operator;
+
+pub use context::{Context, OperatorConfig};
+
+/// The one field manager every server-side apply of the operator uses.
+pub const FIELD_MANAGER: &str = "byok-operator";
+
+/// Errors a reconcile can end with. None of them carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("encryption: {0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error("keyring: {0}")]
+    Keyring(#[from] crate::crypto::KeyringError),
+    #[error("serialization: {0}")]
+    Serialization(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::MissingField(_) => "missing_field",
+            Self::Finalizer(_) => "finalizer",
+            Self::Internal(_) => "internal",
+            Self::Crypto(_) => "crypto",
+            Self::Keyring(_) => "keyring",
+            Self::Serialization(_) => "serialization",
+        }
+    }
+}

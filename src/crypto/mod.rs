@@ -1,1 +1,107 @@
-//! Key encryption.
+//! Key encryption: the KEK keyring, the envelope format, and the additional authenticated
+//! data that binds a ciphertext to the ByokKey it belongs to.
+
+mod envelope;
+mod keyring;
+
+pub use envelope::{Aad, Envelope, EnvelopeError};
+pub use keyring::{Kek, Keyring, KeyringError, KEYRING_ACTIVE_KEY};
+
+use secrecy::SecretString;
+
+/// Errors from sealing or opening a key.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("the keyring has no KEK with id {0:?}; restore it from backup or re-import the key")]
+    UnknownKek(String),
+    #[error("decryption failed: the ciphertext does not belong to this object, or was altered")]
+    Authentication,
+    #[error("encryption failed")]
+    Encrypt,
+    #[error("the decrypted key is not valid UTF-8")]
+    NotUtf8,
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+/// Encrypts `plaintext` under the keyring's active KEK, bound to `aad`.
+pub fn seal(keyring: &Keyring, aad: &Aad, plaintext: &SecretString) -> Result<Envelope, CryptoError> {
+    use secrecy::ExposeSecret;
+    keyring.active().seal(aad, plaintext.expose_secret().as_bytes())
+}
+
+/// Decrypts an envelope with the KEK it names. Fails when `aad` is not the one it was sealed with.
+pub fn open(keyring: &Keyring, aad: &Aad, envelope: &Envelope) -> Result<SecretString, CryptoError> {
+    let kek = keyring
+        .get(envelope.kek_id())
+        .ok_or_else(|| CryptoError::UnknownKek(envelope.kek_id().to_string()))?;
+    let bytes = kek.open(aad, envelope)?;
+    let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
+        // The failed String still owns the bytes: wipe them before dropping.
+        let mut raw = e.into_bytes();
+        zeroize::Zeroize::zeroize(&mut raw);
+        CryptoError::NotUtf8
+    })?;
+    Ok(SecretString::from(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn aad(uid: &str) -> Aad {
+        Aad::new("team-a", "openai-main", uid, "openai")
+    }
+
+    #[test]
+    fn round_trip() {
+        let ring = Keyring::generate();
+        let env = seal(&ring, &aad("u1"), &SecretString::from("sk-proj-abc123")).expect("seals");
+        let back = open(&ring, &aad("u1"), &env).expect("opens");
+        assert_eq!(back.expose_secret(), "sk-proj-abc123");
+    }
+
+    #[test]
+    fn ciphertext_moved_to_another_object_fails() {
+        let ring = Keyring::generate();
+        let env = seal(&ring, &aad("u1"), &SecretString::from("sk-proj-abc123")).expect("seals");
+        for other in [
+            aad("u2"),
+            Aad::new("team-b", "openai-main", "u1", "openai"),
+            Aad::new("team-a", "openai-other", "u1", "openai"),
+            Aad::new("team-a", "openai-main", "u1", "anthropic"),
+        ] {
+            assert!(matches!(open(&ring, &other, &env), Err(CryptoError::Authentication)));
+        }
+    }
+
+    #[test]
+    fn fresh_nonce_every_time() {
+        let ring = Keyring::generate();
+        let key = SecretString::from("same");
+        let a = seal(&ring, &aad("u"), &key).expect("seals").encode();
+        let b = seal(&ring, &aad("u"), &key).expect("seals").encode();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn unknown_kek_is_reported() {
+        let ring = Keyring::generate();
+        let env = seal(&ring, &aad("u"), &SecretString::from("k")).expect("seals");
+        let other = Keyring::generate();
+        assert!(matches!(open(&other, &aad("u"), &env), Err(CryptoError::UnknownKek(_))));
+    }
+
+    #[test]
+    fn rotation_keeps_old_ciphertexts_readable() {
+        let mut ring = Keyring::generate();
+        let old = seal(&ring, &aad("u"), &SecretString::from("k1")).expect("seals");
+        let new_id = ring.rotate();
+        assert_eq!(ring.active().id(), new_id);
+        let new = seal(&ring, &aad("u"), &SecretString::from("k1")).expect("seals");
+        assert_eq!(new.kek_id(), new_id);
+        assert_ne!(old.kek_id(), new_id);
+        assert_eq!(open(&ring, &aad("u"), &old).expect("old opens").expose_secret(), "k1");
+    }
+}

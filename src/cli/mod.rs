@@ -1,0 +1,3 @@
+//! Command-line pieces shared by the binaries.
+
+pub mod kek;

@@ -1,0 +1,268 @@
+//! Pure functions: the objects and status the ByokKey controller wants, from what it observed.
+
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use kube::{Resource, ResourceExt};
+
+use crate::controller::labels;
+use crate::crd::{ByokKey, KeyPhase};
+use crate::crypto::Envelope;
+
+/// Data key of the encrypted Secret that holds the envelope.
+pub const ENVELOPE_DATA_KEY: &str = "envelope";
+/// Secret type of the operator's encrypted keys, so they are easy to tell apart and exclude.
+pub const ENCRYPTED_SECRET_TYPE: &str = "launchgate.ai/encrypted-key";
+/// Annotation on the encrypted Secret: the source Secret version (uid/resourceVersion) it was imported from.
+pub const IMPORTED_FROM_ANNOTATION: &str = "launchgate.ai/imported-from";
+/// Annotation on the encrypted Secret: the KEK id its envelope is sealed under.
+pub const KEK_ID_ANNOTATION: &str = "launchgate.ai/kek-id";
+/// Default re-validation interval of a Ready key.
+pub const DEFAULT_VALIDATION_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+
+/// Name of the operator-owned Secret holding a ByokKey's ciphertext. Deterministic, so a
+/// restarted operator finds what it wrote instead of importing twice.
+pub fn encrypted_secret_name(byokkey: &str) -> String {
+    let name = format!("byok-enc-{byokkey}");
+    if name.len() <= 253 {
+        return name;
+    }
+    // Keep within the name limit while staying unique: truncate and add a stable hash.
+    let hash = fnv1a(byokkey.as_bytes());
+    format!("{}-{hash:016x}", &name[..253 - 17])
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Identity of a source Secret version: a change means there is a new key to import.
+pub fn source_version(uid: &str, resource_version: &str) -> String {
+    format!("{uid}/{resource_version}")
+}
+
+/// The encrypted Secret for `key`: owned by it (garbage-collected with it), labelled for the
+/// operator's filtered watch, holding only the envelope.
+pub fn encrypted_secret(key: &ByokKey, envelope: &Envelope, imported_from: &str) -> Secret {
+    let owner = key.controller_owner_ref(&());
+    let mut labels = labels::managed();
+    labels.insert(labels::COMPONENT.into(), "encrypted-key".into());
+    if let Some(uid) = key.uid() {
+        labels.insert(labels::BYOKKEY_UID.into(), uid);
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(encrypted_secret_name(&key.name_any())),
+            namespace: key.namespace(),
+            labels: Some(labels),
+            annotations: Some(
+                [
+                    (IMPORTED_FROM_ANNOTATION.to_string(), imported_from.to_string()),
+                    (KEK_ID_ANNOTATION.to_string(), envelope.kek_id().to_string()),
+                ]
+                .into(),
+            ),
+            owner_references: owner.map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some(ENCRYPTED_SECRET_TYPE.into()),
+        data: Some([(ENVELOPE_DATA_KEY.to_string(), ByteString(envelope.encode().into_bytes()))].into()),
+        immutable: None,
+        string_data: None,
+    }
+}
+
+/// Whether a key may be the effective default: asked to be, and usable.
+fn default_candidate(key: &ByokKey) -> bool {
+    let phase = key.status.as_ref().and_then(|s| s.phase);
+    key.spec.default
+        && !key.spec.revoked
+        && key.meta().deletion_timestamp.is_none()
+        && !matches!(phase, Some(KeyPhase::Invalid | KeyPhase::Error | KeyPhase::Revoked))
+}
+
+/// The effective default among `keys` (all of one namespace and provider): the newest
+/// candidate, ties broken by name so every replica computes the same answer.
+pub fn effective_default<'a>(keys: impl IntoIterator<Item = &'a ByokKey>) -> Option<&'a ByokKey> {
+    keys.into_iter().filter(|k| default_candidate(k)).max_by(|a, b| {
+        let ts = |k: &ByokKey| k.meta().creation_timestamp.as_ref().map(|t| t.0);
+        ts(a).cmp(&ts(b)).then_with(|| b.name_any().cmp(&a.name_any()))
+    })
+}
+
+/// Sets a condition, keeping its transition time when its status did not change.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = status.to_string();
+    let message = truncate(message.into(), 1024);
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now.clone();
+            }
+            c.status = status;
+            c.reason = reason.into();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time: now.clone(),
+        }),
+    }
+}
+
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Parses a validation interval such as `90s`, `30m`, `6h` or `1h30m`.
+pub fn parse_interval(text: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().ok()?;
+        digits.clear();
+        total = total.checked_add(match c {
+            's' => n,
+            'm' => n.checked_mul(60)?,
+            'h' => n.checked_mul(3600)?,
+            'd' => n.checked_mul(86400)?,
+            _ => return None,
+        })?;
+    }
+    (digits.is_empty() && total > 0).then(|| Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ByokKeySpec, ByokKeyStatus, Provider, SecretKeyRef, SourcePolicy};
+
+    fn key(name: &str, created: i64, default: bool, phase: Option<KeyPhase>) -> ByokKey {
+        let mut k = ByokKey::new(
+            name,
+            ByokKeySpec {
+                provider: Provider::OpenAi,
+                display_name: None,
+                default,
+                secret_ref: SecretKeyRef { name: "s".into(), key: "apiKey".into() },
+                source_policy: SourcePolicy::Delete,
+                model: None,
+                azure: None,
+                validation: None,
+                revoked: false,
+            },
+        );
+        k.metadata.namespace = Some("ns".into());
+        k.metadata.uid = Some(format!("uid-{name}"));
+        k.metadata.creation_timestamp =
+            Some(Time(jiff::Timestamp::from_second(1_700_000_000 + created).expect("valid time")));
+        k.status = Some(ByokKeyStatus { phase, ..Default::default() });
+        k
+    }
+
+    #[test]
+    fn newest_usable_default_wins() {
+        let keys = [
+            key("a", 1, true, Some(KeyPhase::Ready)),
+            key("b", 3, true, Some(KeyPhase::Ready)),
+            key("c", 2, true, Some(KeyPhase::Ready)),
+            key("d", 9, false, Some(KeyPhase::Ready)),
+        ];
+        assert_eq!(effective_default(&keys).map(|k| k.name_any()), Some("b".into()));
+    }
+
+    #[test]
+    fn invalid_revoked_or_deleting_keys_are_skipped() {
+        let mut revoked = key("r", 8, true, Some(KeyPhase::Ready));
+        revoked.spec.revoked = true;
+        let mut deleting = key("x", 9, true, Some(KeyPhase::Ready));
+        deleting.metadata.deletion_timestamp = deleting.metadata.creation_timestamp.clone();
+        let keys = [key("a", 1, true, None), key("i", 7, true, Some(KeyPhase::Invalid)), revoked, deleting];
+        assert_eq!(effective_default(&keys).map(|k| k.name_any()), Some("a".into()));
+        assert!(effective_default(&keys[1..]).is_none());
+    }
+
+    #[test]
+    fn ties_break_by_name() {
+        let keys = [key("b", 1, true, None), key("a", 1, true, None)];
+        assert_eq!(effective_default(&keys).map(|k| k.name_any()), Some("a".into()));
+    }
+
+    #[test]
+    fn condition_transition_time_moves_only_on_status_change() {
+        let t1 = Time(jiff::Timestamp::from_second(1).expect("time"));
+        let t2 = Time(jiff::Timestamp::from_second(2).expect("time"));
+        let mut cs = vec![];
+        set_condition(&mut cs, "Ready", "True", "Validated", "ok", Some(1), &t1);
+        set_condition(&mut cs, "Ready", "True", "Validated", "still ok", Some(2), &t2);
+        assert_eq!(cs[0].last_transition_time, t1);
+        set_condition(&mut cs, "Ready", "False", "Invalid", "no", Some(2), &t2);
+        assert_eq!(cs[0].last_transition_time, t2);
+        assert_eq!(cs.len(), 1);
+    }
+
+    #[test]
+    fn encrypted_secret_is_owned_labelled_and_holds_only_the_envelope() {
+        let k = key("openai-main", 1, false, None);
+        let ring = crate::crypto::Keyring::generate();
+        let aad = crate::crypto::Aad::new("ns", "openai-main", "uid-openai-main", "openai");
+        let env = crate::crypto::seal(&ring, &aad, &"sk-proj-0123456789abcdef".to_string().into()).expect("seals");
+        let s = encrypted_secret(&k, &env, "src-uid/1");
+        assert_eq!(s.metadata.name.as_deref(), Some("byok-enc-openai-main"));
+        let owner = &s.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("ByokKey", Some(true)));
+        let data = s.data.expect("data");
+        assert_eq!(data.keys().collect::<Vec<_>>(), vec![ENVELOPE_DATA_KEY]);
+        let stored = String::from_utf8(data[ENVELOPE_DATA_KEY].0.clone()).expect("utf8");
+        assert!(!stored.contains("sk-proj"));
+    }
+
+    #[test]
+    fn long_names_stay_within_limits_and_unique() {
+        let a = encrypted_secret_name(&"a".repeat(253));
+        let b = encrypted_secret_name(&format!("{}b", "a".repeat(252)));
+        assert!(a.len() <= 253 && b.len() <= 253);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn intervals_parse() {
+        assert_eq!(parse_interval("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_interval("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_interval("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_interval("10"), None);
+        assert_eq!(parse_interval("5x"), None);
+        assert_eq!(parse_interval(""), None);
+        assert_eq!(parse_interval("99999999999999999999h"), None);
+    }
+}

@@ -1,0 +1,114 @@
+//! The ByokKey controller: import, encrypt, validate, default, revoke, rotate.
+
+pub mod desired;
+pub mod import;
+mod reconcile;
+pub mod validation;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, metadata_watcher, watcher};
+use kube::{Api, ResourceExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::{Context, Error, labels};
+use crate::crd::ByokKey;
+
+/// Finalizer that removes the encrypted Secret before a ByokKey goes away.
+pub const FINALIZER: &str = "launchgate.ai/byokkey-cleanup";
+
+async fn reconcile(key: Arc<ByokKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = key.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<ByokKey> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, key, |event| async {
+        match event {
+            Finalizer::Apply(k) => reconcile::apply(k, &ctx).await,
+            Finalizer::Cleanup(k) => reconcile::cleanup(k, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(e.to_string()))
+}
+
+fn error_policy(key: Arc<ByokKey>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(namespace = ?key.namespace(), name = %key.name_any(), kind = err.kind(), error = %err, "reconcile failed");
+    // Conflicts and throttling clear up fast; anything else gets a slower retry.
+    let quick = matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == 409 || s.code == 429);
+    Action::requeue(if quick { Duration::from_millis(500) } else { Duration::from_secs(5) })
+}
+
+/// Source Secrets of interest: every Secret but our own ciphertexts and service-account tokens.
+/// Watched as metadata only, so the operator never holds other Secrets' data.
+fn source_fields() -> String {
+    format!("type!={},type!=kubernetes.io/service-account-token", desired::ENCRYPTED_SECRET_TYPE)
+}
+
+/// What `run` needs besides the context's shared pieces.
+pub struct Wiring {
+    pub byokkeys: Api<ByokKey>,
+    pub secrets: Api<Secret>,
+    /// Fires when the keyring changed: every key is reconciled (re-encryption).
+    pub keyring_changed: mpsc::UnboundedReceiver<()>,
+}
+
+/// Builds the caches and runs the controller until shutdown.
+pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context) {
+    let Wiring { byokkeys, secrets, keyring_changed } = wiring;
+    let (enc_store, enc_writer) = reflector::store();
+    let enc_cfg = watcher::Config::default().labels(&labels::encrypted_key_selector());
+    let encrypted = watcher(secrets.clone(), enc_cfg).default_backoff().reflect(enc_writer).touched_objects();
+
+    let (src_store, src_writer) = reflector::store();
+    let src_cfg = watcher::Config::default().fields(&source_fields());
+    let sources = metadata_watcher(secrets, src_cfg).default_backoff().reflect(src_writer).touched_objects();
+
+    let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
+    let controller = Controller::new(byokkeys, watcher::Config::default().any_semantic());
+    let key_store = controller.store();
+    let ctx = Arc::new(make_ctx(ContextParts {
+        byokkeys: key_store.clone(),
+        encrypted: enc_store,
+        sources: src_store,
+        requeue: requeue_tx,
+    }));
+    let concurrency = ctx.config.concurrency;
+    let by_source = key_store.clone();
+    controller
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .owns_stream(encrypted)
+        .watches_stream(sources, move |meta| {
+            // A source Secret changed: reconcile the ByokKeys that import from it.
+            let (ns, name) = (meta.namespace(), meta.name_any());
+            by_source
+                .state()
+                .into_iter()
+                .filter(|k| k.namespace() == ns && k.spec.secret_ref.name == name)
+                .map(|k| ObjectRef::from_obj(k.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_on(UnboundedReceiverStream::new(requeue_rx))
+        .reconcile_all_on(UnboundedReceiverStream::new(keyring_changed))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+/// The caches `run` builds, handed to the caller to assemble the [`Context`].
+pub struct ContextParts {
+    pub byokkeys: reflector::Store<ByokKey>,
+    pub encrypted: reflector::Store<Secret>,
+    pub sources: reflector::Store<kube::core::PartialObjectMeta<Secret>>,
+    pub requeue: mpsc::UnboundedSender<ObjectRef<ByokKey>>,
+}

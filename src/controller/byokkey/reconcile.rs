@@ -1,0 +1,423 @@
+//! The ByokKey reconcile: fetch (from caches) -> import or open the ciphertext -> validate ->
+//! compute the effective default -> apply status, with Events on every transition.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use secrecy::SecretString;
+use serde_json::json;
+
+use super::desired::{self, ENVELOPE_DATA_KEY, IMPORTED_FROM_ANNOTATION, condition, set_condition};
+use super::import::{self, ImportError};
+use super::validation::{self, Trigger};
+use crate::controller::{Context, Error, FIELD_MANAGER};
+use crate::crd::conditions::byokkey::{DEFAULT, IMPORTED, READY, VALIDATED};
+use crate::crd::{ByokKey, ByokKeyStatus, KeyPhase, TEST_REQUESTED_ANNOTATION};
+use crate::crypto::{self, Aad, Envelope};
+use crate::providers::{self, KeyCheck};
+
+/// Identity of the key being reconciled, read once.
+struct Target<'a> {
+    key: &'a ByokKey,
+    ns: String,
+    name: String,
+    aad: Aad,
+    generation: Option<i64>,
+    now: Time,
+}
+
+/// A pending Event, published after status is written so it matches what users can read.
+type Note = (EventType, &'static str, String);
+
+pub async fn apply(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
+    let ns = key.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let uid = key.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let name = key.name_any();
+    let t = Target {
+        aad: Aad::new(&ns, &name, &uid, key.spec.provider.as_str()),
+        ns,
+        name,
+        key: &key,
+        generation: key.metadata.generation,
+        now: Time(jiff::Timestamp::now()),
+    };
+    let old = key.status.clone().unwrap_or_default();
+    let mut st = old.clone();
+    let mut notes: Vec<Note> = Vec::new();
+
+    if key.spec.revoked {
+        revoke(&t, ctx, &mut st).await?;
+        return finish(&t, ctx, &old, st, notes, None).await;
+    }
+
+    // 1. Key material: import a new source version, or open the ciphertext we hold.
+    let enc = encrypted_secret(&t, ctx, &old).await?;
+    let mut imported_now = false;
+    let plaintext: Option<SecretString> = match import_if_new(&t, ctx, enc.as_ref(), &mut st, &mut notes).await? {
+        Some(k) => {
+            imported_now = true;
+            Some(k)
+        }
+        None => match &enc {
+            Some(secret) => open_ciphertext(&t, ctx, secret, &mut st, &mut notes).await?,
+            None => None,
+        },
+    };
+
+    // 2. Validation, when due.
+    let mut requeue = None;
+    if let Some(plaintext) = plaintext {
+        requeue = validate(&t, ctx, &plaintext, imported_now, &mut st, &mut notes).await;
+    }
+    finish(&t, ctx, &old, st, notes, requeue).await
+}
+
+/// Finalizer cleanup: the ciphertext goes with the ByokKey, at once (not waiting for GC).
+pub async fn cleanup(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
+    let ns = key.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    delete_encrypted(ctx, &ns, &key.name_any()).await?;
+    if let Some(uid) = key.uid() {
+        ctx.backoff.lock().map(|mut b| b.remove(&uid)).ok();
+    }
+    let note = "ByokKey deleted: its encrypted key was removed".to_string();
+    publish(ctx, &key, (EventType::Normal, "Deleted", note)).await;
+    requeue_siblings(ctx, &key, None);
+    Ok(Action::await_change())
+}
+
+async fn revoke(t: &Target<'_>, ctx: &Context, st: &mut ByokKeyStatus) -> Result<(), Error> {
+    delete_encrypted(ctx, &t.ns, &t.name).await?;
+    let msg = "revoked by spec.revoked: the encrypted key was deleted and is refused from now on";
+    set_condition(&mut st.conditions, IMPORTED, "False", "Revoked", msg, t.generation, &t.now);
+    st.phase = Some(KeyPhase::Revoked);
+    st.encrypted_secret_ref = None;
+    st.kek_id = None;
+    Ok(())
+}
+
+/// The encrypted Secret from the cache. Only when status says a ciphertext exists but the cache
+/// has none (it can lag right after an import) is the API server asked.
+async fn encrypted_secret(t: &Target<'_>, ctx: &Context, old: &ByokKeyStatus) -> Result<Option<Secret>, Error> {
+    let name = desired::encrypted_secret_name(&t.name);
+    let owned_by_key = |s: &Secret| s.owner_references().iter().any(|o| Some(&o.uid) == t.key.meta().uid.as_ref());
+    if let Some(s) = ctx.encrypted.get(&ObjectRef::new(&name).within(&t.ns)) {
+        return Ok(owned_by_key(&s).then(|| (*s).clone()));
+    }
+    if old.encrypted_secret_ref.is_none() {
+        return Ok(None);
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.ns);
+    Ok(api.get_opt(&name).await?.filter(owned_by_key))
+}
+
+/// Imports the source Secret when it holds a version not imported yet. Returns the plaintext
+/// when an import happened.
+async fn import_if_new(
+    t: &Target<'_>,
+    ctx: &Context,
+    enc: Option<&Secret>,
+    st: &mut ByokKeyStatus,
+    notes: &mut Vec<Note>,
+) -> Result<Option<SecretString>, Error> {
+    let src_name = &t.key.spec.secret_ref.name;
+    let src = ctx.sources.get(&ObjectRef::new(src_name).within(&t.ns));
+    let recorded = enc.and_then(|s| s.annotations().get(IMPORTED_FROM_ANNOTATION).cloned());
+    let Some(src) = src else {
+        if enc.is_none() {
+            let err = ImportError::SecretNotFound { secret: src_name.clone() };
+            import_failed(t, st, notes, &err, false);
+        }
+        return Ok(None);
+    };
+    let version = desired::source_version(
+        src.uid().as_deref().unwrap_or_default(),
+        src.resource_version().as_deref().unwrap_or_default(),
+    );
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.ns);
+    if recorded.as_deref() == Some(version.as_str()) {
+        // Already imported: finish a deletion an earlier run may have been interrupted before.
+        delete_source_if_policy(t, &api, src.uid(), notes).await?;
+        return Ok(None);
+    }
+    // The one read of Secret data: only when there is something new to import.
+    let Some(source) = api.get_opt(src_name).await? else { return Ok(None) };
+    let data_key = &t.key.spec.secret_ref.key;
+    let raw = source.data.as_ref().and_then(|d| d.get(data_key)).map(|b| b.0.as_slice());
+    let imported = match import::extract(src_name, data_key, raw) {
+        Ok(k) => k,
+        Err(err) => {
+            import_failed(t, st, notes, &err, enc.is_some());
+            return Ok(None);
+        }
+    };
+    let envelope = {
+        let ring = ctx.keyring.read().map_err(|_| Error::Internal("keyring lock poisoned".into()))?;
+        crypto::seal(&ring, &t.aad, &imported.key)?
+    };
+    apply_encrypted(t, ctx, &envelope, &version).await?;
+    st.key_prefix = Some(imported.prefix);
+    st.encrypted_secret_ref = Some(desired::encrypted_secret_name(&t.name));
+    st.kek_id = Some(envelope.kek_id().to_string());
+    let msg = format!("imported from Secret {src_name} and encrypted under KEK {}", envelope.kek_id());
+    set_condition(&mut st.conditions, IMPORTED, "True", "Imported", msg.clone(), t.generation, &t.now);
+    notes.push((EventType::Normal, "Imported", msg));
+    delete_source_if_policy(t, &api, source.uid(), notes).await?;
+    Ok(Some(imported.key))
+}
+
+fn import_failed(t: &Target<'_>, st: &mut ByokKeyStatus, notes: &mut Vec<Note>, err: &ImportError, kept: bool) {
+    let mut msg = err.to_string();
+    if kept {
+        msg.push_str("; the previously imported key stays in use");
+    } else {
+        st.phase = Some(if matches!(err, ImportError::SecretNotFound { .. }) { KeyPhase::Pending } else { KeyPhase::Error });
+    }
+    let changed = condition(&st.conditions, IMPORTED).is_none_or(|c| c.reason != err.reason() || c.message != msg);
+    set_condition(&mut st.conditions, IMPORTED, "False", err.reason(), msg.clone(), t.generation, &t.now);
+    if changed {
+        notes.push((EventType::Warning, err.reason(), msg));
+    }
+}
+
+async fn delete_source_if_policy(
+    t: &Target<'_>,
+    api: &Api<Secret>,
+    uid: Option<String>,
+    notes: &mut Vec<Note>,
+) -> Result<(), Error> {
+    if t.key.spec.source_policy != crate::crd::SourcePolicy::Delete {
+        return Ok(());
+    }
+    let name = &t.key.spec.secret_ref.name;
+    // The uid precondition makes sure a Secret re-created meanwhile (a new key) is not deleted unread.
+    let dp = DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
+    match api.delete(name, &dp).await {
+        Ok(_) => {
+            notes.push((EventType::Normal, "SourceDeleted", format!("deleted source Secret {name} (sourcePolicy: Delete)")));
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn apply_encrypted(t: &Target<'_>, ctx: &Context, envelope: &Envelope, version: &str) -> Result<(), Error> {
+    let secret = desired::encrypted_secret(t.key, envelope, version);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.ns);
+    let name = desired::encrypted_secret_name(&t.name);
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret)).await?;
+    Ok(())
+}
+
+/// Opens the stored ciphertext; re-encrypts it under the active KEK when it is sealed under an older one.
+async fn open_ciphertext(
+    t: &Target<'_>,
+    ctx: &Context,
+    secret: &Secret,
+    st: &mut ByokKeyStatus,
+    notes: &mut Vec<Note>,
+) -> Result<Option<SecretString>, Error> {
+    let text = secret.data.as_ref().and_then(|d| d.get(ENVELOPE_DATA_KEY)).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let opened = {
+        let ring = ctx.keyring.read().map_err(|_| Error::Internal("keyring lock poisoned".into()))?;
+        let active = ring.active().id().to_string();
+        text.ok_or(crypto::EnvelopeError::Format.into())
+            .and_then(|s| Envelope::parse(&s).map_err(crypto::CryptoError::from))
+            .and_then(|env| {
+                let plain = crypto::open(&ring, &t.aad, &env)?;
+                let resealed = if env.kek_id() != active { Some(crypto::seal(&ring, &t.aad, &plain)?) } else { None };
+                Ok((plain, env, resealed))
+            })
+    };
+    let (plain, env, resealed) = match opened {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = format!("cannot decrypt Secret {}: {e}", secret.name_any());
+            let changed = condition(&st.conditions, IMPORTED).is_none_or(|c| c.reason != "DecryptFailed");
+            set_condition(&mut st.conditions, IMPORTED, "False", "DecryptFailed", msg.clone(), t.generation, &t.now);
+            st.phase = Some(KeyPhase::Error);
+            if changed {
+                tracing::warn!(namespace = %t.ns, name = %t.name, error = %e, "ciphertext does not open");
+                notes.push((EventType::Warning, "DecryptFailed", msg));
+            }
+            return Ok(None);
+        }
+    };
+    let version = secret.annotations().get(IMPORTED_FROM_ANNOTATION).cloned().unwrap_or_default();
+    let kek = match resealed {
+        Some(new_env) => {
+            apply_encrypted(t, ctx, &new_env, &version).await?;
+            let msg = format!("re-encrypted from KEK {} to KEK {}", env.kek_id(), new_env.kek_id());
+            notes.push((EventType::Normal, "ReEncrypted", msg));
+            new_env.kek_id().to_string()
+        }
+        None => env.kek_id().to_string(),
+    };
+    st.kek_id = Some(kek);
+    st.encrypted_secret_ref = Some(secret.name_any());
+    if condition(&st.conditions, IMPORTED).is_none_or(|c| c.status != "True") {
+        set_condition(&mut st.conditions, IMPORTED, "True", "Imported", "the encrypted key opens", t.generation, &t.now);
+    }
+    Ok(Some(plain))
+}
+
+/// Validates against the provider when due; returns when to look again.
+async fn validate(
+    t: &Target<'_>,
+    ctx: &Context,
+    plaintext: &SecretString,
+    imported_now: bool,
+    st: &mut ByokKeyStatus,
+    notes: &mut Vec<Note>,
+) -> Option<Duration> {
+    let uid = t.key.uid().unwrap_or_default();
+    let interval = t.key.spec.validation.as_ref().and_then(|v| v.interval.as_deref()).and_then(desired::parse_interval);
+    let interval = interval.unwrap_or(desired::DEFAULT_VALIDATION_INTERVAL);
+    let backoff_until = ctx.backoff.lock().ok().and_then(|b| b.get(&uid).map(|(_, at)| *at));
+    let backoff_passed = backoff_until.is_none_or(|at| Instant::now() >= at);
+    let token = t.key.annotations().get(TEST_REQUESTED_ANNOTATION).map(String::as_str).filter(|s| !s.is_empty());
+    let now = t.now.0;
+    let Some(trigger) = validation::due(st, t.generation, token, imported_now, now, interval, backoff_passed) else {
+        return match st.phase {
+            Some(KeyPhase::Ready) => Some(validation::remaining(st, now, interval)),
+            Some(KeyPhase::Unknown) => backoff_until.map(|at| at.saturating_duration_since(Instant::now())),
+            _ => None,
+        };
+    };
+    let model = ctx.config.models.model_for(t.key.spec.provider, t.key.spec.azure.as_ref());
+    let model = t.key.spec.model.clone().unwrap_or(model);
+    let check = KeyCheck { provider: t.key.spec.provider, key: plaintext, model: &model, azure: t.key.spec.azure.as_ref() };
+    let outcome = providers::check_key(&ctx.http, &ctx.config.endpoints, check).await;
+    let old_phase = st.phase;
+    let old_reason = condition(&st.conditions, VALIDATED).map(|c| c.reason.clone());
+    validation::record(st, &outcome, &trigger, &model, t.generation, &t.now);
+    let reason = condition(&st.conditions, VALIDATED).map(|c| c.reason.clone()).unwrap_or_default();
+    let message = condition(&st.conditions, VALIDATED).map(|c| c.message.clone()).unwrap_or_default();
+    tracing::info!(namespace = %t.ns, name = %t.name, provider = %t.key.spec.provider, ?trigger,
+        result = validation::result_word(&outcome), reason = %reason, "validated key");
+    if let Trigger::TestRequested(_) = trigger {
+        let type_ = if st.phase == Some(KeyPhase::Ready) { EventType::Normal } else { EventType::Warning };
+        notes.push((type_, "Tested", format!("{}: {message}", validation::result_word(&outcome))));
+    }
+    if old_phase != st.phase || old_reason.as_deref() != Some(reason.as_str()) {
+        let type_ = if st.phase == Some(KeyPhase::Ready) { EventType::Normal } else { EventType::Warning };
+        notes.push((type_, "Validated", format!("{reason}: {message}")));
+    }
+    if let providers::CheckOutcome::Unknown { retry_after, .. } = &outcome {
+        let mut map = ctx.backoff.lock().ok()?;
+        let attempts = map.get(&uid).map_or(0, |(n, _)| *n);
+        let wait = validation::backoff(attempts, *retry_after);
+        map.insert(uid, (attempts + 1, Instant::now() + wait));
+        return Some(wait);
+    }
+    ctx.backoff.lock().map(|mut b| b.remove(&uid)).ok();
+    (st.phase == Some(KeyPhase::Ready)).then_some(interval)
+}
+
+/// Computes Ready and Default, applies status when it changed, publishes Events.
+async fn finish(
+    t: &Target<'_>,
+    ctx: &Context,
+    old: &ByokKeyStatus,
+    mut st: ByokKeyStatus,
+    mut notes: Vec<Note>,
+    requeue: Option<Duration>,
+) -> Result<Action, Error> {
+    let usable = st.phase == Some(KeyPhase::Ready);
+    let (ready_reason, ready_msg) = match st.phase {
+        Some(KeyPhase::Ready) => ("Ready".to_string(), "imported, encrypted and validated".to_string()),
+        Some(KeyPhase::Revoked) => ("Revoked".to_string(), "the key is revoked".to_string()),
+        _ => {
+            // Not ready: say why, from the first condition that is not True.
+            let c = condition(&st.conditions, IMPORTED).filter(|c| c.status != "True");
+            let c = c.or_else(|| condition(&st.conditions, VALIDATED));
+            c.map_or(("Pending".into(), "waiting for import and validation".into()), |c| {
+                (c.reason.clone(), c.message.clone())
+            })
+        }
+    };
+    set_condition(&mut st.conditions, READY, if usable { "True" } else { "False" }, &ready_reason, ready_msg, t.generation, &t.now);
+
+    // The effective default, computed over this key's siblings with this key's fresh phase.
+    let mut me = t.key.clone();
+    me.status = Some(st.clone());
+    let siblings = siblings(ctx, t.key);
+    let group = siblings.iter().map(|k| k.as_ref()).filter(|k| k.uid() != me.uid()).chain(std::iter::once(&me));
+    let winner = desired::effective_default(group).and_then(|k| k.uid());
+    st.effective_default = winner.is_some() && winner == me.uid();
+    let (dstatus, dreason, dmsg) = match (t.key.spec.default, st.effective_default) {
+        (_, true) => ("True", "EffectiveDefault", format!("the default {} key in this namespace", t.key.spec.provider)),
+        (true, false) if winner.is_some() => ("False", "Superseded", "a newer default key for this provider wins".into()),
+        (true, false) => ("False", "NotUsable", "asked to be default but the key is not usable".into()),
+        (false, _) => ("False", "NotRequested", "spec.default is false".into()),
+    };
+    set_condition(&mut st.conditions, DEFAULT, dstatus, dreason, dmsg, t.generation, &t.now);
+    if old.effective_default != st.effective_default {
+        let what = if st.effective_default { "now the default" } else { "no longer the default" };
+        notes.push((EventType::Normal, "DefaultChanged", format!("{what} {} key", t.key.spec.provider)));
+    }
+    if old.phase != st.phase {
+        if let Some(phase) = st.phase {
+            let type_ = if matches!(phase, KeyPhase::Ready | KeyPhase::Revoked | KeyPhase::Pending) {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            notes.push((type_, "PhaseChanged", format!("phase {:?} -> {phase:?}", old.phase)));
+        }
+    }
+    st.observed_generation = t.generation;
+
+    if st != *old {
+        let api: Api<ByokKey> = Api::namespaced(ctx.client.clone(), &t.ns);
+        let patch = json!({ "apiVersion": "launchgate.ai/v1alpha1", "kind": "ByokKey", "status": st });
+        api.patch_status(&t.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    for note in notes {
+        publish(ctx, t.key, note).await;
+    }
+    requeue_siblings(ctx, t.key, winner);
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+fn siblings(ctx: &Context, key: &ByokKey) -> Vec<Arc<ByokKey>> {
+    let ns = key.namespace();
+    ctx.byokkeys.state().into_iter().filter(|k| k.namespace() == ns && k.spec.provider == key.spec.provider).collect()
+}
+
+/// Reconciles siblings whose `effectiveDefault` disagrees with the winner just computed.
+fn requeue_siblings(ctx: &Context, key: &ByokKey, winner: Option<String>) {
+    for sib in siblings(ctx, key) {
+        if sib.uid() == key.uid() {
+            continue;
+        }
+        let shown = sib.status.as_ref().is_some_and(|s| s.effective_default);
+        let is = winner.is_some() && sib.uid() == winner;
+        if shown != is {
+            let _ = ctx.requeue.send(ObjectRef::from_obj(sib.as_ref()));
+        }
+    }
+}
+
+async fn delete_encrypted(ctx: &Context, ns: &str, name: &str) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    match api.delete(&desired::encrypted_secret_name(name), &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn publish(ctx: &Context, key: &ByokKey, (type_, reason, note): Note) {
+    let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&ev, &key.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "could not publish event");
+    }
+}

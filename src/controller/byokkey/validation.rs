@@ -1,0 +1,192 @@
+//! When to validate a key, and what a provider's answer means for status: pure functions.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::desired::{condition, set_condition};
+use crate::crd::conditions::byokkey::VALIDATED;
+use crate::crd::{ByokKeyStatus, KeyPhase, KeyTest};
+use crate::providers::CheckOutcome;
+
+/// Why a validation runs now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// New key material was just imported.
+    Imported,
+    /// `launchgate.ai/test-requested` carries a token not answered yet.
+    TestRequested(String),
+    /// The spec changed since the last validation (model, Azure settings, ...).
+    SpecChanged,
+    /// The last attempt reached no verdict and its backoff has passed.
+    Retry,
+    /// A Ready key's re-validation interval has passed.
+    Periodic,
+}
+
+/// Decides whether to call the provider now. `backoff_passed` is false while an Unknown
+/// result's Retry-After or backoff is still running.
+pub fn due(
+    status: &ByokKeyStatus,
+    generation: Option<i64>,
+    test_token: Option<&str>,
+    imported_now: bool,
+    now: jiff::Timestamp,
+    interval: Duration,
+    backoff_passed: bool,
+) -> Option<Trigger> {
+    if imported_now {
+        return Some(Trigger::Imported);
+    }
+    if let Some(token) = test_token {
+        let answered = status.last_test.as_ref().is_some_and(|t| t.request_token == token);
+        if !answered {
+            return Some(Trigger::TestRequested(token.to_string()));
+        }
+    }
+    match condition(&status.conditions, VALIDATED) {
+        None => return Some(Trigger::SpecChanged),
+        Some(c) if c.observed_generation != generation => return Some(Trigger::SpecChanged),
+        Some(_) => {}
+    }
+    match status.phase {
+        Some(KeyPhase::Unknown) | Some(KeyPhase::Pending) => backoff_passed.then_some(Trigger::Retry),
+        Some(KeyPhase::Ready) => (remaining(status, now, interval) == Duration::ZERO).then_some(Trigger::Periodic),
+        _ => None,
+    }
+}
+
+/// Time left until a Ready key's periodic re-validation.
+pub fn remaining(status: &ByokKeyStatus, now: jiff::Timestamp, interval: Duration) -> Duration {
+    let Some(last) = status.last_validated.as_ref() else { return Duration::ZERO };
+    let elapsed = now.duration_since(last.0).unsigned_abs();
+    interval.saturating_sub(elapsed)
+}
+
+/// The backoff before retrying an Unknown result: the provider's Retry-After when it gave one,
+/// otherwise exponential from 5 s, capped at 5 minutes.
+pub fn backoff(attempts: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = Duration::from_secs(5u64.saturating_mul(1u64 << attempts.min(6))).min(Duration::from_secs(300));
+    retry_after.map_or(exp, |ra| ra.max(Duration::from_secs(1)))
+}
+
+/// Short result word for `status.lastTest.result` and Events.
+pub fn result_word(outcome: &CheckOutcome) -> &'static str {
+    match outcome {
+        CheckOutcome::Valid { .. } => "Valid",
+        CheckOutcome::Invalid { .. } => "Invalid",
+        CheckOutcome::ModelUnavailable { .. } => "ModelUnavailable",
+        CheckOutcome::Unknown { .. } => "Unknown",
+    }
+}
+
+/// Writes a provider's answer into status: the Validated condition, the phase, and for an
+/// on-demand test, `lastTest` with the request token echoed.
+pub fn record(
+    status: &mut ByokKeyStatus,
+    outcome: &CheckOutcome,
+    trigger: &Trigger,
+    model: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let (cond_status, reason, message, phase, http_status) = match outcome {
+        CheckOutcome::Valid { http_status, .. } => (
+            "True",
+            "Valid".to_string(),
+            format!("the provider accepted the key and lists model {model}"),
+            KeyPhase::Ready,
+            Some(*http_status),
+        ),
+        CheckOutcome::Invalid { http_status, message, .. } => {
+            ("False", outcome.reason_str().to_string(), message.clone(), KeyPhase::Invalid, Some(*http_status))
+        }
+        CheckOutcome::ModelUnavailable { model, http_status, message } => (
+            "False",
+            "ModelNotFound".to_string(),
+            format!("the key works but model {model} is not available to it: {message}"),
+            KeyPhase::Invalid,
+            Some(*http_status),
+        ),
+        CheckOutcome::Unknown { http_status, message, .. } => {
+            ("Unknown", outcome.reason_str().to_string(), message.clone(), KeyPhase::Unknown, *http_status)
+        }
+    };
+    set_condition(&mut status.conditions, VALIDATED, cond_status, &reason, message.clone(), generation, now);
+    status.phase = Some(phase);
+    status.model = Some(model.to_string());
+    status.last_validated = Some(now.clone());
+    if let Trigger::TestRequested(token) = trigger {
+        status.last_test = Some(KeyTest {
+            time: now.clone(),
+            result: result_word(outcome).to_string(),
+            http_status,
+            message,
+            request_token: token.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000 + s).expect("time")
+    }
+
+    fn validated(phase: KeyPhase, last: i64, generation: i64) -> ByokKeyStatus {
+        let mut st = ByokKeyStatus { phase: Some(phase), last_validated: Some(Time(at(last))), ..Default::default() };
+        set_condition(&mut st.conditions, VALIDATED, "True", "Valid", "", Some(generation), &Time(at(last)));
+        st
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn import_and_new_tokens_always_validate() {
+        let st = validated(KeyPhase::Ready, 0, 1);
+        assert_eq!(due(&st, Some(1), None, true, at(1), HOUR, true), Some(Trigger::Imported));
+        assert_eq!(due(&st, Some(1), Some("t1"), false, at(1), HOUR, false), Some(Trigger::TestRequested("t1".into())));
+    }
+
+    #[test]
+    fn answered_token_is_not_tested_again() {
+        let mut st = validated(KeyPhase::Ready, 0, 1);
+        st.last_test = Some(KeyTest {
+            time: Time(at(0)),
+            result: "Valid".into(),
+            http_status: Some(200),
+            message: String::new(),
+            request_token: "t1".into(),
+        });
+        assert_eq!(due(&st, Some(1), Some("t1"), false, at(1), HOUR, true), None);
+    }
+
+    #[test]
+    fn invalid_keys_are_never_retried_by_themselves() {
+        let st = validated(KeyPhase::Invalid, 0, 1);
+        assert_eq!(due(&st, Some(1), None, false, at(1_000_000), HOUR, true), None);
+        // ...but a spec change validates again.
+        assert_eq!(due(&st, Some(2), None, false, at(1), HOUR, true), Some(Trigger::SpecChanged));
+    }
+
+    #[test]
+    fn unknown_waits_for_backoff_and_ready_for_interval() {
+        let st = validated(KeyPhase::Unknown, 0, 1);
+        assert_eq!(due(&st, Some(1), None, false, at(1), HOUR, false), None);
+        assert_eq!(due(&st, Some(1), None, false, at(1), HOUR, true), Some(Trigger::Retry));
+        let st = validated(KeyPhase::Ready, 0, 1);
+        assert_eq!(due(&st, Some(1), None, false, at(3599), HOUR, true), None);
+        assert_eq!(remaining(&st, at(3599), HOUR), Duration::from_secs(1));
+        assert_eq!(due(&st, Some(1), None, false, at(3600), HOUR, true), Some(Trigger::Periodic));
+    }
+
+    #[test]
+    fn backoff_honours_retry_after_and_caps() {
+        assert_eq!(backoff(0, Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(backoff(0, None), Duration::from_secs(5));
+        assert_eq!(backoff(2, None), Duration::from_secs(20));
+        assert_eq!(backoff(30, None), Duration::from_secs(300));
+    }
+}

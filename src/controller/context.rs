@@ -1,0 +1,48 @@
+//! What every reconcile shares: clients, caches, the keyring and configuration.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::crd::ByokKey;
+use crate::crypto::Keyring;
+use crate::providers::{Endpoints, ModelTable};
+
+/// Operator settings, from flags and environment.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Namespace of the operator and its keyring Secret.
+    pub namespace: String,
+    /// Name of the keyring Secret (the BYOK_ENCRYPTION_KEY).
+    pub keyring_secret: String,
+    pub endpoints: Endpoints,
+    pub models: ModelTable,
+    /// Reconciles in flight at once.
+    pub concurrency: u16,
+}
+
+/// Shared state of the ByokKey controller.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub config: OperatorConfig,
+    pub http: reqwest::Client,
+    /// Held only for short, synchronous sections: never across an await.
+    pub keyring: Arc<RwLock<Keyring>>,
+    pub byokkeys: Store<ByokKey>,
+    /// The operator's own encrypted key Secrets (label-selected watch).
+    pub encrypted: Store<Secret>,
+    /// Metadata only (never data) of Secrets that may be import sources.
+    pub sources: Store<PartialObjectMeta<Secret>>,
+    /// Asks the controller to reconcile other keys, e.g. when the effective default moves.
+    pub requeue: UnboundedSender<ObjectRef<ByokKey>>,
+    /// Validation backoff per ByokKey uid: attempts so far and the earliest next attempt.
+    pub backoff: Mutex<HashMap<String, (u32, Instant)>>,
+}

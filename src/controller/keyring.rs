@@ -1,0 +1,107 @@
+//! Loading, creating and following the KEK keyring Secret.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{Error, labels};
+use crate::crypto::Keyring;
+
+/// Secret type of the keyring, to tell it apart from ordinary Secrets.
+pub const KEYRING_SECRET_TYPE: &str = "launchgate.ai/kek-keyring";
+
+pub fn secret_data(ring: &Keyring) -> BTreeMap<String, ByteString> {
+    ring.to_secret_data().into_iter().map(|(k, v)| (k, ByteString(v))).collect()
+}
+
+pub fn from_secret(secret: &Secret) -> Result<Keyring, crate::crypto::KeyringError> {
+    let data: BTreeMap<String, Vec<u8>> =
+        secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    Keyring::from_secret_data(&data)
+}
+
+/// Reads the keyring Secret, or generates and stores a new keyring when there is none.
+pub async fn load_or_create(client: &Client, namespace: &str, name: &str, recorder: &Recorder) -> Result<Keyring, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    if let Some(secret) = api.get_opt(name).await? {
+        return Ok(from_secret(&secret)?);
+    }
+    let ring = Keyring::generate();
+    let mut labels = labels::managed();
+    labels.insert(labels::COMPONENT.into(), "kek-keyring".into());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        type_: Some(KEYRING_SECRET_TYPE.into()),
+        data: Some(secret_data(&ring)),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(created) => {
+            tracing::info!(secret = name, namespace, kek_id = ring.active().id(), "generated a new KEK keyring");
+            let note = format!(
+                "Generated KEK keyring with active KEK {}. Back this Secret up: without it no ByokKey can be decrypted.",
+                ring.active().id()
+            );
+            let ev = Event {
+                type_: EventType::Normal,
+                reason: "KeyringGenerated".into(),
+                note: Some(note),
+                action: "GenerateKeyring".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&ev, &created.object_ref(&())).await {
+                tracing::warn!(error = %e, "could not record the KeyringGenerated event");
+            }
+            Ok(ring)
+        }
+        // Another replica won the race: use what it stored.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(from_secret(&api.get(name).await?)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Follows the keyring Secret: on a change (rotation, added or removed KEK) swaps the shared
+/// keyring and signals `changed`, so every ByokKey is reconciled (and re-encrypted if needed).
+pub async fn follow(client: Client, namespace: String, name: String, ring: Arc<RwLock<Keyring>>, changed: UnboundedSender<()>) {
+    let api: Api<Secret> = Api::namespaced(client, &namespace);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher(api, cfg).default_backoff().applied_objects().boxed();
+    while let Some(item) = stream.next().await {
+        let secret = match item {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "keyring watch error");
+                continue;
+            }
+        };
+        match from_secret(&secret) {
+            Ok(new) => {
+                let differs = {
+                    let Ok(current) = ring.read() else { return };
+                    current.active().id() != new.active().id() || !current.ids().eq(new.ids())
+                };
+                if differs {
+                    tracing::info!(active = new.active().id(), keks = new.ids().count(), "keyring changed");
+                    if let Ok(mut current) = ring.write() {
+                        *current = new;
+                    }
+                    let _ = changed.send(());
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "keyring Secret is malformed; keeping the keyring in memory"),
+        }
+    }
+}
