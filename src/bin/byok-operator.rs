@@ -41,6 +41,9 @@ struct RunArgs {
     /// Reconciles in flight at once.
     #[arg(long, env = "BYOK_CONCURRENCY", default_value_t = 64)]
     concurrency: u16,
+    /// Watch only this namespace instead of the whole cluster.
+    #[arg(long, env = "BYOK_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -92,6 +95,7 @@ fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
         endpoints,
         models,
         concurrency: r.concurrency.max(1),
+        watch_namespace: r.watch_namespace.clone(),
     })
 }
 

@@ -26,6 +26,8 @@ pub struct OperatorConfig {
     pub models: ModelTable,
     /// Reconciles in flight at once.
     pub concurrency: u16,
+    /// Watch only this namespace (for teams that cannot grant cluster-wide Secret access); all when None.
+    pub watch_namespace: Option<String>,
 }
 
 /// Shared state of the ByokKey controller.

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
@@ -36,9 +35,15 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
         .build()
         .map_err(|e| Error::Internal(format!("http client: {e}")))?;
 
+    let c = || client.clone();
+    let (byokkeys, secrets, secret_metadata) = match &config.watch_namespace {
+        Some(ns) => (Api::namespaced(c(), ns), Api::namespaced(c(), ns), Api::namespaced(c(), ns)),
+        None => (Api::all(c()), Api::all(c()), Api::all(c())),
+    };
     let wiring = Wiring {
-        byokkeys: Api::all(client.clone()),
-        secrets: Api::<Secret>::all(client.clone()),
+        byokkeys,
+        secrets,
+        secret_metadata,
         keyring_changed: changed_rx,
     };
     byokkey::run(wiring, |parts| Context {

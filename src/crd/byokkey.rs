@@ -2,6 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{AzureSpec, Provider};
@@ -91,7 +92,7 @@ fn default_secret_key() -> String {
 }
 
 /// Whether the plaintext source Secret is deleted once its key is imported.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum SourcePolicy {
     /// Delete the source Secret after import: the plaintext leaves etcd.
     #[default]
@@ -143,7 +144,7 @@ pub struct ByokKeyStatus {
 }
 
 /// Lifecycle phase, summarising the conditions for `kubectl get`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum KeyPhase {
     /// Waiting for the source Secret or the first validation.
     Pending,

@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, metadata_watcher, watcher};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -54,20 +55,22 @@ fn source_fields() -> String {
 pub struct Wiring {
     pub byokkeys: Api<ByokKey>,
     pub secrets: Api<Secret>,
+    /// The same Secrets, metadata only.
+    pub secret_metadata: Api<PartialObjectMeta<Secret>>,
     /// Fires when the keyring changed: every key is reconciled (re-encryption).
     pub keyring_changed: mpsc::UnboundedReceiver<()>,
 }
 
 /// Builds the caches and runs the controller until shutdown.
 pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context) {
-    let Wiring { byokkeys, secrets, keyring_changed } = wiring;
+    let Wiring { byokkeys, secrets, secret_metadata, keyring_changed } = wiring;
     let (enc_store, enc_writer) = reflector::store();
     let enc_cfg = watcher::Config::default().labels(&labels::encrypted_key_selector());
-    let encrypted = watcher(secrets.clone(), enc_cfg).default_backoff().reflect(enc_writer).touched_objects();
+    let encrypted = watcher(secrets, enc_cfg).default_backoff().reflect(enc_writer).touched_objects();
 
     let (src_store, src_writer) = reflector::store();
     let src_cfg = watcher::Config::default().fields(&source_fields());
-    let sources = metadata_watcher(secrets, src_cfg).default_backoff().reflect(src_writer).touched_objects();
+    let sources = watcher(secret_metadata, src_cfg).default_backoff().reflect(src_writer).touched_objects();
 
     let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
     let controller = Controller::new(byokkeys, watcher::Config::default().any_semantic());

@@ -200,7 +200,12 @@ async fn delete_source_if_policy(
     let dp = DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
     match api.delete(name, &dp).await {
         Ok(_) => {
-            notes.push((EventType::Normal, "SourceDeleted", format!("deleted source Secret {name} (sourcePolicy: Delete)")));
+            tracing::info!(namespace = %t.ns, name = %t.name, secret = %name, "deleted imported source Secret");
+            if let Some(note) = notes.iter_mut().find(|n| n.1 == "Imported") {
+                note.2.push_str("; source Secret deleted (sourcePolicy: Delete)");
+            } else {
+                notes.push((EventType::Normal, "SourceDeleted", format!("deleted source Secret {name} (sourcePolicy: Delete)")));
+            }
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
@@ -363,7 +368,8 @@ async fn finish(
         let what = if st.effective_default { "now the default" } else { "no longer the default" };
         notes.push((EventType::Normal, "DefaultChanged", format!("{what} {} key", t.key.spec.provider)));
     }
-    if old.phase != st.phase {
+    // A phase change gets its own Event only when no other Event of this reconcile explains it.
+    if old.phase != st.phase && notes.is_empty() {
         if let Some(phase) = st.phase {
             let type_ = if matches!(phase, KeyPhase::Ready | KeyPhase::Revoked | KeyPhase::Pending) {
                 EventType::Normal

@@ -1,0 +1,186 @@
+//! Import benchmark: N ByokKeys with their Secrets applied at once against the local control
+//! plane, mock provider latency 50 ms. Prints seconds to all Ready, keys/s, operator peak RSS and
+//! CPU seconds, and the API server's raw write rate measured in the same run with the same client,
+//! so the import rate can be stated against the API-server-bound floor.
+//!
+//! Run with `hack/bench.sh` (starts the cluster). Options via env: BENCH_KEYS (1000),
+//! BENCH_LATENCY_MS (50), BENCH_CLIENT_CONCURRENCY (32).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use byok_operator::crd::{ByokKey, ByokKeySpec, KeyPhase, Provider, SecretKeyRef, SourcePolicy};
+use byok_operator::mock::{self, MockConfig};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Total mutating requests the API server has served, from its own metrics.
+async fn apiserver_writes(client: &Client) -> anyhow::Result<f64> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    let mut total = 0.0;
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let mutating = ["POST", "PUT", "PATCH", "DELETE"].iter().any(|v| line.contains(&format!("verb=\"{v}\"")));
+        if mutating {
+            total += line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        }
+    }
+    Ok(total)
+}
+
+/// Peak resident set (KiB) and CPU seconds of a process, from /proc.
+fn proc_usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
+    (hwm, ticks / 100.0)
+}
+
+fn secret(name: &str, value: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        string_data: Some([("apiKey".to_string(), value.to_string())].into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n = env_num("BENCH_KEYS", 1000);
+    let latency = Duration::from_millis(env_num("BENCH_LATENCY_MS", 50) as u64);
+    let par = env_num("BENCH_CLIENT_CONCURRENCY", 32);
+    let client = Client::try_default().await?;
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch("byokkeys.launchgate.ai", &PatchParams::apply("byok-bench").force(), &Patch::Apply(ByokKey::crd()))
+        .await?;
+    let ns = format!("bench-{}", std::process::id());
+    let nsapi: Api<Namespace> = Api::all(client.clone());
+    let obj = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
+    nsapi.create(&PostParams::default(), &obj).await?;
+    // Let the CRD be served before timing anything.
+    let keys: Api<ByokKey> = Api::namespaced(client.clone(), &ns);
+    while keys.list(&ListParams::default().limit(1)).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 1. The API server's raw write rate, same client, same concurrency: N ConfigMap creates.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let raw_n = n;
+    let t = Instant::now();
+    stream::iter(0..raw_n)
+        .map(|i| {
+            let cms = cms.clone();
+            async move {
+                let cm = ConfigMap {
+                    metadata: ObjectMeta { name: Some(format!("raw-{i}")), ..Default::default() },
+                    data: Some([("k".to_string(), "v".repeat(64))].into()),
+                    ..Default::default()
+                };
+                cms.create(&PostParams::default(), &cm).await
+            }
+        })
+        .buffer_unordered(par)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                eprintln!("raw write failed: {e}");
+            }
+        })
+        .await;
+    let raw_rate = raw_n as f64 / t.elapsed().as_secs_f64();
+
+    // 2. The operator, against a mock provider with the given latency.
+    let mock = mock::start(MockConfig { latency, ..MockConfig::default() }).await?;
+    let ep = mock.endpoints();
+    let mut op = Command::new(env!("CARGO_BIN_EXE_byok-operator"))
+        .args(["--namespace", &ns, "--watch-namespace", &ns, "--log-format", "json"])
+        .args(["--openai-base-url", &ep.openai])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = op.id();
+    // Wait until the operator has its keyring (it creates it on first start).
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    while secrets.get_opt("byok-operator-kek").await?.is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let writes_before = apiserver_writes(&client).await?;
+    let t = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let (secrets, keys) = (secrets.clone(), keys.clone());
+            async move {
+                let name = format!("k{i:04}");
+                let value = format!("sk-proj-bench{i:04}{}", "x".repeat(32));
+                secrets.create(&PostParams::default(), &secret(&format!("{name}-src"), &value)).await?;
+                let spec = ByokKeySpec {
+                    provider: Provider::OpenAi,
+                    display_name: None,
+                    default: false,
+                    secret_ref: SecretKeyRef { name: format!("{name}-src"), key: "apiKey".into() },
+                    source_policy: SourcePolicy::Delete,
+                    model: None,
+                    azure: None,
+                    validation: None,
+                    revoked: false,
+                };
+                keys.create(&PostParams::default(), &ByokKey::new(&name, spec)).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(par)
+        .for_each(|r: Result<(), kube::Error>| async move {
+            if let Err(e) = r {
+                eprintln!("create failed: {e}");
+            }
+        })
+        .await;
+    let applied = t.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let list = keys.list(&ListParams::default()).await?;
+        let ready = list.items.iter().filter(|k| k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready)).count();
+        if ready == n {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "only {ready} of {n} keys Ready after 600 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let all_ready = t.elapsed();
+    let writes = apiserver_writes(&client).await? - writes_before;
+    let (rss_kib, cpu) = proc_usage(pid);
+    let _ = op.kill();
+    let _ = op.wait();
+
+    let writes_per_key = writes / n as f64;
+    let floor = n as f64 * writes_per_key / raw_rate;
+    println!("byok-operator import benchmark: {n} ByokKeys + Secrets, mock latency {latency:?}, client concurrency {par}");
+    println!("  applied all objects in        {:>8.2} s", applied.as_secs_f64());
+    println!("  all Ready after               {:>8.2} s", all_ready.as_secs_f64());
+    println!("  keys/s                        {:>8.1}", n as f64 / all_ready.as_secs_f64());
+    println!("  API server raw writes/s       {:>8.1}  (same client, {raw_n} ConfigMap creates)", raw_rate);
+    println!("  API writes per key            {:>8.2}  (all clients, from apiserver_request_total)", writes_per_key);
+    println!("  API-server-bound floor        {:>8.2} s  (keys x writes/key / raw writes/s)", floor);
+    println!("  all Ready / floor             {:>8.2}  (target <= 2.0)", all_ready.as_secs_f64() / floor);
+    println!("  operator peak RSS             {:>8.1} MiB (target <= 64)", rss_kib as f64 / 1024.0);
+    println!("  operator CPU                  {:>8.2} s", cpu);
+    nsapi.delete(&ns, &Default::default()).await?;
+    Ok(())
+}

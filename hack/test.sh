@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: unit tests, and integration tests against a local Kubernetes control plane
+# built from source (or your own cluster with USE_EXISTING_CLUSTER=true and KUBECONFIG).
+# Extra arguments go to `cargo test`, e.g. `hack/test.sh --test byokkey_lifecycle`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash hack/prereqs.sh
+# The cluster is stopped however the tests end (failure, panic, Ctrl-C).
+trap 'bash hack/cluster.sh down' EXIT
+bash hack/cluster.sh up
+eval "$(bash hack/cluster.sh env)"
+start=$SECONDS
+cargo test --all-targets "$@" -- --test-threads="${BYOK_TEST_THREADS:-4}"
+echo "[test] cargo test took $((SECONDS - start))s"

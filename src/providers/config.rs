@@ -1,0 +1,166 @@
+//! Where each provider lives and which model judges by default.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::crd::{AzureSpec, Provider};
+
+/// Base URLs, configurable for corporate gateways, air-gapped proxies and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Includes the version segment, as the OpenAI SDK's base URL does.
+    pub openai: String,
+    pub anthropic: String,
+    pub google: String,
+    /// When set, replaces every `AzureSpec.endpoint` (gateways, tests).
+    pub azure: Option<String>,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self {
+            openai: "https://api.openai.com/v1".into(),
+            anthropic: "https://api.anthropic.com".into(),
+            google: "https://generativelanguage.googleapis.com".into(),
+            azure: None,
+        }
+    }
+}
+
+/// Joins a base URL and a path without doubling or dropping the slash.
+pub(crate) fn join(base: &str, path: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+}
+
+/// Percent-encodes a value for use as one URL path segment (model ids and deployment names come
+/// from users: a `/` or `?` must not change which endpoint is called).
+pub(crate) fn segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The default judge model per provider. Azure OpenAI has none: its model is the deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelTable {
+    pub openai: String,
+    pub anthropic: String,
+    pub google: String,
+}
+
+impl Default for ModelTable {
+    /// Models that resolve today (2026). The original product's `claude-sonnet-4-20250514` is
+    /// retired and "Gemini Pro" no longer resolves, hence this table is configurable.
+    fn default() -> Self {
+        Self { openai: "gpt-4o".into(), anthropic: "claude-sonnet-4-6".into(), google: "gemini-2.5-pro".into() }
+    }
+}
+
+/// A `--default-models` value that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ModelTableError {
+    #[error("expected provider=model, got {0:?}")]
+    MissingEquals(String),
+    #[error("unknown provider {0:?} (expected openai, anthropic or google)")]
+    UnknownProvider(String),
+    #[error("empty model for provider {0}")]
+    EmptyModel(String),
+    #[error("azure_openai has no default model: it always uses the key's deployment")]
+    AzureHasNoDefault,
+}
+
+impl ModelTable {
+    /// The model to use for a provider: the table's entry, or the deployment for Azure OpenAI
+    /// (empty when the key has no Azure spec, which validation reports as misconfigured).
+    pub fn model_for(&self, provider: Provider, azure: Option<&AzureSpec>) -> String {
+        match provider {
+            Provider::OpenAi => self.openai.clone(),
+            Provider::Anthropic => self.anthropic.clone(),
+            Provider::Google => self.google.clone(),
+            Provider::AzureOpenAi => azure.map(|a| a.deployment.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Parses `openai=gpt-4o,anthropic=claude-sonnet-4-6`; providers not named keep their default.
+    pub fn parse(spec: &str) -> Result<Self, ModelTableError> {
+        let mut table = Self::default();
+        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (provider, model) =
+                entry.split_once('=').ok_or_else(|| ModelTableError::MissingEquals(entry.to_string()))?;
+            let (provider, model) = (provider.trim(), model.trim());
+            let slot = match provider {
+                "openai" => &mut table.openai,
+                "anthropic" => &mut table.anthropic,
+                "google" => &mut table.google,
+                "azure_openai" => return Err(ModelTableError::AzureHasNoDefault),
+                other => return Err(ModelTableError::UnknownProvider(other.to_string())),
+            };
+            if model.is_empty() {
+                return Err(ModelTableError::EmptyModel(provider.to_string()));
+            }
+            *slot = model.to_string();
+        }
+        Ok(table)
+    }
+}
+
+impl FromStr for ModelTable {
+    type Err = ModelTableError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for ModelTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "openai={},anthropic={},google={}", self.openai, self.anthropic, self.google)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve_today() {
+        let t = ModelTable::default();
+        assert_eq!(t.model_for(Provider::OpenAi, None), "gpt-4o");
+        assert_eq!(t.model_for(Provider::Anthropic, None), "claude-sonnet-4-6");
+        assert_eq!(t.model_for(Provider::Google, None), "gemini-2.5-pro");
+        let azure = AzureSpec { endpoint: "https://x".into(), deployment: "judge".into(), api_version: None };
+        assert_eq!(t.model_for(Provider::AzureOpenAi, Some(&azure)), "judge");
+        assert_eq!(t.model_for(Provider::AzureOpenAi, None), "");
+    }
+
+    #[test]
+    fn parse_overrides_and_round_trips() {
+        let t = ModelTable::parse(" anthropic = claude-opus-4-8 ,google=gemini-2.5-flash,").unwrap();
+        assert_eq!(t.openai, "gpt-4o");
+        assert_eq!(t.anthropic, "claude-opus-4-8");
+        assert_eq!(t.google, "gemini-2.5-flash");
+        assert_eq!(t.to_string().parse::<ModelTable>().unwrap(), t);
+        assert_eq!(ModelTable::parse("").unwrap(), ModelTable::default());
+    }
+
+    #[test]
+    fn parse_errors() {
+        assert_eq!(ModelTable::parse("openai"), Err(ModelTableError::MissingEquals("openai".into())));
+        assert_eq!(ModelTable::parse("cohere=x"), Err(ModelTableError::UnknownProvider("cohere".into())));
+        assert_eq!(ModelTable::parse("openai="), Err(ModelTableError::EmptyModel("openai".into())));
+        assert_eq!(ModelTable::parse("azure_openai=x"), Err(ModelTableError::AzureHasNoDefault));
+    }
+
+    #[test]
+    fn join_handles_slashes() {
+        assert_eq!(join("http://a/v1/", "/models"), "http://a/v1/models");
+        assert_eq!(join("http://a/v1", "models"), "http://a/v1/models");
+        assert_eq!(segment("gemini-2.5-pro"), "gemini-2.5-pro");
+        assert_eq!(segment("a/b?c d"), "a%2Fb%3Fc%20d");
+    }
+}

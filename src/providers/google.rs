@@ -1,0 +1,214 @@
+//! Google Gemini (Generative Language API, /v1beta): `x-goog-api-key` header (never `?key=`,
+//! which would put the key in URLs and logs), `GET models/{model}`, `POST models/{model}:generateContent`.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use super::config::{join, segment};
+use super::error::{CallError, FailureKind};
+use super::http::{self, ErrorBody, call, secret_header};
+use super::retry::MAX_RETRY_AFTER;
+use super::verdict::{count, gemini_verdict_schema, parse_verdict_text};
+use super::{CheckOutcome, Endpoints, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, unexpected_body};
+
+const API_VERSION: &str = "v1beta";
+/// Finish reasons meaning the output was withheld by a safety system.
+const BLOCKED: [&str; 6] = ["SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"];
+
+fn authed(request: reqwest::RequestBuilder, key: &SecretString) -> Result<reqwest::RequestBuilder, CallError> {
+    Ok(request.header("x-goog-api-key", secret_header(key.expose_secret())?))
+}
+
+/// `models/gemini-2.5-pro` and `gemini-2.5-pro` name the same model.
+fn model_path(model: &str) -> String {
+    format!("{API_VERSION}/models/{}", segment(model.strip_prefix("models/").unwrap_or(model)))
+}
+
+/// Parses a protobuf Duration as JSON renders it (`"37s"`, `"1.5s"`), within 0-60 s.
+fn parse_retry_delay(text: &str) -> Option<Duration> {
+    let secs: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && (0.0..=MAX_RETRY_AFTER.as_secs_f64()).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Classifies `{"error":{"code","message","status","details":[..]}}`.
+pub(super) fn classify(status: u16, body: &str) -> ErrorBody {
+    let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let error = value.get("error").unwrap_or(&Value::Null);
+    let message = match error.get("message").and_then(Value::as_str) {
+        Some(m) if !m.is_empty() => m.to_string(),
+        _ => http::fallback_message(status, body),
+    };
+    let details = error.get("details").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let of_type = |suffix: &'static str| {
+        details.iter().filter(move |d| d.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with(suffix)))
+    };
+    let reason = of_type("google.rpc.ErrorInfo").find_map(|d| d.get("reason").and_then(Value::as_str));
+    // A per-day quota will not come back within any retry window; per-minute ones will.
+    let daily_quota = of_type("google.rpc.QuotaFailure")
+        .filter_map(|d| d.get("violations").and_then(Value::as_array))
+        .flatten()
+        .any(|v| v.get("quotaId").and_then(Value::as_str).is_some_and(|id| id.contains("PerDay")));
+    let retry_hint = of_type("google.rpc.RetryInfo")
+        .find_map(|d| d.get("retryDelay").and_then(Value::as_str))
+        .and_then(parse_retry_delay);
+    let kind = match status {
+        // Gemini reports a bad key as 400 INVALID_ARGUMENT, not 401.
+        400 if reason == Some("API_KEY_INVALID") || message.contains("API key not valid") => FailureKind::Unauthorized,
+        404 => FailureKind::ModelNotFound,
+        429 if daily_quota => FailureKind::QuotaExhausted,
+        s => super::error::Failure::kind_for_status(s),
+    };
+    ErrorBody { kind, message, retry_hint }
+}
+
+/// `GET /v1beta/models/{model}` authenticates the key and resolves the model in one call.
+pub(super) async fn check(
+    http: &reqwest::Client,
+    endpoints: &Endpoints,
+    check: &KeyCheck<'_>,
+    timeout: Duration,
+) -> CheckOutcome {
+    let result = match authed(http.get(join(&endpoints.google, &model_path(check.model))), check.key) {
+        Ok(request) => call(request, timeout, check.key, classify).await,
+        Err(e) => Err(e),
+    };
+    let reply = match result {
+        Ok(reply) => reply,
+        Err(e) => return e.into_check_outcome(check.model),
+    };
+    let value: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+    if value.get("name").and_then(Value::as_str).is_none() {
+        return unexpected_body(reply.status, "a Gemini model");
+    }
+    let methods = value.get("supportedGenerationMethods").and_then(Value::as_array);
+    if methods.is_some_and(|m| !m.iter().any(|x| x.as_str() == Some("generateContent"))) {
+        return CheckOutcome::ModelUnavailable {
+            model: check.model.to_string(),
+            http_status: reply.status,
+            message: format!("model {} does not support generateContent", check.model),
+        };
+    }
+    CheckOutcome::Valid { http_status: reply.status, request_id: None }
+}
+
+pub(super) fn generate_body(request: &JudgeRequest<'_>) -> Value {
+    let mut body = json!({
+        "contents": [{"role": "user", "parts": [{"text": request.user}]}],
+        "generationConfig": {
+            "temperature": 0,
+            "maxOutputTokens": request.max_tokens,
+            "responseMimeType": "application/json",
+            "responseSchema": gemini_verdict_schema()
+        }
+    });
+    if !request.system.is_empty() {
+        body["systemInstruction"] = json!({"parts": [{"text": request.system}]});
+    }
+    body
+}
+
+/// Reads the verdict from `candidates[0].content.parts[*].text` (thought parts skipped).
+pub(super) fn parse_generate_response(body: &str) -> Result<(Verdict, Usage), JudgeError> {
+    let malformed = |message: String| JudgeError::MalformedVerdict { message };
+    let value: Value = serde_json::from_str(body).map_err(|_| malformed("the response is not JSON".into()))?;
+    if let Some(block) = value.pointer("/promptFeedback/blockReason").and_then(Value::as_str) {
+        return Err(JudgeError::Refused { message: format!("the prompt was blocked ({})", http::sanitize(block, "")) });
+    }
+    let candidate = value.pointer("/candidates/0").ok_or_else(|| malformed("the response has no candidates".into()))?;
+    let finish = candidate.get("finishReason").and_then(Value::as_str).unwrap_or_default();
+    if BLOCKED.contains(&finish) {
+        return Err(JudgeError::Refused { message: format!("the output was blocked (finishReason {finish})") });
+    }
+    let parts = candidate.pointer("/content/parts").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let text: String = parts
+        .iter()
+        .filter(|p| p.get("thought").and_then(Value::as_bool) != Some(true))
+        .filter_map(|p| p.get("text").and_then(Value::as_str))
+        .collect();
+    let verdict = parse_verdict_text(&text).map_err(|e| {
+        malformed(if finish == "MAX_TOKENS" {
+            // Thinking models spend maxOutputTokens on thoughts first, often leaving no parts at all.
+            "the output was cut at maxOutputTokens (finishReason MAX_TOKENS); raise max_tokens".into()
+        } else {
+            e
+        })
+    })?;
+    let usage = value.get("usageMetadata").unwrap_or(&Value::Null);
+    // Thinking tokens are billed as output.
+    let output_tokens = count(usage, "candidatesTokenCount") + count(usage, "thoughtsTokenCount");
+    Ok((verdict, Usage { input_tokens: count(usage, "promptTokenCount"), output_tokens }))
+}
+
+pub(super) async fn judge(
+    http: &reqwest::Client,
+    endpoints: &Endpoints,
+    request: &JudgeRequest<'_>,
+) -> Result<(Verdict, Usage), JudgeError> {
+    let url = join(&endpoints.google, &format!("{}:generateContent", model_path(request.model)));
+    let builder = http.post(url).json(&generate_body(request));
+    let reply = match authed(builder, request.key) {
+        Ok(builder) => call(builder, request.timeout, request.key, classify).await,
+        Err(e) => Err(e),
+    }
+    .map_err(|e| e.into_judge_error(request.model))?;
+    parse_generate_response(&reply.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_mapping() {
+        let invalid = r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}"#;
+        assert_eq!(classify(400, invalid).kind, FailureKind::Unauthorized);
+        let bad_request = r#"{"error":{"code":400,"message":"* GenerateContentRequest.contents: contents is not specified","status":"INVALID_ARGUMENT"}}"#;
+        assert_eq!(classify(400, bad_request).kind, FailureKind::BadRequest);
+        let denied = r#"{"error":{"code":403,"message":"Method doesn't allow unregistered callers","status":"PERMISSION_DENIED"}}"#;
+        assert_eq!(classify(403, denied).kind, FailureKind::PermissionDenied);
+        let missing = r#"{"error":{"code":404,"message":"models/gemini-pro is not found for API version v1beta","status":"NOT_FOUND"}}"#;
+        assert_eq!(classify(404, missing).kind, FailureKind::ModelNotFound);
+        let minute = r#"{"error":{"code":429,"message":"You exceeded your current quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"37s"}]}}"#;
+        let parsed = classify(429, minute);
+        assert_eq!(parsed.kind, FailureKind::RateLimited);
+        assert_eq!(parsed.retry_hint, Some(Duration::from_secs(37)));
+        let day = minute.replace("PerMinute", "PerDay").replace("37s", "86000s");
+        let parsed = classify(429, &day);
+        assert_eq!(parsed.kind, FailureKind::QuotaExhausted);
+        assert_eq!(parsed.retry_hint, None);
+        assert_eq!(classify(503, r#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#).kind, FailureKind::Server);
+    }
+
+    #[test]
+    fn retry_delay_parsing() {
+        assert_eq!(parse_retry_delay("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_retry_delay("61s"), None);
+        assert_eq!(parse_retry_delay("5"), None);
+    }
+
+    #[test]
+    fn model_paths_never_escape_the_segment() {
+        assert_eq!(model_path("models/gemini-2.5-pro"), "v1beta/models/gemini-2.5-pro");
+        assert_eq!(model_path("../x?key=y"), "v1beta/models/..%2Fx%3Fkey%3Dy");
+    }
+
+    #[test]
+    fn verdict_parsing() {
+        let ok = r#"{"candidates":[{"content":{"parts":[{"text":"thinking","thought":true},{"text":"{\"score\":0.7,\"pass\":true,\"reason\":\"ok\"}"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":30,"candidatesTokenCount":10,"thoughtsTokenCount":5,"totalTokenCount":45}}"#;
+        let (v, u) = parse_generate_response(ok).unwrap();
+        assert_eq!(v, Verdict { score: 0.7, pass: true, reason: "ok".into() });
+        assert_eq!(u, Usage { input_tokens: 30, output_tokens: 15 });
+        let no_parts = r#"{"candidates":[{"content":{"role":"model"},"finishReason":"MAX_TOKENS","index":0}],"usageMetadata":{"promptTokenCount":30,"totalTokenCount":30}}"#;
+        let err = parse_generate_response(no_parts).unwrap_err();
+        assert!(matches!(err, JudgeError::MalformedVerdict { ref message } if message.contains("MAX_TOKENS")), "{err}");
+        let safety = r#"{"candidates":[{"finishReason":"SAFETY","index":0}]}"#;
+        assert!(matches!(parse_generate_response(safety), Err(JudgeError::Refused { .. })));
+        let blocked = r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#;
+        assert!(matches!(parse_generate_response(blocked), Err(JudgeError::Refused { .. })));
+        for bad in ["", "{}", r#"{"candidates":[]}"#, r#"{"candidates":[{"content":{"parts":[{"text":"no"}]}}]}"#] {
+            assert!(matches!(parse_generate_response(bad), Err(JudgeError::MalformedVerdict { .. })), "{bad}");
+        }
+    }
+}

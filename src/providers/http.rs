@@ -1,0 +1,179 @@
+//! Transport shared by the provider clients: sending with a timeout, bounded body reads,
+//! classification of error responses, and redaction of the key from everything we return.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::RequestBuilder;
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::InvalidReason;
+use super::error::{CallError, Failure, FailureKind};
+use super::retry;
+
+/// Bodies larger than this are cut: a key check or verdict never needs more, and a hostile or
+/// broken gateway must not make us buffer gigabytes.
+const MAX_BODY_BYTES: usize = 4 << 20;
+/// Longest provider message we pass on (conditions, events and logs stay readable).
+pub const MAX_MESSAGE_CHARS: usize = 300;
+const REDACTED: &str = "[REDACTED]";
+
+/// A provider's successful (2xx) answer.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// What a provider's error body says, before headers are taken into account.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ErrorBody {
+    pub kind: FailureKind,
+    /// Raw provider message: may echo the key, so it is sanitized before leaving this module.
+    pub message: String,
+    /// A wait the provider gave in the body (Gemini RetryInfo), used when no header gives one.
+    pub retry_hint: Option<Duration>,
+}
+
+/// Replaces every occurrence of the key (as given and trimmed) with `[REDACTED]`.
+pub fn redact(text: &str, key: &str) -> String {
+    let mut out = text.to_string();
+    for needle in [key, key.trim()] {
+        if !needle.is_empty() && out.contains(needle) {
+            out = out.replace(needle, REDACTED);
+        }
+    }
+    out
+}
+
+/// Redacts the key, flattens control characters and caps the length (on a char boundary).
+/// Redaction comes first so that a cut can never leave most of a key behind.
+pub fn sanitize(text: &str, key: &str) -> String {
+    let redacted = redact(text, key);
+    let flat: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let flat = flat.trim();
+    if flat.chars().count() <= MAX_MESSAGE_CHARS {
+        return flat.to_string();
+    }
+    let mut cut: String = flat.chars().take(MAX_MESSAGE_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// A header carrying the key, marked sensitive so that it never shows in Debug output.
+/// Surrounding whitespace (a trailing newline from `kubectl create secret --from-file`) is dropped.
+pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, CallError> {
+    let mut header = HeaderValue::from_str(value.trim()).map_err(|_| CallError::Misconfigured {
+        reason: InvalidReason::MalformedKey,
+        message: "the key contains characters that cannot be sent in an HTTP header".into(),
+    })?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// Sends the request and reads the body. 2xx comes back as a [`Reply`]; any other status is
+/// classified by the provider's `classify` function into a redacted [`Failure`].
+pub(crate) async fn call(
+    request: RequestBuilder,
+    timeout: Duration,
+    key: &SecretString,
+    classify: fn(u16, &str) -> ErrorBody,
+) -> Result<Reply, CallError> {
+    let key = key.expose_secret();
+    let mut response = request.timeout(timeout).send().await.map_err(|e| transport_error(e, key))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(e, key))? {
+        let room = MAX_BODY_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    let body = String::from_utf8_lossy(&body).into_owned();
+    if (200..300).contains(&status) {
+        return Ok(Reply { status, headers, body });
+    }
+    let parsed = classify(status, &body);
+    let retry_after = retry::retry_after_from_headers(&headers, SystemTime::now()).or(parsed.retry_hint);
+    Err(CallError::Http(Failure {
+        kind: parsed.kind,
+        status,
+        message: sanitize(&parsed.message, key),
+        retry_after,
+        x_should_retry: retry::should_retry_header(&headers),
+    }))
+}
+
+/// A message for a body we could not parse: the status plus the start of the body.
+pub(crate) fn fallback_message(status: u16, body: &str) -> String {
+    let snippet: String = body.chars().take(MAX_MESSAGE_CHARS).collect();
+    if snippet.trim().is_empty() { format!("HTTP {status} with an empty body") } else { format!("HTTP {status}: {snippet}") }
+}
+
+fn transport_error(error: reqwest::Error, key: &str) -> CallError {
+    if error.is_timeout() {
+        return CallError::Timeout;
+    }
+    // reqwest's Display is terse ("error sending request"); the cause chain says what happened.
+    // URLs never carry the key, but are dropped anyway to keep messages short.
+    let error = error.without_url();
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    CallError::Network(sanitize(&message, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789";
+
+    #[test]
+    fn redacts_every_occurrence() {
+        let text = format!("bad key {KEY} (again: {KEY})");
+        let out = redact(&text, KEY);
+        assert!(!out.contains(KEY));
+        assert_eq!(out, "bad key [REDACTED] (again: [REDACTED])");
+        // A key stored with a trailing newline is still found in the message.
+        assert_eq!(redact(&format!("x {KEY} y"), &format!("{KEY}\n")), "x [REDACTED] y");
+        // An empty key must not turn every gap into [REDACTED].
+        assert_eq!(redact("hello", ""), "hello");
+    }
+
+    #[test]
+    fn sanitize_caps_after_redacting() {
+        let long = format!("{}{KEY}{}", "a".repeat(290), "b".repeat(500));
+        let out = sanitize(&long, KEY);
+        assert!(!out.contains(KEY));
+        assert!(!out.contains("sk-proj-abcdefghij"), "no partial key after the cut: {out}");
+        assert_eq!(out.chars().count(), MAX_MESSAGE_CHARS);
+        assert!(out.ends_with('…'));
+        // Multi-byte characters are cut on a boundary, control characters flattened.
+        let out = sanitize(&"é\n".repeat(400), KEY);
+        assert_eq!(out.chars().count(), MAX_MESSAGE_CHARS);
+        assert!(!out.contains('\n'));
+    }
+
+    #[test]
+    fn secret_header_is_sensitive_and_rejects_newlines() {
+        let h = secret_header(&format!("Bearer {KEY}\n")).unwrap();
+        assert!(h.is_sensitive());
+        assert!(!format!("{h:?}").contains(KEY));
+        let err = secret_header("sk-a\nb-c").unwrap_err();
+        assert!(matches!(err, CallError::Misconfigured { reason: InvalidReason::MalformedKey, .. }));
+    }
+
+    #[test]
+    fn fallback_message_is_bounded() {
+        assert_eq!(fallback_message(502, "  "), "HTTP 502 with an empty body");
+        assert!(fallback_message(502, &"x".repeat(10_000)).len() < 400);
+    }
+}

@@ -1,0 +1,262 @@
+//! Test harness: each test gets its own namespace, its own mock provider and its own operator
+//! process (watching only that namespace), against the local control plane in $KUBECONFIG.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use byok_operator::crd::{AzureSpec, ByokKey, ByokKeySpec, KeyPhase, Provider, SecretKeyRef, SourcePolicy};
+use byok_operator::mock::{self, MockConfig, MockHandle};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use rand::RngCore;
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A plausible provider key; `tag` picks the mock's behaviour (e.g. "invalid", "ratelimit").
+pub fn fake_key(provider: Provider, tag: &str) -> String {
+    let body = random_hex(20);
+    let tag = if tag.is_empty() { String::new() } else { format!("{tag}-") };
+    match provider {
+        Provider::OpenAi => format!("sk-proj-{tag}{body}"),
+        Provider::Anthropic => format!("sk-ant-api03-{tag}{body}"),
+        Provider::Google => format!("AIzaSy{tag}{body}"),
+        Provider::AzureOpenAi => format!("{tag}{body}"),
+    }
+}
+
+pub struct TestEnv {
+    pub client: Client,
+    pub ns: String,
+    pub mock: MockHandle,
+    operator: Option<Child>,
+    pub log_path: PathBuf,
+    /// Every plaintext key this test handed to the cluster: none may show up where the operator writes.
+    pub plaintexts: Vec<String>,
+}
+
+pub async fn client() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: run the tests with `hack/test.sh` (it starts the local control plane)"
+    );
+    Client::try_default().await.expect("kubeconfig loads")
+}
+
+/// Applies the generated CRDs and waits until the API server serves them.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = ByokKey::crd();
+    let name = crd.name_any();
+    api.patch(&name, &PatchParams::apply("byok-tests").force(), &Patch::Apply(&crd)).await.expect("CRD applies");
+    eventually("CRD established", TIMEOUT, || async {
+        let c = api.get(&name).await.ok()?;
+        let conds = c.status?.conditions?;
+        conds.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+    })
+    .await;
+}
+
+impl TestEnv {
+    pub async fn new(test: &str) -> Self {
+        let client = client().await;
+        install_crds(&client).await;
+        let ns = format!("t-{}-{}", test.replace('_', "-"), random_hex(3));
+        let nsapi: Api<Namespace> = Api::all(client.clone());
+        let obj = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
+        nsapi.create(&PostParams::default(), &obj).await.expect("namespace created");
+        let mock = mock::start(MockConfig::default()).await.expect("mock provider starts");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let log_path = dir.join(format!("{ns}.log"));
+        let mut env = Self { client, ns, mock, operator: None, log_path, plaintexts: Vec::new() };
+        env.start_operator();
+        env
+    }
+
+    /// Starts the operator binary, appending to this test's log file.
+    pub fn start_operator(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
+        let ep = self.mock.endpoints();
+        let child = Command::new(env!("CARGO_BIN_EXE_byok-operator"))
+            .args(["--namespace", &self.ns, "--watch-namespace", &self.ns])
+            .args(["--openai-base-url", &ep.openai, "--anthropic-base-url", &ep.anthropic])
+            .args(["--google-base-url", &ep.google])
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("operator starts");
+        self.operator = Some(child);
+    }
+
+    /// SIGKILL: no graceful shutdown, as in a node crash or OOM kill.
+    pub fn kill_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn keys(&self) -> Api<ByokKey> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn create_secret(&mut self, name: &str, data_key: &str, value: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(value) {
+            if text.trim().len() >= 8 {
+                self.plaintexts.push(text.trim().to_string());
+            }
+        }
+        let s = Secret {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            data: Some([(data_key.to_string(), ByteString(value.to_vec()))].into()),
+            ..Default::default()
+        };
+        self.secrets().create(&PostParams::default(), &s).await.expect("secret created");
+    }
+
+    pub fn spec(&self, provider: Provider, secret: &str) -> ByokKeySpec {
+        let azure = (provider == Provider::AzureOpenAi).then(|| AzureSpec {
+            endpoint: self.mock.azure_endpoint(),
+            deployment: "gpt-4o".into(),
+            api_version: None,
+        });
+        ByokKeySpec {
+            provider,
+            display_name: None,
+            default: false,
+            secret_ref: SecretKeyRef { name: secret.into(), key: "apiKey".into() },
+            source_policy: SourcePolicy::Delete,
+            model: None,
+            azure,
+            validation: None,
+            revoked: false,
+        }
+    }
+
+    pub async fn create_key(&self, name: &str, spec: ByokKeySpec) -> ByokKey {
+        self.keys().create(&PostParams::default(), &ByokKey::new(name, spec)).await.expect("ByokKey created")
+    }
+
+    /// Creates a Secret with `key` and a ByokKey importing it; returns the key's plaintext.
+    pub async fn add_key(&mut self, name: &str, provider: Provider, tag: &str) -> String {
+        let key = fake_key(provider, tag);
+        self.create_secret(&format!("{name}-src"), "apiKey", key.as_bytes()).await;
+        self.create_key(name, self.spec(provider, &format!("{name}-src"))).await;
+        key
+    }
+
+    pub async fn wait_key(&self, name: &str, what: &str, pred: impl Fn(&ByokKey) -> bool) -> ByokKey {
+        let api = self.keys();
+        eventually(&format!("{name}: {what}"), TIMEOUT, || async {
+            api.get(name).await.ok().filter(|k| pred(k))
+        })
+        .await
+    }
+
+    pub async fn wait_phase(&self, name: &str, phase: KeyPhase) -> ByokKey {
+        self.wait_key(name, &format!("phase {phase:?}"), |k| phase_of(k) == Some(phase)).await
+    }
+
+    /// Event reasons recorded for an object, oldest first.
+    pub async fn event_reasons(&self, object: &str) -> Vec<String> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let mut evs: Vec<_> = api
+            .list(&ListParams::default())
+            .await
+            .expect("events list")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object))
+            .collect();
+        evs.sort_by_key(|e| e.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        evs.into_iter().filter_map(|e| e.reason).collect()
+    }
+
+    /// Security invariant: no plaintext key in the operator's log, in Events, in any ByokKey
+    /// (spec, status, annotations), ConfigMap, or Secret the operator wrote.
+    pub async fn assert_no_plaintext(&self) {
+        let mut haystacks: Vec<(String, String)> = Vec::new();
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        assert!(!log.is_empty(), "operator log {} is empty: the scan would prove nothing", self.log_path.display());
+        haystacks.push(("operator log".into(), log));
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        for e in events.list(&ListParams::default()).await.expect("events").items {
+            haystacks.push((format!("event {}", e.name_any()), json(&e)));
+        }
+        for k in self.keys().list(&ListParams::default()).await.expect("keys").items {
+            haystacks.push((format!("byokkey {}", k.name_any()), json(&k)));
+        }
+        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(self.client.clone(), &self.ns);
+        for c in cms.list(&ListParams::default()).await.expect("configmaps").items {
+            haystacks.push((format!("configmap {}", c.name_any()), json(&c)));
+        }
+        for s in self.secrets().list(&ListParams::default()).await.expect("secrets").items {
+            // Source Secrets are the user's plaintext by definition; everything else is the operator's.
+            let managed = s.labels().get("app.kubernetes.io/managed-by").map(String::as_str) == Some("byok-operator");
+            if managed {
+                let mut text = json(&s);
+                for v in s.data.iter().flat_map(|d| d.values()) {
+                    text.push_str(&String::from_utf8_lossy(&v.0));
+                }
+                haystacks.push((format!("secret {}", s.name_any()), text));
+            }
+        }
+        assert!(!self.plaintexts.is_empty(), "no plaintext recorded: the scan would prove nothing");
+        for (what, text) in &haystacks {
+            for key in &self.plaintexts {
+                assert!(!text.contains(key.as_str()), "plaintext key found in {what}");
+            }
+        }
+    }
+}
+
+pub fn phase_of(k: &ByokKey) -> Option<KeyPhase> {
+    k.status.as_ref().and_then(|s| s.phase)
+}
+
+pub fn condition_reason(k: &ByokKey, type_: &str) -> Option<String> {
+    k.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| c.reason.clone())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serializes")
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.kill_operator();
+    }
+}
