@@ -156,7 +156,8 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let list = keys.list(&ListParams::default()).await?;
-        let ready = list.items.iter().filter(|k| k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready)).count();
+        let ready =
+            list.items.iter().filter(|k| k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready)).count();
         if ready == n {
             break;
         }
@@ -171,7 +172,9 @@ async fn main() -> anyhow::Result<()> {
 
     let writes_per_key = writes / n as f64;
     let floor = n as f64 * writes_per_key / raw_rate;
-    println!("byok-operator import benchmark: {n} ByokKeys + Secrets, mock latency {latency:?}, client concurrency {par}");
+    println!(
+        "byok-operator import benchmark: {n} ByokKeys + Secrets, mock latency {latency:?}, client concurrency {par}"
+    );
     println!("  applied all objects in        {:>8.2} s", applied.as_secs_f64());
     println!("  all Ready after               {:>8.2} s", all_ready.as_secs_f64());
     println!("  keys/s                        {:>8.1}", n as f64 / all_ready.as_secs_f64());

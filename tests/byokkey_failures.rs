@@ -10,8 +10,8 @@ use byok_operator::controller::byokkey::desired::{ENVELOPE_DATA_KEY, KEK_ID_ANNO
 use byok_operator::crd::conditions::byokkey::IMPORTED;
 use byok_operator::crd::{ByokKey, KeyPhase, Provider};
 use common::{TestEnv, condition_reason, phase_of};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const KEYRING: &str = "byok-operator-kek";
@@ -31,7 +31,8 @@ async fn kek_rotation_reencrypts_every_key_and_frees_the_old_kek() {
     assert_ne!(new, old);
     for i in 0..3 {
         let name = format!("k{i}");
-        env.wait_key(&name, "re-encrypted", |k| k.status.as_ref().and_then(|s| s.kek_id.as_deref()) == Some(&new)).await;
+        env.wait_key(&name, "re-encrypted", |k| k.status.as_ref().and_then(|s| s.kek_id.as_deref()) == Some(&new))
+            .await;
         let enc = env.secrets().get(&encrypted_secret_name(&name)).await.expect("enc");
         let envelope = String::from_utf8(enc.data.expect("data")[ENVELOPE_DATA_KEY].0.clone()).expect("utf8");
         assert!(envelope.starts_with(&format!("byok1.{new}.")), "ciphertext sealed under the new KEK");
@@ -66,7 +67,10 @@ async fn ciphertext_copied_to_another_key_fails_to_decrypt() {
     let stolen = env.secrets().get(&encrypted_secret_name("victim")).await.expect("victim enc");
     let data = stolen.data.expect("data");
     let patch = json!({ "data": { ENVELOPE_DATA_KEY: data[ENVELOPE_DATA_KEY] } });
-    env.secrets().patch(&encrypted_secret_name("attacker"), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("copy");
+    env.secrets()
+        .patch(&encrypted_secret_name("attacker"), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("copy");
     let k = env.wait_phase("attacker", KeyPhase::Error).await;
     assert_eq!(condition_reason(&k, IMPORTED).as_deref(), Some("DecryptFailed"));
     assert!(env.event_reasons("attacker").await.iter().any(|r| r == "DecryptFailed"));
@@ -76,11 +80,8 @@ async fn ciphertext_copied_to_another_key_fails_to_decrypt() {
 }
 
 async fn rejected(env: &TestEnv, manifest: serde_json::Value) -> String {
-    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
-        env.client.clone(),
-        &env.ns,
-        &kube::api::ApiResource::erase::<ByokKey>(&()),
-    );
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(env.client.clone(), &env.ns, &kube::api::ApiResource::erase::<ByokKey>(&()));
     let obj: kube::api::DynamicObject = serde_json::from_value(manifest).expect("dynamic object");
     match api.create(&PostParams::default(), &obj).await {
         Err(kube::Error::Api(s)) => {
@@ -128,7 +129,12 @@ async fn bad_secrets_are_reported_while_other_keys_keep_working() {
     let cases: [(&str, &str, Vec<u8>, &str); 5] = [
         ("missing-key", "otherKey", b"sk-proj-0123456789abcdef0123".to_vec(), "SecretKeyMissing"),
         ("empty", "apiKey", Vec::new(), "EmptyKey"),
-        ("not-utf8", "apiKey", vec![0xff, 0xfe, 0xfd, 0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8b], "NotUtf8"),
+        (
+            "not-utf8",
+            "apiKey",
+            vec![0xff, 0xfe, 0xfd, 0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8b],
+            "NotUtf8",
+        ),
         ("huge", "apiKey", vec![b'a'; 1_000_000], "KeyTooLarge"),
         ("spaces", "apiKey", b"sk-proj-0123 4567 89ab cdef".to_vec(), "InvalidCharacters"),
     ];
@@ -198,7 +204,8 @@ async fn sigkill_mid_import_of_200_keys_converges_with_nothing_lost_or_doubled()
         let imported = env.event_reasons(name).await.iter().filter(|r| *r == "Imported").count();
         assert!(imported <= 1, "{name} imported {imported} times");
         // Validation may repeat once after the kill, never per reconcile.
-        assert!(env.mock.requests_for_key(key) <= 2, "{name}: {} validations", env.mock.requests_for_key(key));
+        // One check is two OpenAI calls; it may repeat once for a key caught by the kill, never per reconcile.
+        assert!(env.mock.requests_for_key(key) <= 4, "{name}: {} validation calls", env.mock.requests_for_key(key));
     }
     env.assert_no_plaintext().await;
 }

@@ -21,11 +21,16 @@ pub struct KekUsage {
 impl KekUsage {
     /// KEKs no ByokKey and no ciphertext uses, other than the active one: safe to remove.
     pub fn unused(&self) -> Vec<&str> {
-        self.usage.iter().filter(|(id, (k, s))| *k == 0 && *s == 0 && **id != self.active).map(|(id, _)| id.as_str()).collect()
+        self.usage
+            .iter()
+            .filter(|(id, (k, s))| *k == 0 && *s == 0 && **id != self.active)
+            .map(|(id, _)| id.as_str())
+            .collect()
     }
 
     pub fn render(&self) -> String {
-        let mut out = format!("{:<28} {:<7} {:>9} {:>12}  {}\n", "KEK", "ACTIVE", "BYOKKEYS", "CIPHERTEXTS", "REMOVABLE");
+        let mut out =
+            format!("{:<28} {:<7} {:>9} {:>12}  {}\n", "KEK", "ACTIVE", "BYOKKEYS", "CIPHERTEXTS", "REMOVABLE");
         for (id, (keys, secrets)) in &self.usage {
             let active = if *id == self.active { "yes" } else { "" };
             let removable = if *id != self.active && *keys == 0 && *secrets == 0 { "yes" } else { "no" };

@@ -23,13 +23,17 @@ pub fn secret_data(ring: &Keyring) -> BTreeMap<String, ByteString> {
 }
 
 pub fn from_secret(secret: &Secret) -> Result<Keyring, crate::crypto::KeyringError> {
-    let data: BTreeMap<String, Vec<u8>> =
-        secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    let data: BTreeMap<String, Vec<u8>> = secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
     Keyring::from_secret_data(&data)
 }
 
 /// Reads the keyring Secret, or generates and stores a new keyring when there is none.
-pub async fn load_or_create(client: &Client, namespace: &str, name: &str, recorder: &Recorder) -> Result<Keyring, Error> {
+pub async fn load_or_create(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    recorder: &Recorder,
+) -> Result<Keyring, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     if let Some(secret) = api.get_opt(name).await? {
         return Ok(from_secret(&secret)?);
@@ -75,7 +79,13 @@ pub async fn load_or_create(client: &Client, namespace: &str, name: &str, record
 
 /// Follows the keyring Secret: on a change (rotation, added or removed KEK) swaps the shared
 /// keyring and signals `changed`, so every ByokKey is reconciled (and re-encrypted if needed).
-pub async fn follow(client: Client, namespace: String, name: String, ring: Arc<RwLock<Keyring>>, changed: UnboundedSender<()>) {
+pub async fn follow(
+    client: Client,
+    namespace: String,
+    name: String,
+    ring: Arc<RwLock<Keyring>>,
+    changed: UnboundedSender<()>,
+) {
     let api: Api<Secret> = Api::namespaced(client, &namespace);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = watcher(api, cfg).default_backoff().applied_objects().boxed();

@@ -40,12 +40,7 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
         Some(ns) => (Api::namespaced(c(), ns), Api::namespaced(c(), ns), Api::namespaced(c(), ns)),
         None => (Api::all(c()), Api::all(c()), Api::all(c())),
     };
-    let wiring = Wiring {
-        byokkeys,
-        secrets,
-        secret_metadata,
-        keyring_changed: changed_rx,
-    };
+    let wiring = Wiring { byokkeys, secrets, secret_metadata, keyring_changed: changed_rx };
     byokkey::run(wiring, |parts| Context {
         client,
         recorder,

@@ -8,8 +8,8 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::envelope::{Aad, Envelope, NONCE_LEN};
 use super::CryptoError;
+use super::envelope::{Aad, Envelope, NONCE_LEN};
 
 /// Data key of the keyring Secret that names the active KEK.
 pub const KEYRING_ACTIVE_KEY: &str = "active";
@@ -59,10 +59,7 @@ impl Kek {
         rand::rng().fill_bytes(&mut nonce);
         let payload = Payload { msg: plaintext, aad: aad.as_bytes() };
         // AES-GCM encryption only fails for messages over 64 GiB; keys are capped far below.
-        let ciphertext = self
-            .cipher()
-            .encrypt(Nonce::from_slice(&nonce), payload)
-            .map_err(|_| CryptoError::Encrypt)?;
+        let ciphertext = self.cipher().encrypt(Nonce::from_slice(&nonce), payload).map_err(|_| CryptoError::Encrypt)?;
         Ok(Envelope::new(self.id.clone(), nonce, ciphertext))
     }
 
@@ -140,10 +137,8 @@ impl Keyring {
             if !valid_id(id) {
                 return Err(KeyringError::BadId(id.chars().take(64).collect()));
             }
-            let key: [u8; 32] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| KeyringError::BadLength(id.clone(), bytes.len()))?;
+            let key: [u8; 32] =
+                bytes.as_slice().try_into().map_err(|_| KeyringError::BadLength(id.clone(), bytes.len()))?;
             keks.insert(id.clone(), Kek { id: id.clone(), key: Zeroizing::new(key) });
         }
         if !keks.contains_key(&active) {

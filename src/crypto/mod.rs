@@ -5,7 +5,7 @@ mod envelope;
 mod keyring;
 
 pub use envelope::{Aad, Envelope, EnvelopeError};
-pub use keyring::{Kek, Keyring, KeyringError, KEYRING_ACTIVE_KEY};
+pub use keyring::{KEYRING_ACTIVE_KEY, Kek, Keyring, KeyringError};
 
 use secrecy::SecretString;
 
@@ -32,9 +32,7 @@ pub fn seal(keyring: &Keyring, aad: &Aad, plaintext: &SecretString) -> Result<En
 
 /// Decrypts an envelope with the KEK it names. Fails when `aad` is not the one it was sealed with.
 pub fn open(keyring: &Keyring, aad: &Aad, envelope: &Envelope) -> Result<SecretString, CryptoError> {
-    let kek = keyring
-        .get(envelope.kek_id())
-        .ok_or_else(|| CryptoError::UnknownKek(envelope.kek_id().to_string()))?;
+    let kek = keyring.get(envelope.kek_id()).ok_or_else(|| CryptoError::UnknownKek(envelope.kek_id().to_string()))?;
     let bytes = kek.open(aad, envelope)?;
     let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
         // The failed String still owns the bytes: wipe them before dropping.

@@ -1,1 +1,231 @@
-//! The mock LLM provider: a real HTTP server faithful to shared/providers.md.
+//! The mock LLM provider: a real HTTP server faithful to shared/providers.md, serving the four
+//! providers on one port under path prefixes (`/openai/v1`, `/anthropic`, `/google`, `/azure`),
+//! with per-key error injection, latency, request counting and deterministic verdicts.
+//!
+//! Keys choose their behaviour by substring ([`Behaviour::for_key`]) or at runtime
+//! ([`MockHandle::set_behaviour`], `POST /_mock/behaviour`). Verdicts: see [`mock_verdict`].
+
+mod anthropic;
+mod azure;
+mod google;
+mod openai;
+mod state;
+mod verdicts;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::providers::Endpoints;
+
+pub use state::{Behaviour, fnv1a64, key_fingerprint};
+pub use verdicts::{mock_output_tokens, mock_refuses, mock_score, mock_tokens, mock_usage, mock_verdict};
+
+use state::{Injected, MockState, Stage};
+
+/// What the mock serves and how.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// Listen address; `127.0.0.1:0` (a free loopback port) when None.
+    pub addr: Option<SocketAddr>,
+    /// Added to every request.
+    pub latency: Duration,
+    /// Extra delay for keys behaving [`Behaviour::Slow`].
+    pub slow_delay: Duration,
+    pub openai_models: Vec<String>,
+    pub anthropic_models: Vec<String>,
+    /// Ids that answer 404 not_found_error, as retired models do.
+    pub anthropic_retired_models: Vec<String>,
+    pub google_models: Vec<String>,
+    pub azure_deployments: Vec<String>,
+    /// Whether an out-of-quota key also fails model listings. Real services let such keys list
+    /// models and only refuse to generate, so this is off by default.
+    pub quota_blocks_listing: bool,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        let owned = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect();
+        Self {
+            addr: None,
+            latency: Duration::ZERO,
+            slow_delay: Duration::from_secs(5),
+            openai_models: owned(&["gpt-4o", "gpt-4o-mini", "gpt-5.1", "o4-mini"]),
+            anthropic_models: owned(&["claude-sonnet-4-6", "claude-opus-4-8", "claude-sonnet-5", "claude-haiku-4-5"]),
+            anthropic_retired_models: owned(&["claude-sonnet-4-20250514"]),
+            google_models: owned(&["gemini-2.5-pro", "gemini-2.5-flash"]),
+            azure_deployments: owned(&["gpt-4o"]),
+            quota_blocks_listing: false,
+        }
+    }
+}
+
+/// A running mock. Dropping it stops the server.
+pub struct MockHandle {
+    addr: SocketAddr,
+    state: Arc<MockState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts the mock on `config.addr` (a free loopback port by default).
+pub async fn start(config: MockConfig) -> std::io::Result<MockHandle> {
+    let bind = config.addr.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(MockState::new(config));
+    let app = router(state.clone());
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = signal.await;
+            })
+            .await
+    });
+    Ok(MockHandle { addr, state, shutdown: Some(shutdown), task: Some(task) })
+}
+
+impl MockHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URLs for the provider clients; Azure's endpoint override points at the mock.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            openai: format!("http://{}/openai/v1", self.addr),
+            anthropic: format!("http://{}/anthropic", self.addr),
+            google: format!("http://{}/google", self.addr),
+            azure: Some(self.azure_endpoint()),
+        }
+    }
+
+    /// The value for `AzureSpec.endpoint`.
+    pub fn azure_endpoint(&self) -> String {
+        format!("http://{}/azure", self.addr)
+    }
+
+    /// Makes `key` behave as `behaviour` for the next `times` requests (forever when None), after
+    /// which it reverts to its default behaviour. `times: Some(0)` clears an override.
+    pub fn set_behaviour(&self, key: &str, behaviour: Behaviour, times: Option<u32>) {
+        self.state.set_behaviour(key, behaviour, times);
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.set_latency(latency);
+    }
+
+    /// Requests that carried `key`, whatever the answer.
+    pub fn requests_for_key(&self, key: &str) -> u64 {
+        self.state.requests_for_key(key)
+    }
+
+    /// All requests to provider endpoints, with or without a key.
+    pub fn requests_total(&self) -> u64 {
+        self.state.requests_total()
+    }
+
+    /// Stops accepting connections and waits (up to 2 s) for in-flight requests.
+    pub async fn shutdown(mut self) {
+        if let Some(signal) = self.shutdown.take() {
+            let _ = signal.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for MockHandle {
+    fn drop(&mut self) {
+        if let Some(signal) = self.shutdown.take() {
+            let _ = signal.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn router(state: Arc<MockState>) -> Router {
+    Router::new()
+        .merge(openai::routes())
+        .merge(anthropic::routes())
+        .merge(google::routes())
+        .merge(azure::routes())
+        .route("/_mock/behaviour", post(set_behaviour))
+        .route("/_mock/latency", post(set_latency))
+        .route("/_mock/stats", get(stats))
+        .fallback(|| async { respond(404, vec![], &json!({"error": {"message": "mock: no such endpoint"}})) })
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct BehaviourRequest {
+    key: String,
+    behaviour: Behaviour,
+    #[serde(default)]
+    times: Option<u32>,
+}
+
+async fn set_behaviour(State(state): State<Arc<MockState>>, Json(request): Json<BehaviourRequest>) -> StatusCode {
+    state.set_behaviour(&request.key, request.behaviour, request.times);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct LatencyRequest {
+    ms: u64,
+}
+
+async fn set_latency(State(state): State<Arc<MockState>>, Json(request): Json<LatencyRequest>) -> StatusCode {
+    state.set_latency(Duration::from_millis(request.ms));
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(state): State<Arc<MockState>>) -> Json<Value> {
+    Json(json!({"total": state.requests_total(), "keys": state.stats()}))
+}
+
+/// Counts the request against its key and waits the configured latency.
+async fn admit(state: &MockState, key: Option<&str>) -> Behaviour {
+    let behaviour = state.admit(key);
+    state.delay(behaviour).await;
+    behaviour
+}
+
+impl MockState {
+    fn injected(&self, behaviour: Behaviour, stage: Stage) -> Option<Injected> {
+        state::injected(behaviour, stage, self.config.quota_blocks_listing)
+    }
+}
+
+/// A JSON response with extra headers.
+fn respond(status: u16, headers: Vec<(&'static str, String)>, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            map.insert(HeaderName::from_static(name), value);
+        }
+    }
+    (status, map, Json(body)).into_response()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

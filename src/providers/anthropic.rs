@@ -96,16 +96,27 @@ pub(super) fn parse_messages_response(body: &str) -> Result<(Verdict, Usage), Ju
     let blocks = value.get("content").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let tool_input = blocks
         .iter()
-        .find(|b| b.get("type").and_then(Value::as_str) == Some("tool_use") && b.get("name").and_then(Value::as_str) == Some(VERDICT_NAME))
+        .find(|b| {
+            b.get("type").and_then(Value::as_str) == Some("tool_use")
+                && b.get("name").and_then(Value::as_str) == Some(VERDICT_NAME)
+        })
         .and_then(|b| b.get("input"));
-    let text = blocks.iter().find(|b| b.get("type").and_then(Value::as_str) == Some("text")).and_then(|b| b.get("text")).and_then(Value::as_str);
+    let text = blocks
+        .iter()
+        .find(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+        .and_then(|b| b.get("text"))
+        .and_then(Value::as_str);
     let parsed = match (tool_input, text) {
         (Some(input), _) => verdict_from_value(input),
         (None, Some(text)) => parse_verdict_text(text),
         (None, None) => Err(format!("no {VERDICT_NAME} tool call in the response")),
     };
     let verdict = parsed.map_err(|e| {
-        malformed(if stop_reason == "max_tokens" { "the output was cut at max_tokens (stop_reason max_tokens)".into() } else { e })
+        malformed(if stop_reason == "max_tokens" {
+            "the output was cut at max_tokens (stop_reason max_tokens)".into()
+        } else {
+            e
+        })
     })?;
     let usage = value.get("usage").unwrap_or(&Value::Null);
     // Cached prompt tokens are billed too, so they count as input.
@@ -136,7 +147,10 @@ mod tests {
     #[test]
     fn error_mapping() {
         let env = |status: u16, t: &str, extra: &str| {
-            classify(status, &format!(r#"{{"type":"error","error":{{"type":"{t}","message":"m"{extra}}},"request_id":"req_1"}}"#))
+            classify(
+                status,
+                &format!(r#"{{"type":"error","error":{{"type":"{t}","message":"m"{extra}}},"request_id":"req_1"}}"#),
+            )
         };
         assert_eq!(env(401, "authentication_error", "").kind, FailureKind::Unauthorized);
         assert_eq!(env(403, "permission_error", "").kind, FailureKind::PermissionDenied);
@@ -185,7 +199,8 @@ mod tests {
         let cut = r#"{"content":[{"type":"tool_use","name":"record_verdict","input":{}}],"stop_reason":"max_tokens"}"#;
         let err = parse_messages_response(cut).unwrap_err();
         assert!(matches!(err, JudgeError::MalformedVerdict { ref message } if message.contains("max_tokens")));
-        for bad in ["", "null", r#"{"content":"x"}"#, r#"{"content":[{"type":"tool_use","name":"other","input":{}}]}"#] {
+        for bad in ["", "null", r#"{"content":"x"}"#, r#"{"content":[{"type":"tool_use","name":"other","input":{}}]}"#]
+        {
             assert!(matches!(parse_messages_response(bad), Err(JudgeError::MalformedVerdict { .. })), "{bad}");
         }
     }

@@ -84,7 +84,8 @@ pub(super) async fn check(
     match lookup {
         Ok(found) => CheckOutcome::Valid {
             http_status: found.status,
-            request_id: request_id(&found.headers, "apim-request-id").or_else(|| request_id(&found.headers, "x-request-id")),
+            request_id: request_id(&found.headers, "apim-request-id")
+                .or_else(|| request_id(&found.headers, "x-request-id")),
         },
         Err(e) => e.into_check_outcome(deployment),
     }
@@ -102,9 +103,11 @@ pub(super) async fn judge(
             .post(join(target.endpoint, &format!("openai/deployments/{}/chat/completions", segment(deployment))))
             .query(&[("api-version", version)])
             .json(&chat_body(None, deployment, request)),
-        None => http
-            .post(join(target.endpoint, "openai/v1/chat/completions"))
-            .json(&chat_body(Some(deployment), deployment, request)),
+        None => http.post(join(target.endpoint, "openai/v1/chat/completions")).json(&chat_body(
+            Some(deployment),
+            deployment,
+            request,
+        )),
     };
     let reply = match authed(builder, request.key) {
         Ok(builder) => call(builder, request.timeout, request.key, classify).await,
@@ -138,7 +141,8 @@ mod tests {
             target(&endpoints, None),
             Err(CallError::Misconfigured { reason: InvalidReason::Misconfigured, .. })
         ));
-        let spec = AzureSpec { endpoint: "https://r.openai.azure.com".into(), deployment: "d".into(), api_version: None };
+        let spec =
+            AzureSpec { endpoint: "https://r.openai.azure.com".into(), deployment: "d".into(), api_version: None };
         assert_eq!(target(&endpoints, Some(&spec)).ok().map(|t| t.endpoint), Some("https://r.openai.azure.com"));
         let gateway = Endpoints { azure: Some("http://gw".into()), ..Endpoints::default() };
         assert_eq!(target(&gateway, Some(&spec)).ok().map(|t| t.endpoint), Some("http://gw"));

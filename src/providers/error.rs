@@ -64,12 +64,8 @@ impl Failure {
     pub fn into_check_outcome(self, model: &str) -> CheckOutcome {
         let Failure { kind, status, message, retry_after, .. } = self;
         let invalid = |reason| CheckOutcome::Invalid { reason, http_status: status, message: message.clone() };
-        let unknown = |reason| CheckOutcome::Unknown {
-            reason,
-            http_status: Some(status),
-            retry_after,
-            message: message.clone(),
-        };
+        let unknown =
+            |reason| CheckOutcome::Unknown { reason, http_status: Some(status), retry_after, message: message.clone() };
         match kind {
             FailureKind::Unauthorized => invalid(InvalidReason::Unauthorized),
             FailureKind::PermissionDenied => invalid(InvalidReason::PermissionDenied),
@@ -113,7 +109,10 @@ pub(crate) enum CallError {
     /// Connection refused, DNS, TLS, reset...: message redacted.
     Network(String),
     /// Nothing was sent: the configuration cannot work (no Azure spec, key not sendable as a header).
-    Misconfigured { reason: InvalidReason, message: String },
+    Misconfigured {
+        reason: InvalidReason,
+        message: String,
+    },
 }
 
 impl CallError {
@@ -126,9 +125,12 @@ impl CallError {
                 retry_after: None,
                 message: "the provider did not answer in time".into(),
             },
-            Self::Network(message) => {
-                CheckOutcome::Unknown { reason: TransientReason::NetworkError, http_status: None, retry_after: None, message }
-            }
+            Self::Network(message) => CheckOutcome::Unknown {
+                reason: TransientReason::NetworkError,
+                http_status: None,
+                retry_after: None,
+                message,
+            },
             Self::Misconfigured { reason, message } => CheckOutcome::Invalid { reason, http_status: 0, message },
         }
     }

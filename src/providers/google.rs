@@ -178,7 +178,10 @@ mod tests {
         let parsed = classify(429, &day);
         assert_eq!(parsed.kind, FailureKind::QuotaExhausted);
         assert_eq!(parsed.retry_hint, None);
-        assert_eq!(classify(503, r#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#).kind, FailureKind::Server);
+        assert_eq!(
+            classify(503, r#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#).kind,
+            FailureKind::Server
+        );
     }
 
     #[test]

@@ -110,7 +110,11 @@ pub(crate) async fn call(
 /// A message for a body we could not parse: the status plus the start of the body.
 pub(crate) fn fallback_message(status: u16, body: &str) -> String {
     let snippet: String = body.chars().take(MAX_MESSAGE_CHARS).collect();
-    if snippet.trim().is_empty() { format!("HTTP {status} with an empty body") } else { format!("HTTP {status}: {snippet}") }
+    if snippet.trim().is_empty() {
+        format!("HTTP {status} with an empty body")
+    } else {
+        format!("HTTP {status}: {snippet}")
+    }
 }
 
 fn transport_error(error: reqwest::Error, key: &str) -> CallError {

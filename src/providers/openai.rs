@@ -67,7 +67,10 @@ pub(super) fn parse_chat_response(body: &str) -> Result<(Verdict, Usage), JudgeE
         })
     })?;
     let usage = value.get("usage").unwrap_or(&Value::Null);
-    Ok((verdict, Usage { input_tokens: count(usage, "prompt_tokens"), output_tokens: count(usage, "completion_tokens") }))
+    Ok((
+        verdict,
+        Usage { input_tokens: count(usage, "prompt_tokens"), output_tokens: count(usage, "completion_tokens") },
+    ))
 }
 
 /// Classifies `{"error":{"message","type","param","code"}}` (also Azure's `{"error":{"code","message"}}`).
@@ -184,7 +187,8 @@ mod tests {
         assert_eq!(classify(404, body).kind, FailureKind::ModelNotFound);
         let body = r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
         assert_eq!(classify(429, body).kind, FailureKind::QuotaExhausted);
-        let body = r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        let body =
+            r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
         assert_eq!(classify(429, body).kind, FailureKind::RateLimited);
         assert_eq!(classify(500, "<html>oops</html>").kind, FailureKind::Server);
         assert_eq!(classify(500, "<html>oops</html>").message, "HTTP 500: <html>oops</html>");
@@ -223,7 +227,8 @@ mod tests {
         let (v, u) = parse_chat_response(ok).unwrap();
         assert_eq!(v, Verdict { score: 0.8, pass: true, reason: "ok".into() });
         assert_eq!(u, Usage { input_tokens: 12, output_tokens: 7 });
-        let refusal = r#"{"choices":[{"message":{"content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}]}"#;
+        let refusal =
+            r#"{"choices":[{"message":{"content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}]}"#;
         assert!(matches!(parse_chat_response(refusal), Err(JudgeError::Refused { .. })));
         let filtered = r#"{"choices":[{"message":{"content":null},"finish_reason":"content_filter"}]}"#;
         assert!(matches!(parse_chat_response(filtered), Err(JudgeError::Refused { .. })));

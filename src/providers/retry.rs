@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(parse_retry_after("inf", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("", now), None);
-        assert_eq!(parse_retry_after_ms("60001", ), None);
+        assert_eq!(parse_retry_after_ms("60001",), None);
         assert_eq!(parse_retry_after_ms("-5"), None);
     }
 

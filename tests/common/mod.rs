@@ -90,7 +90,8 @@ impl TestEnv {
         install_crds(&client).await;
         let ns = format!("t-{}-{}", test.replace('_', "-"), random_hex(3));
         let nsapi: Api<Namespace> = Api::all(client.clone());
-        let obj = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
+        let obj =
+            Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
         nsapi.create(&PostParams::default(), &obj).await.expect("namespace created");
         let mock = mock::start(MockConfig::default()).await.expect("mock provider starts");
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
@@ -180,10 +181,7 @@ impl TestEnv {
 
     pub async fn wait_key(&self, name: &str, what: &str, pred: impl Fn(&ByokKey) -> bool) -> ByokKey {
         let api = self.keys();
-        eventually(&format!("{name}: {what}"), TIMEOUT, || async {
-            api.get(name).await.ok().filter(|k| pred(k))
-        })
-        .await
+        eventually(&format!("{name}: {what}"), TIMEOUT, || async { api.get(name).await.ok().filter(|k| pred(k)) }).await
     }
 
     pub async fn wait_phase(&self, name: &str, phase: KeyPhase) -> ByokKey {

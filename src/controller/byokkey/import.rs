@@ -108,7 +108,10 @@ mod tests {
         assert_eq!(run(Some(&vec![b'a'; 1 << 20])).err().map(|e| e.reason()), Some("KeyTooLarge"));
         assert_eq!(run(Some(b"sk-short")).err().map(|e| e.reason()), Some("KeyTooShort"));
         assert_eq!(run(Some(b"sk-proj-0123 456789abcdef")).err().map(|e| e.reason()), Some("InvalidCharacters"));
-        assert_eq!(run(Some("sk-proj-0123456789abcdé".as_bytes())).err().map(|e| e.reason()), Some("InvalidCharacters"));
+        assert_eq!(
+            run(Some("sk-proj-0123456789abcdé".as_bytes())).err().map(|e| e.reason()),
+            Some("InvalidCharacters")
+        );
     }
 
     #[test]

@@ -177,7 +177,8 @@ fn import_failed(t: &Target<'_>, st: &mut ByokKeyStatus, notes: &mut Vec<Note>, 
     if kept {
         msg.push_str("; the previously imported key stays in use");
     } else {
-        st.phase = Some(if matches!(err, ImportError::SecretNotFound { .. }) { KeyPhase::Pending } else { KeyPhase::Error });
+        st.phase =
+            Some(if matches!(err, ImportError::SecretNotFound { .. }) { KeyPhase::Pending } else { KeyPhase::Error });
     }
     let changed = condition(&st.conditions, IMPORTED).is_none_or(|c| c.reason != err.reason() || c.message != msg);
     set_condition(&mut st.conditions, IMPORTED, "False", err.reason(), msg.clone(), t.generation, &t.now);
@@ -204,7 +205,11 @@ async fn delete_source_if_policy(
             if let Some(note) = notes.iter_mut().find(|n| n.1 == "Imported") {
                 note.2.push_str("; source Secret deleted (sourcePolicy: Delete)");
             } else {
-                notes.push((EventType::Normal, "SourceDeleted", format!("deleted source Secret {name} (sourcePolicy: Delete)")));
+                notes.push((
+                    EventType::Normal,
+                    "SourceDeleted",
+                    format!("deleted source Secret {name} (sourcePolicy: Delete)"),
+                ));
             }
             Ok(())
         }
@@ -229,7 +234,8 @@ async fn open_ciphertext(
     st: &mut ByokKeyStatus,
     notes: &mut Vec<Note>,
 ) -> Result<Option<SecretString>, Error> {
-    let text = secret.data.as_ref().and_then(|d| d.get(ENVELOPE_DATA_KEY)).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let text =
+        secret.data.as_ref().and_then(|d| d.get(ENVELOPE_DATA_KEY)).map(|b| String::from_utf8_lossy(&b.0).into_owned());
     let opened = {
         let ring = ctx.keyring.read().map_err(|_| Error::Internal("keyring lock poisoned".into()))?;
         let active = ring.active().id().to_string();
@@ -268,7 +274,15 @@ async fn open_ciphertext(
     st.kek_id = Some(kek);
     st.encrypted_secret_ref = Some(secret.name_any());
     if condition(&st.conditions, IMPORTED).is_none_or(|c| c.status != "True") {
-        set_condition(&mut st.conditions, IMPORTED, "True", "Imported", "the encrypted key opens", t.generation, &t.now);
+        set_condition(
+            &mut st.conditions,
+            IMPORTED,
+            "True",
+            "Imported",
+            "the encrypted key opens",
+            t.generation,
+            &t.now,
+        );
     }
     Ok(Some(plain))
 }
@@ -298,7 +312,8 @@ async fn validate(
     };
     let model = ctx.config.models.model_for(t.key.spec.provider, t.key.spec.azure.as_ref());
     let model = t.key.spec.model.clone().unwrap_or(model);
-    let check = KeyCheck { provider: t.key.spec.provider, key: plaintext, model: &model, azure: t.key.spec.azure.as_ref() };
+    let check =
+        KeyCheck { provider: t.key.spec.provider, key: plaintext, model: &model, azure: t.key.spec.azure.as_ref() };
     let outcome = providers::check_key(&ctx.http, &ctx.config.endpoints, check).await;
     let old_phase = st.phase;
     let old_reason = condition(&st.conditions, VALIDATED).map(|c| c.reason.clone());
@@ -348,7 +363,15 @@ async fn finish(
             })
         }
     };
-    set_condition(&mut st.conditions, READY, if usable { "True" } else { "False" }, &ready_reason, ready_msg, t.generation, &t.now);
+    set_condition(
+        &mut st.conditions,
+        READY,
+        if usable { "True" } else { "False" },
+        &ready_reason,
+        ready_msg,
+        t.generation,
+        &t.now,
+    );
 
     // The effective default, computed over this key's siblings with this key's fresh phase.
     let mut me = t.key.clone();
@@ -359,7 +382,9 @@ async fn finish(
     st.effective_default = winner.is_some() && winner == me.uid();
     let (dstatus, dreason, dmsg) = match (t.key.spec.default, st.effective_default) {
         (_, true) => ("True", "EffectiveDefault", format!("the default {} key in this namespace", t.key.spec.provider)),
-        (true, false) if winner.is_some() => ("False", "Superseded", "a newer default key for this provider wins".into()),
+        (true, false) if winner.is_some() => {
+            ("False", "Superseded", "a newer default key for this provider wins".into())
+        }
         (true, false) => ("False", "NotUsable", "asked to be default but the key is not usable".into()),
         (false, _) => ("False", "NotRequested", "spec.default is false".into()),
     };
@@ -369,15 +394,13 @@ async fn finish(
         notes.push((EventType::Normal, "DefaultChanged", format!("{what} {} key", t.key.spec.provider)));
     }
     // A phase change gets its own Event only when no other Event of this reconcile explains it.
-    if old.phase != st.phase && notes.is_empty() {
-        if let Some(phase) = st.phase {
-            let type_ = if matches!(phase, KeyPhase::Ready | KeyPhase::Revoked | KeyPhase::Pending) {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            };
-            notes.push((type_, "PhaseChanged", format!("phase {:?} -> {phase:?}", old.phase)));
-        }
+    if let (true, Some(phase)) = (old.phase != st.phase && notes.is_empty(), st.phase) {
+        let type_ = if matches!(phase, KeyPhase::Ready | KeyPhase::Revoked | KeyPhase::Pending) {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        notes.push((type_, "PhaseChanged", format!("phase {:?} -> {phase:?}", old.phase)));
     }
     st.observed_generation = t.generation;
 

@@ -1,0 +1,273 @@
+//! Mock Anthropic under `/anthropic`: `x-api-key` or `Authorization: Bearer`, a dated
+//! `anthropic-version`, `/v1/models`, `/v1/models/{id}`, `/v1/messages` with forced tool use.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::openai::bearer_key;
+use super::state::{Injected, MockState, Stage};
+use super::verdicts::{mock_output_tokens, mock_refuses, mock_tokens, mock_verdict, verdict_json};
+use super::{admit, respond};
+
+const TOOL: &str = "record_verdict";
+
+pub(crate) fn routes() -> Router<Arc<MockState>> {
+    Router::new()
+        .route("/anthropic/v1/models", get(list_models))
+        .route("/anthropic/v1/models/{model}", get(get_model))
+        .route("/anthropic/v1/messages", post(messages))
+}
+
+fn api_key(headers: &HeaderMap) -> Option<String> {
+    let header = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty());
+    header.map(str::to_string).or_else(|| bearer_key(headers))
+}
+
+/// `anthropic-version` must be a date such as `2023-06-01`.
+fn dated(version: &str) -> bool {
+    let b = version.as_bytes();
+    b.len() == 10 && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+}
+
+fn headers(state: &MockState, remaining: u32) -> Vec<(&'static str, String)> {
+    let reset = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(60))
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default();
+    let mut h = vec![("request-id", format!("req_{}", state.next_id()))];
+    for (limit, remaining_name, reset_name, max, left) in [
+        (
+            "anthropic-ratelimit-requests-limit",
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+            50,
+            remaining,
+        ),
+        (
+            "anthropic-ratelimit-tokens-limit",
+            "anthropic-ratelimit-tokens-remaining",
+            "anthropic-ratelimit-tokens-reset",
+            100_000,
+            99_000,
+        ),
+        (
+            "anthropic-ratelimit-input-tokens-limit",
+            "anthropic-ratelimit-input-tokens-remaining",
+            "anthropic-ratelimit-input-tokens-reset",
+            80_000,
+            79_000,
+        ),
+        (
+            "anthropic-ratelimit-output-tokens-limit",
+            "anthropic-ratelimit-output-tokens-remaining",
+            "anthropic-ratelimit-output-tokens-reset",
+            20_000,
+            19_900,
+        ),
+    ] {
+        h.extend([(limit, max.to_string()), (remaining_name, left.to_string()), (reset_name, reset.clone())]);
+    }
+    h
+}
+
+/// `{"type":"error","error":{"type","message"},"request_id"}`.
+fn error(state: &MockState, status: u16, kind: &str, message: &str, extra: Vec<(&'static str, String)>) -> Response {
+    let mut h = headers(state, if status == 429 { 0 } else { 49 });
+    let request_id = h[0].1.clone();
+    h.extend(extra);
+    respond(status, h, &json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}))
+}
+
+fn failure(state: &MockState, injected: Injected) -> Response {
+    match injected {
+        Injected::Unauthorized => error(state, 401, "authentication_error", "invalid x-api-key", vec![]),
+        Injected::Restricted => error(
+            state,
+            403,
+            "permission_error",
+            "Your API key does not have permission to use the specified resource.",
+            vec![],
+        ),
+        Injected::Quota => {
+            // [unconfirmed] spend-limit marker; see shared/providers.md.
+            let h = headers(state, 0);
+            let request_id = h[0].1.clone();
+            respond(
+                429,
+                h,
+                &json!({"type": "error", "request_id": request_id, "error": {
+                    "type": "rate_limit_error",
+                    "message": "You have reached your specified workspace API usage limits. You will regain access on 2026-08-01 at 00:00 UTC.",
+                    "details": {"error_code": "enforced_spend_limit_reached"}
+                }}),
+            )
+        }
+        Injected::RateLimit => error(
+            state,
+            429,
+            "rate_limit_error",
+            "This request would exceed the rate limit for your organization of 50 requests per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits.",
+            vec![("retry-after", "1".into())],
+        ),
+        Injected::ServerError => error(state, 529, "overloaded_error", "Overloaded", vec![]),
+    }
+}
+
+/// Authenticates and applies injected failures; the key and behaviour on success.
+async fn gate(state: &MockState, request_headers: &HeaderMap, stage: Stage) -> Result<super::Behaviour, Response> {
+    let key = api_key(request_headers);
+    let behaviour = admit(state, key.as_deref()).await;
+    if key.is_none() {
+        return Err(error(state, 401, "authentication_error", "x-api-key header is required", vec![]));
+    }
+    if let Some(f) = state.injected(behaviour, stage) {
+        return Err(failure(state, f));
+    }
+    match request_headers.get("anthropic-version").and_then(|v| v.to_str().ok()) {
+        None => Err(error(state, 400, "invalid_request_error", "anthropic-version: header is required", vec![])),
+        Some(v) if !dated(v) => Err(error(
+            state,
+            400,
+            "invalid_request_error",
+            &format!("anthropic-version: invalid version {v:?}"),
+            vec![],
+        )),
+        Some(_) => Ok(behaviour),
+    }
+}
+
+fn model_object(id: &str) -> Value {
+    json!({"type": "model", "id": id, "display_name": id, "created_at": "2026-01-15T00:00:00Z"})
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    after_id: Option<String>,
+}
+
+async fn list_models(
+    State(state): State<Arc<MockState>>,
+    Query(query): Query<ListQuery>,
+    request_headers: HeaderMap,
+) -> Response {
+    if let Err(response) = gate(&state, &request_headers, Stage::Listing { restricted_ok: false }).await {
+        return response;
+    }
+    let models = &state.config.anthropic_models;
+    let start = query.after_id.and_then(|after| models.iter().position(|m| *m == after)).map_or(0, |i| i + 1);
+    let limit = query.limit.unwrap_or(20).clamp(1, 1000);
+    let page: Vec<&String> = models.iter().skip(start).take(limit).collect();
+    let body = json!({
+        "data": page.iter().map(|m| model_object(m)).collect::<Vec<_>>(),
+        "has_more": start + page.len() < models.len(),
+        "first_id": page.first(),
+        "last_id": page.last(),
+    });
+    respond(200, headers(&state, 49), &body)
+}
+
+async fn get_model(
+    State(state): State<Arc<MockState>>,
+    Path(model): Path<String>,
+    request_headers: HeaderMap,
+) -> Response {
+    if let Err(response) = gate(&state, &request_headers, Stage::Listing { restricted_ok: false }).await {
+        return response;
+    }
+    if !state.config.anthropic_models.contains(&model) {
+        return error(&state, 404, "not_found_error", &format!("model: {model}"), vec![]);
+    }
+    respond(200, headers(&state, 49), &model_object(&model))
+}
+
+/// Text of `system` or a message `content`: a string or an array of text blocks.
+fn text(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => {
+            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
+        _ => String::new(),
+    }
+}
+
+async fn messages(State(state): State<Arc<MockState>>, request_headers: HeaderMap, body: Bytes) -> Response {
+    let behaviour = match gate(&state, &request_headers, Stage::Request).await {
+        Ok(behaviour) => behaviour,
+        Err(response) => return response,
+    };
+    let bad = |message: &str| error(&state, 400, "invalid_request_error", message, vec![]);
+    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
+        return bad("There was an issue with the request body: invalid JSON");
+    };
+    let Some(model) = request.get("model").and_then(Value::as_str) else { return bad("model: Field required") };
+    let Some(max_tokens) = request.get("max_tokens").and_then(Value::as_u64) else {
+        return bad("max_tokens: Field required");
+    };
+    let Some(messages) = request.get("messages").and_then(Value::as_array) else {
+        return bad("messages: Field required");
+    };
+    // Retired ids answer exactly like unknown ones.
+    if !state.config.anthropic_models.iter().any(|m| m == model) {
+        return error(&state, 404, "not_found_error", &format!("model: {model}"), vec![]);
+    }
+    if let Some(f) = state.injected(behaviour, Stage::Generation) {
+        return failure(&state, f);
+    }
+    let system = text(request.get("system"));
+    let user = messages
+        .iter()
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(|m| text(m.get("content")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let forced_tool = request.get("tool_choice").and_then(|c| c.get("name")).and_then(Value::as_str) == Some(TOOL);
+    let verdict = mock_verdict(&system, &user);
+    let needed = mock_output_tokens(&verdict);
+    let (content, stop_reason, output) = if mock_refuses(&system, &user) {
+        (json!([]), "refusal", 3)
+    } else if max_tokens < needed {
+        (json!([]), "max_tokens", max_tokens)
+    } else if forced_tool {
+        let input = json!({"score": verdict.score, "pass": verdict.pass, "reason": verdict.reason});
+        (
+            json!([{"type": "tool_use", "id": format!("toolu_{}", state.next_id()), "name": TOOL, "input": input}]),
+            "tool_use",
+            needed,
+        )
+    } else {
+        (json!([{"type": "text", "text": verdict_json(&verdict)}]), "end_turn", needed)
+    };
+    let input = mock_tokens(&system) + mock_tokens(&user);
+    let body = json!({
+        "id": format!("msg_{}", state.next_id()),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": null,
+        "usage": {"input_tokens": input, "output_tokens": output, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    });
+    respond(200, headers(&state, 49), &body)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dated_versions() {
+        assert!(super::dated("2023-06-01"));
+        assert!(super::dated("2026-10-21"));
+        assert!(!super::dated("latest"));
+        assert!(!super::dated("2023-6-1"));
+    }
+}

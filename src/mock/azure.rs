@@ -1,0 +1,194 @@
+//! Mock Azure OpenAI under `/azure`: `api-key` header; dated
+//! (`/openai/deployments/{d}/chat/completions?api-version=`) and v1 (`/openai/v1/...`) styles,
+//! model listing and deployment lookup. Bodies are OpenAI's plus content-filter annotations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::openai::{Completion, completion};
+use super::state::{Behaviour, Injected, MockState, Stage};
+use super::{admit, respond, unix_now};
+
+type Params = Query<HashMap<String, String>>;
+
+pub(crate) fn routes() -> Router<Arc<MockState>> {
+    Router::new()
+        .route("/azure/openai/models", get(list_models_dated))
+        .route("/azure/openai/v1/models", get(list_models_v1))
+        .route("/azure/openai/deployments/{deployment}", get(get_deployment))
+        .route("/azure/openai/deployments/{deployment}/chat/completions", post(chat_dated))
+        .route("/azure/openai/v1/chat/completions", post(chat_v1))
+}
+
+fn headers(state: &MockState, remaining: u32) -> Vec<(&'static str, String)> {
+    let id = state.next_id();
+    vec![
+        ("apim-request-id", id.clone()),
+        ("x-request-id", id),
+        ("x-ms-region", "Sweden Central".into()),
+        ("x-ratelimit-remaining-requests", remaining.to_string()),
+        ("x-ratelimit-remaining-tokens", "149000".into()),
+    ]
+}
+
+/// `{"error":{"code","message"}}`.
+fn error(state: &MockState, status: u16, code: &str, message: &str) -> Response {
+    respond(status, headers(state, 99), &json!({"error": {"code": code, "message": message}}))
+}
+
+fn failure(state: &MockState, injected: Injected) -> Response {
+    match injected {
+        Injected::Unauthorized => error(
+            state,
+            401,
+            "401",
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
+        ),
+        Injected::Restricted => {
+            error(state, 403, "AuthenticationTypeDisabled", "Key based authentication is disabled for this resource.")
+        }
+        // [unconfirmed] Azure's data plane mostly reports quota as rate limiting; this models a hard stop.
+        Injected::Quota => error(
+            state,
+            429,
+            "insufficient_quota",
+            "The quota for this subscription has been exhausted. Please check your plan and billing details.",
+        ),
+        Injected::RateLimit => {
+            let mut h = headers(state, 0);
+            h.extend([("retry-after", "1".to_string()), ("retry-after-ms", "1000".to_string())]);
+            let message = "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 have exceeded call rate limit of your current OpenAI S0 pricing tier. Please retry after 1 second. Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.";
+            respond(429, h, &json!({"error": {"code": "429", "message": message}}))
+        }
+        Injected::ServerError => error(
+            state,
+            500,
+            "InternalServerError",
+            "The service is temporarily unable to process your request. Please try again later.",
+        ),
+    }
+}
+
+/// Counts the request, then checks api-version (dated routes), the key and injected failures.
+async fn gate(
+    state: &MockState,
+    request_headers: &HeaderMap,
+    api_version: Option<Option<&String>>,
+    stage: Stage,
+) -> Result<Behaviour, Response> {
+    let key = request_headers.get("api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty());
+    let behaviour = admit(state, key).await;
+    if let Some(None) = api_version {
+        return Err(error(state, 404, "404", "Resource not found"));
+    }
+    if key.is_none() {
+        return Err(failure(state, Injected::Unauthorized));
+    }
+    match state.injected(behaviour, stage) {
+        Some(f) => Err(failure(state, f)),
+        None => Ok(behaviour),
+    }
+}
+
+fn model_list(state: &MockState) -> Value {
+    let data: Vec<Value> = state
+        .config
+        .azure_deployments
+        .iter()
+        .map(|m| {
+            json!({"id": m, "object": "model", "status": "succeeded", "created_at": 1_715_367_049,
+                   "lifecycle_status": "generally-available",
+                   "capabilities": {"chat_completion": true, "completion": false, "embeddings": false}})
+        })
+        .collect();
+    json!({"object": "list", "data": data})
+}
+
+async fn list_models_dated(State(state): State<Arc<MockState>>, Query(params): Params, h: HeaderMap) -> Response {
+    let listing = Stage::Listing { restricted_ok: false };
+    match gate(&state, &h, Some(params.get("api-version")), listing).await {
+        Ok(_) => respond(200, headers(&state, 99), &model_list(&state)),
+        Err(response) => response,
+    }
+}
+
+async fn list_models_v1(State(state): State<Arc<MockState>>, h: HeaderMap) -> Response {
+    match gate(&state, &h, None, Stage::Listing { restricted_ok: false }).await {
+        Ok(_) => respond(200, headers(&state, 99), &model_list(&state)),
+        Err(response) => response,
+    }
+}
+
+fn deployment_not_found(state: &MockState) -> Response {
+    error(
+        state,
+        404,
+        "DeploymentNotFound",
+        "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.",
+    )
+}
+
+async fn get_deployment(
+    State(state): State<Arc<MockState>>,
+    Path(deployment): Path<String>,
+    Query(params): Params,
+    h: HeaderMap,
+) -> Response {
+    if let Err(response) =
+        gate(&state, &h, Some(params.get("api-version")), Stage::Listing { restricted_ok: false }).await
+    {
+        return response;
+    }
+    if !state.config.azure_deployments.contains(&deployment) {
+        return deployment_not_found(&state);
+    }
+    let now = unix_now();
+    let body = json!({"id": deployment, "model": deployment, "owner": "organization-owner", "object": "deployment",
+                      "status": "succeeded", "created_at": now, "updated_at": now,
+                      "scale_settings": {"scale_type": "standard"}});
+    respond(200, headers(&state, 99), &body)
+}
+
+async fn chat(
+    state: &MockState,
+    request_headers: &HeaderMap,
+    api_version: Option<Option<&String>>,
+    url_model: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let behaviour = match gate(state, request_headers, api_version, Stage::Request).await {
+        Ok(behaviour) => behaviour,
+        Err(response) => return response,
+    };
+    let exists = |d: &str| state.config.azure_deployments.iter().any(|x| x == d);
+    match completion(state, body, url_model, exists) {
+        Completion::BadRequest(response) => response,
+        Completion::UnknownModel(_) => deployment_not_found(state),
+        Completion::Ready(ready) => match state.injected(behaviour, Stage::Generation) {
+            Some(f) => failure(state, f),
+            None => respond(200, headers(state, 98), &ready.render(state, true)),
+        },
+    }
+}
+
+async fn chat_dated(
+    State(state): State<Arc<MockState>>,
+    Path(deployment): Path<String>,
+    Query(params): Params,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    chat(&state, &h, Some(params.get("api-version")), Some(&deployment), &body).await
+}
+
+async fn chat_v1(State(state): State<Arc<MockState>>, h: HeaderMap, body: Bytes) -> Response {
+    chat(&state, &h, None, None, &body).await
+}

@@ -1,0 +1,225 @@
+//! Per-key behaviour and request counting. Keys are only ever held as a 64-bit FNV-1a
+//! fingerprint: the mock never stores or logs a plaintext key.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::MockConfig;
+
+/// How the mock answers requests made with a key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Behaviour {
+    /// A working key.
+    #[default]
+    Normal,
+    /// The provider's real authentication failure.
+    Invalid,
+    /// OpenAI: lists models but chat fails 401 (missing scope). Others: 403 permission error.
+    Restricted,
+    /// Out of credit: OpenAI insufficient_quota, Anthropic spend limit, Gemini daily quota, Azure insufficient_quota.
+    Quota,
+    /// 429 with Retry-After 1 on every request.
+    #[serde(alias = "ratelimit", alias = "rate_limit")]
+    RateLimited,
+    /// OpenAI/Azure 500, Anthropic 529 overloaded, Gemini 503 UNAVAILABLE.
+    #[serde(alias = "servererror")]
+    ServerError,
+    /// Answers normally after `MockConfig.slow_delay` (5 s by default).
+    Slow,
+}
+
+impl Behaviour {
+    /// The default behaviour of a key, from a marker substring: "invalid", "restricted", "quota",
+    /// "ratelimit", "servererror", "slow"; any other key works.
+    pub fn for_key(key: &str) -> Self {
+        const MARKERS: [(&str, Behaviour); 6] = [
+            ("invalid", Behaviour::Invalid),
+            ("restricted", Behaviour::Restricted),
+            ("quota", Behaviour::Quota),
+            ("ratelimit", Behaviour::RateLimited),
+            ("servererror", Behaviour::ServerError),
+            ("slow", Behaviour::Slow),
+        ];
+        MARKERS.iter().find(|(marker, _)| key.contains(marker)).map_or(Self::Normal, |(_, b)| *b)
+    }
+}
+
+/// The failure a request gets, provider-neutral; each provider renders it in its own envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Injected {
+    Unauthorized,
+    Restricted,
+    Quota,
+    RateLimit,
+    ServerError,
+}
+
+/// Where in request handling a failure is decided. Real services authenticate first, validate the
+/// body next, and check credit only when about to generate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Model listings and lookups.
+    Listing { restricted_ok: bool },
+    /// A generation request, before its body is validated.
+    Request,
+    /// A valid generation request, about to be billed.
+    Generation,
+}
+
+pub(crate) fn injected(behaviour: Behaviour, stage: Stage, quota_blocks_listing: bool) -> Option<Injected> {
+    use Behaviour as B;
+    match (behaviour, stage) {
+        (B::Normal | B::Slow, _) => None,
+        (B::Quota, Stage::Generation) => Some(Injected::Quota),
+        (B::Quota, Stage::Listing { .. }) if quota_blocks_listing => Some(Injected::Quota),
+        (B::Quota, _) | (_, Stage::Generation) => None,
+        (B::Invalid, _) => Some(Injected::Unauthorized),
+        (B::Restricted, Stage::Listing { restricted_ok: true }) => None,
+        (B::Restricted, _) => Some(Injected::Restricted),
+        (B::RateLimited, _) => Some(Injected::RateLimit),
+        (B::ServerError, _) => Some(Injected::ServerError),
+    }
+}
+
+/// FNV-1a, 64 bit: stable across runs and platforms (unlike `DefaultHasher`), no extra crate.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// How a key appears in stats: its fingerprint in hex.
+pub fn key_fingerprint(key: &str) -> String {
+    format!("{:016x}", fnv1a64(key.as_bytes()))
+}
+
+#[derive(Default)]
+struct KeyEntry {
+    requests: u64,
+    /// Behaviour set at runtime and how many more requests it applies to (None: until changed).
+    forced: Option<(Behaviour, Option<u32>)>,
+}
+
+pub(crate) struct MockState {
+    pub config: MockConfig,
+    latency_ms: AtomicU64,
+    sequence: AtomicU64,
+    total: AtomicU64,
+    keys: Mutex<HashMap<u64, KeyEntry>>,
+}
+
+impl MockState {
+    pub fn new(config: MockConfig) -> Self {
+        let latency_ms = AtomicU64::new(config.latency.as_millis().try_into().unwrap_or(u64::MAX));
+        Self { config, latency_ms, sequence: AtomicU64::new(0), total: AtomicU64::new(0), keys: Mutex::default() }
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<u64, KeyEntry>> {
+        // A poisoned lock only means a panicking test thread: the counters are still usable.
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a request and decides how to answer it.
+    pub fn admit(&self, key: Option<&str>) -> Behaviour {
+        self.total.fetch_add(1, Ordering::SeqCst);
+        let Some(key) = key else { return Behaviour::Normal };
+        let mut keys = self.keys();
+        let entry = keys.entry(fnv1a64(key.as_bytes())).or_default();
+        entry.requests += 1;
+        match entry.forced {
+            Some((behaviour, None)) => behaviour,
+            Some((behaviour, Some(remaining))) => {
+                entry.forced = (remaining > 1).then(|| (behaviour, Some(remaining - 1)));
+                behaviour
+            }
+            None => Behaviour::for_key(key),
+        }
+    }
+
+    /// Waits the global latency, plus the slow delay for slow keys.
+    pub async fn delay(&self, behaviour: Behaviour) {
+        let mut wait = Duration::from_millis(self.latency_ms.load(Ordering::SeqCst));
+        if behaviour == Behaviour::Slow {
+            wait += self.config.slow_delay;
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    pub fn set_behaviour(&self, key: &str, behaviour: Behaviour, times: Option<u32>) {
+        let mut keys = self.keys();
+        let entry = keys.entry(fnv1a64(key.as_bytes())).or_default();
+        entry.forced = match times {
+            Some(0) => None,
+            times => Some((behaviour, times)),
+        };
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.latency_ms.store(latency.as_millis().try_into().unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    pub fn requests_for_key(&self, key: &str) -> u64 {
+        self.keys().get(&fnv1a64(key.as_bytes())).map_or(0, |e| e.requests)
+    }
+
+    pub fn requests_total(&self) -> u64 {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    /// Request counts per key fingerprint.
+    pub fn stats(&self) -> HashMap<String, u64> {
+        self.keys().iter().filter(|(_, e)| e.requests > 0).map(|(fp, e)| (format!("{fp:016x}"), e.requests)).collect()
+    }
+
+    /// A fresh id for request-id headers and response ids.
+    pub fn next_id(&self) -> String {
+        let n = self.sequence.fetch_add(1, Ordering::SeqCst);
+        format!("{:016x}{:08x}", fnv1a64(&n.to_le_bytes()), n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_markers() {
+        assert_eq!(Behaviour::for_key("sk-good"), Behaviour::Normal);
+        assert_eq!(Behaviour::for_key("sk-invalid-1"), Behaviour::Invalid);
+        assert_eq!(Behaviour::for_key("sk-ratelimit"), Behaviour::RateLimited);
+        assert_eq!(Behaviour::for_key("servererror"), Behaviour::ServerError);
+    }
+
+    #[test]
+    fn forced_behaviour_expires_after_times() {
+        let state = MockState::new(MockConfig::default());
+        state.set_behaviour("k", Behaviour::RateLimited, Some(2));
+        assert_eq!(state.admit(Some("k")), Behaviour::RateLimited);
+        assert_eq!(state.admit(Some("k")), Behaviour::RateLimited);
+        assert_eq!(state.admit(Some("k")), Behaviour::Normal);
+        assert_eq!(state.admit(None), Behaviour::Normal);
+        assert_eq!(state.requests_for_key("k"), 3);
+        assert_eq!(state.requests_total(), 4);
+        assert_eq!(state.stats().get(&key_fingerprint("k")), Some(&3));
+        state.set_behaviour("sk-invalid", Behaviour::Normal, None);
+        assert_eq!(state.admit(Some("sk-invalid")), Behaviour::Normal);
+    }
+
+    #[test]
+    fn stages() {
+        let r = Stage::Listing { restricted_ok: true };
+        assert_eq!(injected(Behaviour::Restricted, r, false), None);
+        assert_eq!(injected(Behaviour::Restricted, Stage::Request, false), Some(Injected::Restricted));
+        assert_eq!(injected(Behaviour::Quota, r, false), None);
+        assert_eq!(injected(Behaviour::Quota, r, true), Some(Injected::Quota));
+        assert_eq!(injected(Behaviour::Quota, Stage::Request, false), None);
+        assert_eq!(injected(Behaviour::Quota, Stage::Generation, false), Some(Injected::Quota));
+        assert_eq!(injected(Behaviour::Invalid, Stage::Generation, false), None);
+        assert_eq!(injected(Behaviour::Invalid, Stage::Request, false), Some(Injected::Unauthorized));
+    }
+}
