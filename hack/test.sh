@@ -10,5 +10,7 @@ trap 'bash hack/cluster.sh down' EXIT
 bash hack/cluster.sh up
 eval "$(bash hack/cluster.sh env)"
 start=$SECONDS
-cargo test --all-targets "$@" -- --test-threads="${BYOK_TEST_THREADS:-4}"
+# With no arguments: every target. Tests run in parallel, each in its own namespace.
+[[ $# -gt 0 ]] || set -- --all-targets
+cargo test --no-fail-fast "$@" -- --test-threads="${BYOK_TEST_THREADS:-4}"
 echo "[test] cargo test took $((SECONDS - start))s"

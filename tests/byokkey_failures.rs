@@ -34,7 +34,7 @@ async fn kek_rotation_reencrypts_every_key_and_frees_the_old_kek() {
         env.wait_key(&name, "re-encrypted", |k| k.status.as_ref().and_then(|s| s.kek_id.as_deref()) == Some(&new))
             .await;
         let enc = env.secrets().get(&encrypted_secret_name(&name)).await.expect("enc");
-        let envelope = String::from_utf8(enc.data.expect("data")[ENVELOPE_DATA_KEY].0.clone()).expect("utf8");
+        let envelope = String::from_utf8(enc.data.clone().expect("data")[ENVELOPE_DATA_KEY].0.clone()).expect("utf8");
         assert!(envelope.starts_with(&format!("byok1.{new}.")), "ciphertext sealed under the new KEK");
         assert_eq!(enc.annotations().get(KEK_ID_ANNOTATION), Some(&new));
     }
@@ -167,6 +167,10 @@ async fn bad_secrets_are_reported_while_other_keys_keep_working() {
 async fn sigkill_mid_import_of_200_keys_converges_with_nothing_lost_or_doubled() {
     const N: usize = 200;
     let mut env = TestEnv::new("sigkill").await;
+    // All 200 keys exist before the operator sees them, and validation is slow enough that the
+    // kill lands while imports and validations are in flight.
+    env.kill_operator();
+    env.mock.set_latency(Duration::from_millis(300));
     let mut plaintexts = Vec::with_capacity(N);
     for i in 0..N {
         let key = common::fake_key(Provider::OpenAi, "");
@@ -175,11 +179,13 @@ async fn sigkill_mid_import_of_200_keys_converges_with_nothing_lost_or_doubled()
         env.create_key(&name, env.spec(Provider::OpenAi, &format!("{name}-src"))).await;
         plaintexts.push((name, key));
     }
+    env.start_operator();
     // Kill the operator once it is part-way through.
     let api = env.keys();
+    let secrets = env.secrets();
     let enc_count = || async {
         let lp = ListParams::default().labels("app.kubernetes.io/component=encrypted-key");
-        env.secrets().list_metadata(&lp).await.map(|l| l.items.len()).unwrap_or(0)
+        secrets.list_metadata(&lp).await.map(|l| l.items.len()).unwrap_or(0)
     };
     common::eventually("some keys imported", Duration::from_secs(120), || async {
         let n = enc_count().await;
@@ -188,6 +194,7 @@ async fn sigkill_mid_import_of_200_keys_converges_with_nothing_lost_or_doubled()
     .await;
     env.kill_operator();
     let at_kill = enc_count().await;
+    env.mock.set_latency(Duration::from_millis(50));
     assert!(at_kill < N, "the kill must land mid-import ({at_kill} of {N} done)");
     env.start_operator();
     common::eventually("all keys Ready after restart", Duration::from_secs(240), || async {

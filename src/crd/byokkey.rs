@@ -1,6 +1,6 @@
 //! The `ByokKey` custom resource: one provider API key, imported and kept encrypted by the operator.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -129,6 +129,10 @@ pub struct ByokKeyStatus {
     /// Whether this key is the effective default for its provider in this namespace.
     #[serde(default)]
     pub effective_default: bool,
+    /// When the controller first saw `spec.default: true` (cleared when it goes false). The key
+    /// most recently marked default wins, as in "marking a key default unsets the previous one".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_since: Option<MicroTime>,
     /// The model validation checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,

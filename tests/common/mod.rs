@@ -135,10 +135,10 @@ impl TestEnv {
     }
 
     pub async fn create_secret(&mut self, name: &str, data_key: &str, value: &[u8]) {
-        if let Ok(text) = std::str::from_utf8(value) {
-            if text.trim().len() >= 8 {
-                self.plaintexts.push(text.trim().to_string());
-            }
+        if let Ok(text) = std::str::from_utf8(value)
+            && text.trim().len() >= 8
+        {
+            self.plaintexts.push(text.trim().to_string());
         }
         let s = Secret {
             metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },

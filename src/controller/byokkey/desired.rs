@@ -74,22 +74,22 @@ pub fn encrypted_secret(key: &ByokKey, envelope: &Envelope, imported_from: &str)
     }
 }
 
-/// Whether a key may be the effective default: asked to be, and usable.
-fn default_candidate(key: &ByokKey) -> bool {
-    let phase = key.status.as_ref().and_then(|s| s.phase);
-    key.spec.default
-        && !key.spec.revoked
-        && key.meta().deletion_timestamp.is_none()
-        && !matches!(phase, Some(KeyPhase::Invalid | KeyPhase::Error | KeyPhase::Revoked))
+/// When a key asked to be default, if it may be the effective default: asked to be (and the
+/// controller has recorded when), and usable.
+fn default_since(key: &ByokKey) -> Option<jiff::Timestamp> {
+    let status = key.status.as_ref()?;
+    let usable = !matches!(status.phase, Some(KeyPhase::Invalid | KeyPhase::Error | KeyPhase::Revoked));
+    let candidate = key.spec.default && !key.spec.revoked && key.meta().deletion_timestamp.is_none() && usable;
+    candidate.then(|| status.default_since.as_ref().map(|t| t.0)).flatten()
 }
 
-/// The effective default among `keys` (all of one namespace and provider): the newest
-/// candidate, ties broken by name so every replica computes the same answer.
+/// The effective default among `keys` (all of one namespace and provider): the candidate most
+/// recently marked default, ties broken by name so every replica computes the same answer.
 pub fn effective_default<'a>(keys: impl IntoIterator<Item = &'a ByokKey>) -> Option<&'a ByokKey> {
-    keys.into_iter().filter(|k| default_candidate(k)).max_by(|a, b| {
-        let ts = |k: &ByokKey| k.meta().creation_timestamp.as_ref().map(|t| t.0);
-        ts(a).cmp(&ts(b)).then_with(|| b.name_any().cmp(&a.name_any()))
-    })
+    keys.into_iter()
+        .filter_map(|k| default_since(k).map(|t| (t, k)))
+        .max_by(|(ta, a), (tb, b)| ta.cmp(tb).then_with(|| b.name_any().cmp(&a.name_any())))
+        .map(|(_, k)| k)
 }
 
 /// Sets a condition, keeping its transition time when its status did not change.
@@ -166,6 +166,7 @@ pub fn parse_interval(text: &str) -> Option<Duration> {
 mod tests {
     use super::*;
     use crate::crd::{ByokKeySpec, ByokKeyStatus, Provider, SecretKeyRef, SourcePolicy};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
     fn key(name: &str, created: i64, default: bool, phase: Option<KeyPhase>) -> ByokKey {
         let mut k = ByokKey::new(
@@ -184,9 +185,10 @@ mod tests {
         );
         k.metadata.namespace = Some("ns".into());
         k.metadata.uid = Some(format!("uid-{name}"));
-        k.metadata.creation_timestamp =
-            Some(Time(jiff::Timestamp::from_second(1_700_000_000 + created).expect("valid time")));
-        k.status = Some(ByokKeyStatus { phase, ..Default::default() });
+        let at = jiff::Timestamp::from_second(1_700_000_000 + created).expect("valid time");
+        k.metadata.creation_timestamp = Some(Time(at));
+        let default_since = default.then_some(MicroTime(at));
+        k.status = Some(ByokKeyStatus { phase, default_since, ..Default::default() });
         k
     }
 
@@ -207,7 +209,9 @@ mod tests {
         revoked.spec.revoked = true;
         let mut deleting = key("x", 9, true, Some(KeyPhase::Ready));
         deleting.metadata.deletion_timestamp = deleting.metadata.creation_timestamp.clone();
-        let keys = [key("a", 1, true, None), key("i", 7, true, Some(KeyPhase::Invalid)), revoked, deleting];
+        let mut unrecorded = key("u", 10, true, Some(KeyPhase::Ready));
+        unrecorded.status.as_mut().expect("status").default_since = None;
+        let keys = [key("a", 1, true, None), key("i", 7, true, Some(KeyPhase::Invalid)), revoked, deleting, unrecorded];
         assert_eq!(effective_default(&keys).map(|k| k.name_any()), Some("a".into()));
         assert!(effective_default(&keys[1..]).is_none());
     }

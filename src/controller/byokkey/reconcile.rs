@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::desired::{self, ENVELOPE_DATA_KEY, IMPORTED_FROM_ANNOTATION, condition, set_condition};
@@ -88,7 +88,10 @@ pub async fn cleanup(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> 
     }
     let note = "ByokKey deleted: its encrypted key was removed".to_string();
     publish(ctx, &key, (EventType::Normal, "Deleted", note)).await;
-    requeue_siblings(ctx, &key, None);
+    // The default may move to a sibling: let each recompute (this key is leaving the cache).
+    for sib in siblings(ctx, &key).iter().filter(|s| s.uid() != key.uid()) {
+        let _ = ctx.requeue.send(ObjectRef::from_obj(sib.as_ref()));
+    }
     Ok(Action::await_change())
 }
 
@@ -273,6 +276,8 @@ async fn open_ciphertext(
     };
     st.kek_id = Some(kek);
     st.encrypted_secret_ref = Some(secret.name_any());
+    // Recomputed from the key itself, so a status lost to a crash right after import heals.
+    st.key_prefix = Some(plain.expose_secret().chars().take(import::PREFIX_LEN).collect());
     if condition(&st.conditions, IMPORTED).is_none_or(|c| c.status != "True") {
         set_condition(
             &mut st.conditions,
@@ -374,6 +379,11 @@ async fn finish(
     );
 
     // The effective default, computed over this key's siblings with this key's fresh phase.
+    st.default_since = match (t.key.spec.default, st.default_since.take()) {
+        (true, Some(since)) => Some(since),
+        (true, None) => Some(MicroTime(jiff::Timestamp::now())),
+        (false, _) => None,
+    };
     let mut me = t.key.clone();
     me.status = Some(st.clone());
     let siblings = siblings(ctx, t.key);
