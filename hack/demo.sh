@@ -47,14 +47,24 @@ done
 echo
 kubectl get byokkeys -n byok-demo
 echo
-kubectl get events -n byok-demo --field-selector involvedObject.name=openai-old -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.note --no-headers 2>/dev/null | head -5 || true
+echo "[demo] why openai-old is Invalid (its Events):"
+kubectl get events -n byok-demo --field-selector involvedObject.name=openai-old \
+  -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message --no-headers | head -5
 echo
-echo "[demo] source Secrets left in byok-demo (sourcePolicy: Delete removes them once imported):"
+echo "[demo] testing openai-main on demand (annotation launchgate.ai/test-requested):"
+kubectl annotate byok -n byok-demo openai-main launchgate.ai/test-requested=demo-1 --overwrite >/dev/null
+kubectl wait byok/openai-main -n byok-demo --for=jsonpath='{.status.lastTest.requestToken}'=demo-1 --timeout=60s >/dev/null
+kubectl get byok -n byok-demo openai-main -o jsonpath='{.status.lastTest}'; echo
+echo
+echo "[demo] which KEK each key is sealed under:"
+target/debug/byok-operator --namespace byok-system --log-format text kek status
+echo
+echo "[demo] Secrets left in byok-demo: only ciphertexts (sourcePolicy: Delete removed the plaintext sources):"
 kubectl get secrets -n byok-demo -o custom-columns=NAME:.metadata.name,TYPE:.type --no-headers
 echo
 echo "[demo] searching etcd's whole keyspace for the sample keys (raw and base64):"
 keys=$(grep -E '^\s+apiKey: ' deploy/samples/byokkeys.yaml | awk '{print $2}')
 # shellcheck disable=SC2086
-python3 hack/etcd-scan.py "$BYOK_ETCD_ENDPOINT" $keys
+python3 hack/etcd-scan.py --control launchgate.ai/encrypted-key "$BYOK_ETCD_ENDPOINT" $keys
 echo
 echo "[demo] done. KUBECONFIG=$KUBECONFIG; operator log: $STATE/operator.log; stop with: hack/demo.sh down"

@@ -44,6 +44,12 @@ pub fn redact(text: &str, key: &str) -> String {
             out = out.replace(needle, REDACTED);
         }
     }
+    // Providers echo keys masked (OpenAI: `sk-pr****...bT9c`), which still shows the last
+    // characters. Only the 8-character prefix may ever be shown, so masked forms go entirely.
+    if out.contains("**") {
+        out =
+            out.split(' ').map(|word| if word.contains("**") { REDACTED } else { word }).collect::<Vec<_>>().join(" ");
+    }
     out
 }
 
@@ -136,6 +142,14 @@ fn transport_error(error: reqwest::Error, key: &str) -> CallError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn masked_key_echoes_are_removed_whole() {
+        let msg = "Incorrect API key provided: sk-pr*************bT9c. You can find your API key at x.";
+        let out = redact(msg, "sk-proj-abcdefghbT9c");
+        assert!(!out.contains("bT9c") && !out.contains("sk-pr"), "{out}");
+        assert!(out.starts_with("Incorrect API key provided: "));
+    }
+
     use super::*;
 
     const KEY: &str = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789";

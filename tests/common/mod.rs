@@ -235,7 +235,9 @@ impl TestEnv {
         assert!(!self.plaintexts.is_empty(), "no plaintext recorded: the scan would prove nothing");
         for (what, text) in &haystacks {
             for key in &self.plaintexts {
+                // The whole key, and everything after the 8-character prefix that may be shown.
                 assert!(!text.contains(key.as_str()), "plaintext key found in {what}");
+                assert!(!text.contains(&key[8..]), "key material beyond the prefix found in {what}");
             }
         }
     }
