@@ -15,6 +15,7 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, CustomResourceExt};
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -153,17 +154,24 @@ async fn main() -> anyhow::Result<()> {
         })
         .await;
     let applied = t.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let list = keys.list(&ListParams::default()).await?;
-        let ready =
-            list.items.iter().filter(|k| k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready)).count();
-        if ready == n {
-            break;
+    // Count Ready keys from a watch: polling full lists would load the API server we measure.
+    let mut ready = std::collections::HashSet::new();
+    let mut events = watcher::watcher(keys.clone(), watcher::Config::default()).applied_objects().boxed();
+    let wait = async {
+        while ready.len() < n {
+            match events.next().await {
+                Some(Ok(k)) if k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready) => {
+                    ready.insert(k.metadata.name.unwrap_or_default());
+                }
+                Some(_) => {}
+                None => anyhow::bail!("watch ended"),
+            }
         }
-        anyhow::ensure!(Instant::now() < deadline, "only {ready} of {n} keys Ready after 600 s");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(600), wait)
+        .await
+        .map_err(|_| anyhow::anyhow!("not all Ready in 600 s"))??;
     let all_ready = t.elapsed();
     let writes = apiserver_writes(&client).await? - writes_before;
     let (rss_kib, cpu) = proc_usage(pid);

@@ -4,5 +4,6 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod crypto;
+pub mod judge;
 pub mod mock;
 pub mod providers;

@@ -1,0 +1,135 @@
+//! What the operator, the key broker and the judge pods say to each other. Shared types only.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crd::{AzureSpec, Provider, Scorer};
+
+/// Path of the broker's key endpoint (fetch-key, authenticated with the broker-audience token).
+pub const KEY_PATH: &str = "/v1/key";
+/// Path of the broker's results endpoint (the judge, authenticated with the results-audience token).
+pub const RESULTS_PATH: &str = "/v1/results";
+/// Audience of the token that may fetch a key.
+pub const KEY_AUDIENCE: &str = "byok-broker.launchgate.ai";
+/// Audience of the token that may report results (it cannot fetch keys, nor reach the Kubernetes API).
+pub const RESULTS_AUDIENCE: &str = "byok-results.launchgate.ai";
+/// Largest results report the broker accepts.
+pub const MAX_REPORT_BYTES: usize = 4 << 20;
+
+/// The judge's configuration, rendered by the operator into the cases ConfigMap as `config.json`.
+/// Holds no secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JudgeConfig {
+    pub namespace: String,
+    pub eval_job: String,
+    pub provider: Provider,
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureSpec>,
+    pub scorers: Vec<Scorer>,
+    /// Provider calls in flight at once.
+    pub concurrency: u32,
+    /// Retries per provider call.
+    pub retries: u32,
+    /// Timeout of one provider call.
+    pub call_timeout_seconds: u64,
+    /// Number of shards; shard `i` takes the cases whose 1-based line number `n` has `(n - 1) % shards == i`.
+    pub shards: u32,
+    /// Provider base URLs (gateways, proxies, the mock provider).
+    pub endpoints: EndpointsConfig,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointsConfig {
+    pub openai: String,
+    pub anthropic: String,
+    pub google: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<String>,
+}
+
+/// fetch-key's request. The pod uid comes from the downward API; the broker compares it with the
+/// uid the token is bound to, so a token replayed from another pod is refused.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRequest {
+    pub pod_uid: String,
+}
+
+/// The broker's answer to a key request. The key is only ever in this body, over TLS.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyResponse {
+    pub key: String,
+    pub key_prefix: String,
+}
+
+impl std::fmt::Debug for KeyResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyResponse").field("key_prefix", &self.key_prefix).finish_non_exhaustive()
+    }
+}
+
+/// A refusal, with a reason a person can act on (never key material).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Refusal {
+    pub reason: String,
+    pub message: String,
+}
+
+/// How one scorer judged one case.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Errored,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoreResult {
+    pub scorer: String,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Why: the judge's reason, or the error (e.g. `KeyRevoked: ...`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// One case's results.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseResult {
+    pub id: String,
+    /// 1-based line in the cases JSONL.
+    pub line: u32,
+    pub scores: Vec<ScoreResult>,
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+}
+
+/// A shard's results so far (cumulative: each report replaces the previous one of that shard).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultsReport {
+    pub pod_uid: String,
+    pub shard: u32,
+    /// Cases in this shard.
+    pub total: u32,
+    /// True on the last report of the shard.
+    pub done: bool,
+    pub results: Vec<CaseResult>,
+}
+
+/// The broker's answer to a results report.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultsAck {
+    /// The key was revoked: remaining llm_judge cases must error with KeyRevoked.
+    pub key_revoked: bool,
+}
