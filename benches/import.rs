@@ -69,8 +69,10 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default().await?;
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("byokkeys.launchgate.ai", &PatchParams::apply("byok-bench").force(), &Patch::Apply(ByokKey::crd()))
-        .await?;
+    for crd in [ByokKey::crd(), byok_operator::crd::EvalJob::crd()] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &PatchParams::apply("byok-bench").force(), &Patch::Apply(crd)).await?;
+    }
     let ns = format!("bench-{}", std::process::id());
     let nsapi: Api<Namespace> = Api::all(client.clone());
     let obj = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
@@ -111,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
     let ep = mock.endpoints();
     let mut op = Command::new(env!("CARGO_BIN_EXE_byok-operator"))
         .args(["--namespace", &ns, "--watch-namespace", &ns, "--log-format", "json"])
-        .args(["--openai-base-url", &ep.openai])
+        .args(["--openai-base-url", &ep.openai, "--broker-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -28,11 +28,13 @@ echo $! >"$STATE/mock.pid"
 mock=http://127.0.0.1:$port
 
 kubectl apply --server-side -f deploy/crds/ >/dev/null
-kubectl wait --for condition=established crd/byokkeys.launchgate.ai --timeout=60s >/dev/null
+kubectl wait --for condition=established crd/byokkeys.launchgate.ai crd/evaljobs.launchgate.ai --timeout=60s >/dev/null
 kubectl create namespace byok-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl create namespace byok-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
+bport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 target/debug/byok-operator --namespace byok-system --log-format text \
+  --broker-listen "127.0.0.1:$bport" --broker-url "https://127.0.0.1:$bport" \
   --openai-base-url "$mock/openai/v1" --anthropic-base-url "$mock/anthropic" \
   --google-base-url "$mock/google" --azure-base-url "$mock/azure" >"$STATE/operator.log" 2>&1 &
 echo $! >"$STATE/operator.pid"

@@ -2,7 +2,8 @@
 
 use anyhow::Context as _;
 use byok_operator::cli::kek;
-use byok_operator::controller::{OperatorConfig, operator};
+use byok_operator::controller::OperatorConfig;
+use byok_operator::controller::operator::{self, BrokerConfig};
 use byok_operator::providers::{Endpoints, ModelTable};
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,21 @@ struct RunArgs {
     /// Watch only this namespace instead of the whole cluster.
     #[arg(long, env = "BYOK_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// Address the key broker listens on (HTTPS).
+    #[arg(long, env = "BYOK_BROKER_LISTEN", default_value = "0.0.0.0:8443")]
+    broker_listen: std::net::SocketAddr,
+    /// URL judge pods reach the broker at; default https://byok-broker.<namespace>.svc:8443.
+    #[arg(long, env = "BYOK_BROKER_URL")]
+    broker_url: Option<String>,
+    /// Service name of the broker, for its certificate and default URL.
+    #[arg(long, env = "BYOK_BROKER_SERVICE", default_value = "byok-broker")]
+    broker_service: String,
+    /// Secret of the broker CA (created on first start).
+    #[arg(long, env = "BYOK_BROKER_CA_SECRET", default_value = "byok-broker-ca")]
+    broker_ca_secret: String,
+    /// Image holding the byok-judge binary, for judge pods.
+    #[arg(long, env = "BYOK_JUDGE_IMAGE", default_value = concat!("byok-operator:", env!("CARGO_PKG_VERSION")))]
+    judge_image: String,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +115,24 @@ fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
     })
 }
 
+fn broker_config(cli: &Cli) -> BrokerConfig {
+    let r = &cli.run;
+    let svc = format!("{}.{}.svc", r.broker_service, cli.namespace);
+    let url = r.broker_url.clone().unwrap_or_else(|| format!("https://{svc}:{}", r.broker_listen.port()));
+    let mut names = vec![r.broker_service.clone(), format!("{}.{}", r.broker_service, cli.namespace), svc.clone()];
+    names.extend([format!("{svc}.cluster.local"), "localhost".into(), "127.0.0.1".into()]);
+    // The host of a custom URL must be in the certificate too.
+    let host = url.split("://").nth(1).and_then(|rest| rest.split(['/', ':']).next()).map(str::to_string);
+    names.extend(host.filter(|h| !names.contains(h)));
+    BrokerConfig {
+        listen: r.broker_listen,
+        url,
+        names,
+        ca_secret: r.broker_ca_secret.clone(),
+        judge_image: r.judge_image.clone(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -106,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context("connecting to Kubernetes")?;
     let (ns, name) = (cli.namespace.as_str(), cli.keyring_secret.as_str());
     match &cli.command {
-        None | Some(Command::Run) => operator::run(client, config(&cli)?).await?,
+        None | Some(Command::Run) => operator::run(client, config(&cli)?, broker_config(&cli)).await?,
         Some(Command::Kek(KekCommand::Status)) => print!("{}", kek::status(&client, ns, name).await?.render()),
         Some(Command::Kek(KekCommand::Rotate)) => {
             let id = kek::rotate(&client, ns, name).await?;

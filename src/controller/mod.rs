@@ -2,8 +2,10 @@
 
 pub mod byokkey;
 mod context;
+pub mod evaljob;
 pub mod keyring;
 pub mod labels;
+pub mod names;
 pub mod operator;
 
 pub use context::{Context, OperatorConfig};

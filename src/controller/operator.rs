@@ -1,23 +1,44 @@
-//! Starting the operator: keyring, caches, controllers.
+//! Starting the operator: keyring, broker CA, caches, controllers, key broker.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::byokkey::{self, Wiring};
+use super::evaljob::{self, EvalApis, EvalContext, JudgeSettings};
 use super::{Context, Error, OperatorConfig, keyring};
+use crate::broker::{self, BrokerCa, BrokerState};
+use crate::judge::wire::EndpointsConfig;
 
-/// Runs every controller until SIGTERM/SIGINT.
-pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
+/// Where and how the key broker serves.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    /// URL judge pods use to reach the broker.
+    pub url: String,
+    /// Names (DNS or IP) in the serving certificate.
+    pub names: Vec<String>,
+    /// Secret holding the broker CA.
+    pub ca_secret: String,
+    /// Image with the `byok-judge` binary.
+    pub judge_image: String,
+}
+
+/// Runs every controller and the broker until SIGTERM/SIGINT.
+pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerConfig) -> Result<(), Error> {
     let reporter = Reporter { controller: "byok-operator".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
     let ring = keyring::load_or_create(&client, &config.namespace, &config.keyring_secret, &recorder).await?;
     tracing::info!(active_kek = ring.active().id(), keks = ring.ids().count(), "keyring loaded");
     let ring = Arc::new(RwLock::new(ring));
+    let ca = BrokerCa::load_or_create(&client, &config.namespace, &broker_config.ca_secret)
+        .await
+        .map_err(|e| Error::Internal(format!("broker CA: {e}")))?;
 
     let (changed_tx, changed_rx) = mpsc::unbounded_channel();
     tokio::spawn(keyring::follow(
@@ -36,23 +57,77 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
         .map_err(|e| Error::Internal(format!("http client: {e}")))?;
 
     let c = || client.clone();
-    let (byokkeys, secrets, secret_metadata) = match &config.watch_namespace {
-        Some(ns) => (Api::namespaced(c(), ns), Api::namespaced(c(), ns), Api::namespaced(c(), ns)),
-        None => (Api::all(c()), Api::all(c()), Api::all(c())),
+    let scoped = config.watch_namespace.clone();
+    macro_rules! api {
+        () => {
+            match &scoped {
+                Some(ns) => Api::namespaced(c(), ns),
+                None => Api::all(c()),
+            }
+        };
+    }
+    let wiring = Wiring { byokkeys: api!(), secrets: api!(), secret_metadata: api!(), keyring_changed: changed_rx };
+
+    // ByokKey controller first: the EvalJob controller and the broker read its caches.
+    let (keys_tx, keys_rx) = oneshot::channel();
+    let key_ctx = {
+        let (client, recorder, config, ring) = (client.clone(), recorder.clone(), config.clone(), ring.clone());
+        move |parts: byokkey::ContextParts| {
+            let _ = keys_tx.send((parts.byokkeys.clone(), parts.encrypted.clone()));
+            Context {
+                client,
+                recorder,
+                config,
+                http,
+                keyring: ring,
+                byokkeys: parts.byokkeys,
+                encrypted: parts.encrypted,
+                sources: parts.sources,
+                requeue: parts.requeue,
+                backoff: Mutex::new(HashMap::new()),
+            }
+        }
     };
-    let wiring = Wiring { byokkeys, secrets, secret_metadata, keyring_changed: changed_rx };
-    byokkey::run(wiring, |parts| Context {
-        client,
-        recorder,
-        config,
-        http,
+    let keys_task = tokio::spawn(byokkey::run(wiring, key_ctx));
+    let (key_store, enc_store) =
+        keys_rx.await.map_err(|_| Error::Internal("ByokKey controller did not start".into()))?;
+
+    let settings = JudgeSettings {
+        image: broker_config.judge_image.clone(),
+        broker_url: broker_config.url.clone(),
+        endpoints: EndpointsConfig {
+            openai: config.endpoints.openai.clone(),
+            anthropic: config.endpoints.anthropic.clone(),
+            google: config.endpoints.google.clone(),
+            azure: config.endpoints.azure.clone(),
+        },
+    };
+    let apis = EvalApis { evaljobs: api!(), jobs: api!(), config_maps: api!(), byokkeys: api!() };
+    let (eval_tx, eval_rx) = oneshot::channel();
+    let eval_ctx = {
+        let (client, recorder, models, ca_pem, byokkeys) =
+            (client.clone(), recorder.clone(), config.models.clone(), ca.cert_pem.clone(), key_store.clone());
+        move |config_maps, jobs| EvalContext { client, recorder, models, settings, ca_pem, byokkeys, config_maps, jobs }
+    };
+    let eval_task = tokio::spawn(evaljob::run(apis, config.concurrency, eval_ctx, eval_tx));
+    let stores = eval_rx.await.map_err(|_| Error::Internal("EvalJob controller did not start".into()))?;
+
+    let state = Arc::new(BrokerState {
+        client: client.clone(),
         keyring: ring,
-        byokkeys: parts.byokkeys,
-        encrypted: parts.encrypted,
-        sources: parts.sources,
-        requeue: parts.requeue,
-        backoff: Mutex::new(HashMap::new()),
-    })
-    .await;
+        byokkeys: key_store,
+        encrypted: enc_store,
+        evaljobs: stores.evaljobs,
+        jobs: stores.jobs,
+        outcomes: Mutex::new(Default::default()),
+    });
+    let broker_task = tokio::spawn(async move {
+        if let Err(e) = broker::serve(state, &ca, broker_config.listen, &broker_config.names).await {
+            tracing::error!(error = %e, "key broker stopped");
+        }
+    });
+    // The controllers stop on SIGTERM/SIGINT; the broker goes with the process.
+    let _ = tokio::join!(keys_task, eval_task);
+    broker_task.abort();
     Ok(())
 }

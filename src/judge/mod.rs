@@ -1,3 +1,10 @@
 //! The judge: runs in the judge pod, scores cases, reports results to the broker.
 
 pub mod wire;
+
+pub mod cases;
+pub mod client;
+pub mod junit;
+pub mod runner;
+pub mod scorers;
+pub mod summary;

@@ -58,6 +58,8 @@ pub struct TestEnv {
     pub mock: MockHandle,
     operator: Option<Child>,
     pub log_path: PathBuf,
+    /// The operator's key broker listens here (loopback).
+    pub broker_port: u16,
     /// Every plaintext key this test handed to the cluster: none may show up where the operator writes.
     pub plaintexts: Vec<String>,
 }
@@ -73,15 +75,16 @@ pub async fn client() -> Client {
 /// Applies the generated CRDs and waits until the API server serves them.
 pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = ByokKey::crd();
-    let name = crd.name_any();
-    api.patch(&name, &PatchParams::apply("byok-tests").force(), &Patch::Apply(&crd)).await.expect("CRD applies");
-    eventually("CRD established", TIMEOUT, || async {
-        let c = api.get(&name).await.ok()?;
-        let conds = c.status?.conditions?;
-        conds.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
-    })
-    .await;
+    for crd in [ByokKey::crd(), byok_operator::crd::EvalJob::crd()] {
+        let name = crd.name_any();
+        api.patch(&name, &PatchParams::apply("byok-tests").force(), &Patch::Apply(&crd)).await.expect("CRD applies");
+        eventually("CRD established", TIMEOUT, || async {
+            let c = api.get(&name).await.ok()?;
+            let conds = c.status?.conditions?;
+            conds.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+        })
+        .await;
+    }
 }
 
 impl TestEnv {
@@ -97,7 +100,9 @@ impl TestEnv {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
         let log_path = dir.join(format!("{ns}.log"));
-        let mut env = Self { client, ns, mock, operator: None, log_path, plaintexts: Vec::new() };
+        let broker_port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let mut env = Self { client, ns, mock, operator: None, log_path, broker_port, plaintexts: Vec::new() };
         env.start_operator();
         env
     }
@@ -106,8 +111,10 @@ impl TestEnv {
     pub fn start_operator(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
         let ep = self.mock.endpoints();
+        let broker = format!("127.0.0.1:{}", self.broker_port);
         let child = Command::new(env!("CARGO_BIN_EXE_byok-operator"))
             .args(["--namespace", &self.ns, "--watch-namespace", &self.ns])
+            .args(["--broker-listen", &broker, "--broker-url", &format!("https://{broker}")])
             .args(["--openai-base-url", &ep.openai, "--anthropic-base-url", &ep.anthropic])
             .args(["--google-base-url", &ep.google])
             .env("RUST_LOG", "info,kube=warn")

@@ -1,0 +1,186 @@
+//! byok-judge: the judge pod's two containers.
+//! - `fetch-key` (init container): asks the key broker for the pod's key and writes it, mode 0400,
+//!   to an in-memory emptyDir. Prints the key prefix only.
+//! - `run` (judge container): scores its shard of the cases and reports results to the broker;
+//!   exits 0 only once the final report was accepted, so the Job retries a pod that could not.
+//!
+//! Logs go to stderr (RUST_LOG, default info). Neither the key nor a token is ever logged.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use byok_operator::crd::ScorerType;
+use byok_operator::judge::cases::parse_shard;
+use byok_operator::judge::client::{HttpReporter, fetch_key, read_key_file, write_key_file};
+use byok_operator::judge::runner::{ReportPacing, ShardRun, run_shard};
+use byok_operator::judge::scorers::scorer_names;
+use byok_operator::judge::summary::{summarize, usage};
+use byok_operator::judge::wire::{CaseResult, JudgeConfig};
+use clap::{Parser, Subcommand};
+use zeroize::Zeroize as _;
+
+#[derive(Parser)]
+#[command(name = "byok-judge", version, about = "LLM-as-judge worker of byok-operator's judge pods")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch the provider key from the key broker and write it to a file (mode 0400).
+    FetchKey(FetchKey),
+    /// Score this pod's shard of the cases and report the results to the broker.
+    Run(Run),
+}
+
+#[derive(Parser)]
+struct FetchKey {
+    /// Key broker base URL (https).
+    #[arg(long, env = "BYOK_BROKER_URL")]
+    broker: String,
+    /// Projected service account token with the broker's audience.
+    #[arg(long)]
+    token_file: PathBuf,
+    /// CA bundle that signed the broker's serving certificate (the only roots trusted).
+    #[arg(long)]
+    ca_file: PathBuf,
+    /// This pod's uid (downward API).
+    #[arg(long, env = "POD_UID")]
+    pod_uid: String,
+    /// Where to write the key.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Parser)]
+struct Run {
+    /// The judge configuration (config.json, a JudgeConfig).
+    #[arg(long)]
+    config: PathBuf,
+    /// The cases, JSON Lines.
+    #[arg(long)]
+    cases: PathBuf,
+    /// The key file written by fetch-key; needed only when an llm_judge scorer is configured.
+    #[arg(long)]
+    key_file: PathBuf,
+    /// This pod's shard (the Indexed Job's completion index).
+    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
+    shard: u32,
+    /// Key broker base URL (https).
+    #[arg(long, env = "BYOK_BROKER_URL")]
+    broker: String,
+    /// Projected service account token with the results audience.
+    #[arg(long)]
+    results_token_file: PathBuf,
+    /// CA bundle that signed the broker's serving certificate.
+    #[arg(long)]
+    ca_file: PathBuf,
+    /// This pod's uid (downward API).
+    #[arg(long, env = "POD_UID")]
+    pod_uid: String,
+    /// Also write this shard's results here as JSON Lines.
+    #[arg(long)]
+    results_out: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::FetchKey(args) => fetch(args).await,
+            Command::Run(args) => run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn fetch(args: FetchKey) -> anyhow::Result<()> {
+    let mut response = fetch_key(&args.broker, &args.token_file, &args.ca_file, &args.pod_uid).await?;
+    let written = write_key_file(&args.out, &response);
+    // The key now lives only in the file: wipe our copy whatever happened.
+    response.key.zeroize();
+    written?;
+    // The broker sends the prefix; print no more than its first 8 characters all the same.
+    let prefix: String = response.key_prefix.chars().take(8).collect();
+    println!("fetched key {prefix}... into {}", args.out.display());
+    Ok(())
+}
+
+async fn run(args: Run) -> anyhow::Result<()> {
+    let config_text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read the config {}", args.config.display()))?;
+    let config: JudgeConfig = serde_json::from_str(&config_text)
+        .with_context(|| format!("{} is not a judge config", args.config.display()))?;
+    let shards = config.shards.max(1);
+    if args.shard >= shards {
+        bail!("shard {} does not exist: the config has {shards} shard(s)", args.shard);
+    }
+    let jsonl = std::fs::read_to_string(&args.cases)
+        .with_context(|| format!("cannot read the cases {}", args.cases.display()))?;
+    let cases = parse_shard(&jsonl, args.shard, shards);
+    drop(jsonl);
+
+    let needs_key = config.scorers.iter().any(|s| s.type_ == ScorerType::LlmJudge);
+    let key = if needs_key {
+        let key = read_key_file(&args.key_file)?;
+        Some(key.with_context(|| format!("llm_judge is configured but there is no key file {}", args.key_file.display()))?)
+    } else {
+        None
+    };
+    let reporter = HttpReporter::new(&args.broker, &args.results_token_file, &args.ca_file)?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .context("cannot build the provider HTTP client")?;
+    let run = ShardRun { shard: args.shard, pod_uid: args.pod_uid.clone(), http, pacing: ReportPacing::default() };
+
+    tracing::info!(
+        eval_job = %config.eval_job, namespace = %config.namespace, provider = %config.provider,
+        model = %config.model, shard = args.shard, shards, cases = cases.len(), "judging"
+    );
+    let outcome = run_shard(&config, &run, key, cases, &reporter).await;
+
+    if let Some(path) = &args.results_out {
+        write_results(path, &outcome.results)?;
+    }
+    let summary = summarize(&outcome.results, &scorer_names(&config.scorers));
+    let tokens = usage(&outcome.results);
+    tracing::info!(
+        passed = summary.passed, failed = summary.failed, errored = summary.errored,
+        mean_score = ?summary.mean_score, input_tokens = tokens.input_tokens, output_tokens = tokens.output_tokens,
+        key_revoked = outcome.key_revoked, "shard done"
+    );
+    outcome.final_report.map(drop).context("the final results report was not accepted")
+}
+
+fn write_results(path: &Path, results: &[CaseResult]) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for result in results {
+        serde_json::to_writer(&mut out, result)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush().with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,162 @@
+//! The key broker: an HTTPS server in the operator that hands a ByokKey's plaintext to the judge
+//! pod it belongs to (after TokenReview and pod -> Job -> EvalJob checks) and takes the judge's
+//! results. Every refusal has its own reason in the log and the metrics; keys never appear there.
+
+pub mod authn;
+pub mod authz;
+mod handlers;
+pub mod pki;
+pub mod results;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::runtime::reflector::Store;
+
+use crate::crd::{ByokKey, EvalJob};
+use crate::crypto::Keyring;
+use crate::judge::wire;
+
+pub use pki::BrokerCa;
+
+/// Why the broker said no. Each is counted and logged under its own name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
+pub enum Refusal {
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("the token is not for this audience")]
+    WrongAudience,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the API server did not accept the token")]
+    InvalidToken,
+    #[error("the token is not bound to a pod")]
+    NotAPodToken,
+    #[error("the request names another pod than the token")]
+    ReplayFromOtherPod,
+    #[error("the token's pod does not exist")]
+    PodNotFound,
+    #[error("the token was issued to an earlier pod of that name")]
+    PodUidMismatch,
+    #[error("the pod is in another namespace than the Job it claims")]
+    PodInOtherNamespace,
+    #[error("the pod does not belong to an EvalJob's judge Job")]
+    NotOwnedByEvalJob,
+    #[error("the EvalJob's Job has finished")]
+    JobFinished,
+    #[error("the ByokKey was revoked or deleted")]
+    KeyRevoked,
+    #[error("the ByokKey is not Ready")]
+    KeyNotReady,
+    #[error("the report is for another shard than the pod's completion index")]
+    ShardMismatch,
+    #[error("the request body is not valid")]
+    BadRequest,
+    #[error("the broker cannot check this right now")]
+    Unavailable,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::MissingToken => "MissingToken",
+            Self::WrongAudience => "WrongAudience",
+            Self::TokenExpired => "TokenExpired",
+            Self::InvalidToken => "InvalidToken",
+            Self::NotAPodToken => "NotAPodToken",
+            Self::ReplayFromOtherPod => "ReplayFromOtherPod",
+            Self::PodNotFound => "PodNotFound",
+            Self::PodUidMismatch => "PodUidMismatch",
+            Self::PodInOtherNamespace => "PodInOtherNamespace",
+            Self::NotOwnedByEvalJob => "NotOwnedByEvalJob",
+            Self::JobFinished => "JobFinished",
+            Self::KeyRevoked => "KeyRevoked",
+            Self::KeyNotReady => "KeyNotReady",
+            Self::ShardMismatch => "ShardMismatch",
+            Self::BadRequest => "BadRequest",
+            Self::Unavailable => "Unavailable",
+        }
+    }
+
+    fn status(self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            Self::MissingToken | Self::WrongAudience | Self::TokenExpired | Self::InvalidToken | Self::NotAPodToken => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+/// The caches and keys the broker answers from, shared with the controllers.
+pub struct BrokerState {
+    pub client: Client,
+    pub keyring: Arc<RwLock<Keyring>>,
+    pub byokkeys: Store<ByokKey>,
+    pub encrypted: Store<Secret>,
+    pub evaljobs: Store<EvalJob>,
+    pub jobs: Store<Job>,
+    /// Requests by endpoint and outcome ("granted" or a refusal reason).
+    pub outcomes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl BrokerState {
+    fn count(&self, endpoint: &'static str, outcome: &'static str) {
+        if let Ok(mut m) = self.outcomes.lock() {
+            *m.entry((endpoint, outcome)).or_default() += 1;
+        }
+    }
+
+    /// Counters in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::from("# TYPE byok_broker_requests_total counter\n");
+        if let Ok(m) = self.outcomes.lock() {
+            for ((endpoint, outcome), n) in m.iter() {
+                out.push_str(&format!(
+                    "byok_broker_requests_total{{endpoint=\"{endpoint}\",outcome=\"{outcome}\"}} {n}\n"
+                ));
+            }
+        }
+        out
+    }
+}
+
+pub fn router(state: Arc<BrokerState>) -> Router {
+    Router::new()
+        .route(wire::KEY_PATH, post(handlers::key).layer(DefaultBodyLimit::max(4096)))
+        .route(wire::RESULTS_PATH, post(handlers::results).layer(DefaultBodyLimit::max(wire::MAX_REPORT_BYTES)))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(handlers::metrics))
+        .with_state(state)
+}
+
+/// Serves the broker over TLS with a certificate for `names`, issued by `ca`, until shutdown.
+pub async fn serve(state: Arc<BrokerState>, ca: &BrokerCa, addr: SocketAddr, names: &[String]) -> std::io::Result<()> {
+    let (chain, key) = ca.issue_serving(names).map_err(std::io::Error::other)?;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(std::io::Error::other)?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(std::io::Error::other)?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(std::io::Error::other)?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    tracing::info!(%addr, "key broker listening");
+    axum_server::bind_rustls(addr, tls).serve(router(state).into_make_service()).await
+}

@@ -1,0 +1,411 @@
+//! Pure functions: what an EvalJob wants to exist — its cases ConfigMap and its judge Job.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapProjection, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::controller::{labels, names};
+use crate::crd::{AzureSpec, EvalJob};
+use crate::judge::wire::{self, EndpointsConfig, JudgeConfig};
+
+/// ConfigMap (in each EvalJob namespace) with the broker's CA certificate, for the judge pods.
+pub const CA_BUNDLE_CONFIGMAP: &str = "byok-broker-ca";
+pub const CASES_FILE: &str = "cases.jsonl";
+pub const CONFIG_FILE: &str = "config.json";
+/// Label on everything an EvalJob owns: its uid.
+pub const EVALJOB_UID_LABEL: &str = "launchgate.ai/evaljob-uid";
+/// The judge runs as this non-root user; the key file belongs to it.
+const JUDGE_UID: i64 = 65532;
+
+const KEY_DIR: &str = "/var/run/byok/key";
+const CASES_DIR: &str = "/var/run/byok/cases";
+const CA_DIR: &str = "/var/run/byok/ca";
+const BROKER_TOKEN_DIR: &str = "/var/run/byok/broker-token";
+const RESULTS_TOKEN_DIR: &str = "/var/run/byok/results-token";
+
+/// Operator settings the pod spec depends on.
+#[derive(Clone, Debug)]
+pub struct JudgeSettings {
+    /// Image holding the `byok-judge` binary.
+    pub image: String,
+    /// Broker URL as the pods reach it.
+    pub broker_url: String,
+    pub endpoints: EndpointsConfig,
+}
+
+pub fn cases_config_map_name(ej: &str) -> String {
+    names::bounded(ej, "cases")
+}
+
+/// Job names become a pod label: at most 63 characters.
+pub fn job_name(ej: &str) -> String {
+    names::bounded_to(ej, "judge", 63)
+}
+
+fn owned_meta(ej: &EvalJob, name: String, component: &str) -> ObjectMeta {
+    let mut l = labels::managed();
+    l.insert(labels::COMPONENT.into(), component.into());
+    l.insert(EVALJOB_UID_LABEL.into(), ej.uid().unwrap_or_default());
+    ObjectMeta {
+        name: Some(name),
+        namespace: ej.namespace(),
+        labels: Some(l),
+        owner_references: ej.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+/// The judge's configuration for this EvalJob.
+pub fn judge_config(ej: &EvalJob, model: &str, azure: Option<AzureSpec>, settings: &JudgeSettings) -> JudgeConfig {
+    let s = &ej.spec;
+    JudgeConfig {
+        namespace: ej.namespace().unwrap_or_default(),
+        eval_job: ej.name_any(),
+        provider: s.provider,
+        model: model.to_string(),
+        azure,
+        scorers: s.scorers.clone(),
+        concurrency: s.concurrency.max(1) as u32,
+        retries: s.retries.max(0) as u32,
+        call_timeout_seconds: 60,
+        shards: s.parallelism.max(1) as u32,
+        endpoints: settings.endpoints.clone(),
+    }
+}
+
+/// The cases (JSONL, as given or rendered from the inline list) and the judge config, snapshotted
+/// into a ConfigMap the EvalJob owns: later edits of a source ConfigMap do not change a run.
+pub fn cases_config_map(ej: &EvalJob, cases_jsonl: String, config: &JudgeConfig) -> ConfigMap {
+    let config_json = serde_json::to_string_pretty(config).unwrap_or_default();
+    let data = BTreeMap::from([(CASES_FILE.to_string(), cases_jsonl), (CONFIG_FILE.to_string(), config_json)]);
+    owned_config_map(ej, cases_config_map_name(&ej.name_any()), "eval-cases", data)
+}
+
+/// A ConfigMap the EvalJob owns (garbage-collected with it).
+pub fn owned_config_map(ej: &EvalJob, name: String, component: &str, data: BTreeMap<String, String>) -> ConfigMap {
+    ConfigMap { metadata: owned_meta(ej, name, component), data: Some(data), ..Default::default() }
+}
+
+/// The CA bundle ConfigMap published to an EvalJob namespace.
+pub fn ca_bundle(namespace: &str, ca_pem: &str) -> ConfigMap {
+    let mut l = labels::managed();
+    l.insert(labels::COMPONENT.into(), "broker-ca".into());
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(CA_BUNDLE_CONFIGMAP.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(l),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("ca.crt".to_string(), ca_pem.to_string())])),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..Default::default() }
+}
+
+fn token_volume(name: &str, audience: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o400),
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(audience.into()),
+                    expiration_seconds: Some(600),
+                    path: "token".into(),
+                }),
+                ..Default::default()
+            }]),
+        }),
+        ..Default::default()
+    }
+}
+
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        ..Default::default()
+    }
+}
+
+fn pod_uid_env() -> EnvVar {
+    EnvVar {
+        name: "POD_UID".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: "metadata.uid".into(), api_version: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.into());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([("cpu".into(), q("100m")), ("memory".into(), q("64Mi"))])),
+        limits: Some(BTreeMap::from([("memory".into(), q("128Mi"))])),
+        ..Default::default()
+    }
+}
+
+/// The judge Job: an Indexed Job with one shard of cases per index. The init container
+/// `fetch-key` alone holds a token for the broker's audience and writes the key to a
+/// memory-backed volume; the `judge` container has no Kubernetes API token at all.
+pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings) -> Job {
+    let s = &ej.spec;
+    let shards = s.parallelism.max(1);
+    let o = s.template.clone().unwrap_or_default();
+    let image = o.image.clone().unwrap_or_else(|| settings.image.clone());
+    let ca_file = format!("{CA_DIR}/ca.crt");
+    let key_file = format!("{KEY_DIR}/key");
+    let fetch_key = Container {
+        name: "fetch-key".into(),
+        image: Some(image.clone()),
+        command: Some(
+            [
+                "byok-judge",
+                "fetch-key",
+                "--broker",
+                &settings.broker_url,
+                "--token-file",
+                &format!("{BROKER_TOKEN_DIR}/token"),
+                "--ca-file",
+                &ca_file,
+                "--out",
+                &key_file,
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        env: Some(vec![pod_uid_env()]),
+        volume_mounts: Some(vec![
+            mount("key", KEY_DIR, false),
+            mount("broker-token", BROKER_TOKEN_DIR, true),
+            mount("ca", CA_DIR, true),
+        ]),
+        security_context: Some(restricted()),
+        resources: Some(default_resources()),
+        ..Default::default()
+    };
+    let judge = Container {
+        name: "judge".into(),
+        image: Some(image),
+        command: Some(
+            [
+                "byok-judge",
+                "run",
+                "--config",
+                &format!("{CASES_DIR}/{CONFIG_FILE}"),
+                "--cases",
+                &format!("{CASES_DIR}/{CASES_FILE}"),
+                "--key-file",
+                &key_file,
+                "--broker",
+                &settings.broker_url,
+                "--results-token-file",
+                &format!("{RESULTS_TOKEN_DIR}/token"),
+                "--ca-file",
+                &ca_file,
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        env: Some(vec![pod_uid_env()]),
+        volume_mounts: Some(vec![
+            mount("key", KEY_DIR, true),
+            mount("cases", CASES_DIR, true),
+            mount("results-token", RESULTS_TOKEN_DIR, true),
+            mount("ca", CA_DIR, true),
+        ]),
+        security_context: Some(restricted()),
+        resources: Some(o.resources.clone().unwrap_or_else(default_resources)),
+        ..Default::default()
+    };
+    let volumes = vec![
+        Volume {
+            name: "key".into(),
+            // tmpfs: the plaintext key never touches a disk, and goes with the pod.
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("64Ki".into())),
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "cases".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cases_config_map_name(&ej.name_any()),
+                default_mode: Some(0o444),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "ca".into(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o444),
+                sources: Some(vec![VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: CA_BUNDLE_CONFIGMAP.into(),
+                        items: Some(vec![KeyToPath { key: "ca.crt".into(), path: "ca.crt".into(), mode: None }]),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        },
+        token_volume("broker-token", wire::KEY_AUDIENCE),
+        token_volume("results-token", wire::RESULTS_AUDIENCE),
+    ];
+    let mut meta = owned_meta(ej, job_name(&ej.name_any()), "judge");
+    let pod_labels = meta.labels.clone();
+    meta.annotations = None;
+    Job {
+        metadata: meta,
+        spec: Some(JobSpec {
+            completion_mode: Some("Indexed".into()),
+            completions: Some(shards),
+            parallelism: Some(shards),
+            backoff_limit: Some(3 * shards),
+            active_deadline_seconds: Some(s.timeout_seconds),
+            ttl_seconds_after_finished: Some(86400),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: pod_labels, ..Default::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    init_containers: Some(vec![fetch_key]),
+                    containers: vec![judge],
+                    volumes: Some(volumes),
+                    node_selector: o.node_selector.clone(),
+                    tolerations: o.tolerations.clone(),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(JUDGE_UID),
+                        run_as_group: Some(JUDGE_UID),
+                        fs_group: Some(JUDGE_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ej(parallelism: i32) -> EvalJob {
+        let spec = serde_json::from_value(serde_json::json!({
+            "provider": "openai", "parallelism": parallelism,
+            "scorers": [{"type": "llm_judge", "rubric": "be right"}],
+            "cases": [{"output": "x"}]
+        }))
+        .expect("spec");
+        let mut e = EvalJob::new("my-eval", spec);
+        e.metadata.namespace = Some("team-a".into());
+        e.metadata.uid = Some("uid-1".into());
+        e
+    }
+
+    fn settings() -> JudgeSettings {
+        JudgeSettings {
+            image: "byok-operator:dev".into(),
+            broker_url: "https://b:8443".into(),
+            endpoints: Default::default(),
+        }
+    }
+
+    fn pod(job: &Job) -> PodSpec {
+        job.spec.clone().expect("spec").template.spec.expect("pod spec")
+    }
+
+    #[test]
+    fn key_lives_only_on_tmpfs_and_only_fetch_key_has_the_broker_token() {
+        let p = pod(&judge_job(&ej(1), &settings()));
+        let key = p.volumes.iter().flatten().find(|v| v.name == "key").expect("key volume");
+        assert_eq!(key.empty_dir.as_ref().and_then(|e| e.medium.as_deref()), Some("Memory"));
+        assert_eq!(p.automount_service_account_token, Some(false));
+        let mounts = |c: &Container| c.volume_mounts.iter().flatten().map(|m| m.name.clone()).collect::<Vec<_>>();
+        let init = &p.init_containers.as_ref().expect("init")[0];
+        assert_eq!(init.name, "fetch-key");
+        assert!(mounts(init).contains(&"broker-token".to_string()));
+        let judge = &p.containers[0];
+        assert!(!mounts(judge).contains(&"broker-token".to_string()), "the judge never holds a broker-audience token");
+        assert!(judge.volume_mounts.iter().flatten().any(|m| m.name == "key" && m.read_only == Some(true)));
+        // Tokens are for our audiences only, never the API server's.
+        for v in p.volumes.iter().flatten().filter(|v| v.name.ends_with("token")) {
+            let aud =
+                v.projected.as_ref().and_then(|p| p.sources.as_ref()).and_then(|s| s[0].service_account_token.as_ref());
+            assert!(aud.and_then(|t| t.audience.as_deref()).is_some_and(|a| a.ends_with(".launchgate.ai")));
+        }
+    }
+
+    #[test]
+    fn pod_meets_the_restricted_standard() {
+        let p = pod(&judge_job(&ej(1), &settings()));
+        let psc = p.security_context.expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.map(|s| s.type_), Some("RuntimeDefault".into()));
+        for c in p.init_containers.iter().flatten().chain(p.containers.iter()) {
+            let sc = c.security_context.clone().expect("container security context");
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            assert_eq!(sc.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_string()]));
+            assert!(c.resources.as_ref().and_then(|r| r.limits.as_ref()).is_some());
+        }
+    }
+
+    #[test]
+    fn shards_become_an_indexed_job_owned_by_the_evaljob() {
+        let job = judge_job(&ej(4), &settings());
+        let spec = job.spec.clone().expect("spec");
+        assert_eq!(
+            (spec.completion_mode.as_deref(), spec.completions, spec.parallelism),
+            (Some("Indexed"), Some(4), Some(4))
+        );
+        assert_eq!(spec.active_deadline_seconds, Some(3600));
+        let owner = &job.metadata.owner_references.expect("owner")[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("EvalJob", Some(true)));
+        assert_eq!(job.metadata.name.as_deref(), Some("my-eval-judge"));
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let mut e = ej(1);
+        e.spec.template = Some(crate::crd::PodOverrides {
+            image: Some("registry.example/judge:1".into()),
+            node_selector: Some(BTreeMap::from([("pool".into(), "eval".into())])),
+            ..Default::default()
+        });
+        let p = pod(&judge_job(&e, &settings()));
+        assert_eq!(p.containers[0].image.as_deref(), Some("registry.example/judge:1"));
+        assert_eq!(p.node_selector.and_then(|n| n.get("pool").cloned()), Some("eval".into()));
+    }
+}

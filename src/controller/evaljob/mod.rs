@@ -1,0 +1,105 @@
+//! The EvalJob controller: resolves a key, creates the judge Job, follows results into status.
+
+pub mod desired;
+pub mod reconcile;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use super::{Error, labels};
+use crate::crd::{ByokKey, EvalJob, EvalPhase};
+use crate::providers::ModelTable;
+pub use desired::JudgeSettings;
+
+/// Shared state of the EvalJob controller.
+pub struct EvalContext {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub models: ModelTable,
+    pub settings: JudgeSettings,
+    /// The broker CA certificate, published to EvalJob namespaces.
+    pub ca_pem: String,
+    pub byokkeys: Store<ByokKey>,
+    /// The operator's ConfigMaps: cases, results, CA bundles.
+    pub config_maps: Store<ConfigMap>,
+    pub jobs: Store<Job>,
+}
+
+fn error_policy(ej: Arc<EvalJob>, err: &Error, _ctx: Arc<EvalContext>) -> Action {
+    tracing::warn!(namespace = ?ej.namespace(), name = %ej.name_any(), kind = err.kind(), error = %err, "EvalJob reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The APIs the controller watches (all namespaces, or one).
+pub struct EvalApis {
+    pub evaljobs: Api<EvalJob>,
+    pub jobs: Api<Job>,
+    pub config_maps: Api<ConfigMap>,
+    pub byokkeys: Api<ByokKey>,
+}
+
+/// Stores the broker needs from this controller.
+pub struct EvalStores {
+    pub evaljobs: Store<EvalJob>,
+    pub jobs: Store<Job>,
+}
+
+/// Runs the controller; `ready` receives the stores as soon as they exist.
+pub async fn run(
+    apis: EvalApis,
+    concurrency: u16,
+    make_ctx: impl FnOnce(Store<ConfigMap>, Store<Job>) -> EvalContext,
+    ready: tokio::sync::oneshot::Sender<EvalStores>,
+) {
+    let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
+    let (job_store, job_writer) = reflector::store();
+    let jobs = watcher(apis.jobs, watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .reflect(job_writer)
+        .touched_objects();
+    let (cm_store, cm_writer) = reflector::store();
+    let cms = watcher(apis.config_maps, watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .reflect(cm_writer)
+        .touched_objects();
+    let controller = Controller::new(apis.evaljobs, watcher::Config::default().any_semantic());
+    let ej_store = controller.store();
+    let _ = ready.send(EvalStores { evaljobs: ej_store.clone(), jobs: job_store.clone() });
+    let ctx = Arc::new(make_ctx(cm_store, job_store));
+    let waiting = ej_store.clone();
+    controller
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .owns_stream(jobs)
+        .owns_stream(cms)
+        .watches(apis.byokkeys, watcher::Config::default().any_semantic(), move |key| {
+            // A key changed (Ready, revoked, default moved): EvalJobs of its namespace that are
+            // not finished look again, so waiting ones start by themselves.
+            let ns = key.namespace();
+            waiting
+                .state()
+                .into_iter()
+                .filter(|e| e.namespace() == ns && e.spec.provider == key.spec.provider)
+                .filter(|e| {
+                    !matches!(e.status.as_ref().and_then(|s| s.phase), Some(EvalPhase::Succeeded | EvalPhase::Failed))
+                })
+                .map(|e| ObjectRef::from_obj(e.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "evaljob controller event");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,250 @@
+//! The EvalJob reconcile: resolve the key -> snapshot the cases -> create the judge Job ->
+//! follow the shards' results into progress and summary.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::EvalContext;
+use super::desired::{self, EVALJOB_UID_LABEL};
+use crate::broker::results::SHARD_ANNOTATION;
+use crate::controller::byokkey::desired::set_condition;
+use crate::controller::{Error, FIELD_MANAGER};
+use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, KeyPhase, Progress, ResultsRef, ScorerType};
+use crate::judge::wire::CaseResult;
+use crate::judge::{junit, scorers, summary};
+
+const KEY_RESOLVED: &str = "KeyResolved";
+const CASES_READY: &str = "CasesReady";
+const COMPLETE: &str = "Complete";
+
+type Note = (EventType, &'static str, String);
+
+/// The key an EvalJob would use now, or why there is none.
+pub fn resolve_key(ej: &EvalJob, keys: &[Arc<ByokKey>]) -> Result<Arc<ByokKey>, String> {
+    let ns = ej.namespace();
+    let provider = ej.spec.provider;
+    let usable = |k: &ByokKey| {
+        k.namespace() == ns
+            && k.spec.provider == provider
+            && !k.spec.revoked
+            && k.meta().deletion_timestamp.is_none()
+            && k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready)
+    };
+    match &ej.spec.key_ref {
+        Some(name) => keys
+            .iter()
+            .find(|k| k.namespace() == ns && &k.name_any() == name)
+            .filter(|k| usable(k))
+            .cloned()
+            .ok_or_else(|| format!("ByokKey {name} is not a Ready {provider} key of this namespace")),
+        None => keys
+            .iter()
+            .find(|k| usable(k) && k.status.as_ref().is_some_and(|s| s.effective_default))
+            .cloned()
+            .ok_or_else(|| format!("no Ready default {provider} ByokKey in this namespace; waiting for one")),
+    }
+}
+
+/// Results of one EvalJob from the cached results ConfigMaps: (results, shards done).
+fn collect_results(ctx: &EvalContext, uid: &str) -> (Vec<CaseResult>, Vec<String>, u32) {
+    let mut results = Vec::new();
+    let mut names = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
+    let mut cms: Vec<Arc<ConfigMap>> = ctx
+        .config_maps
+        .state()
+        .into_iter()
+        .filter(|c| c.labels().get(EVALJOB_UID_LABEL).map(String::as_str) == Some(uid))
+        .filter(|c| c.annotations().contains_key(SHARD_ANNOTATION))
+        .collect();
+    cms.sort_by_key(|c| c.name_any());
+    for cm in cms {
+        let shard = cm.annotations().get(SHARD_ANNOTATION).cloned().unwrap_or_default();
+        let mut parts = shard.split('/');
+        if let (Some(index), Some(_), Some("done")) = (parts.next(), parts.next(), parts.next()) {
+            done.insert(index.to_string());
+        }
+        names.push(cm.name_any());
+        let text = cm.data.as_ref().and_then(|d| d.get("results.jsonl")).cloned().unwrap_or_default();
+        results.extend(text.lines().filter_map(|l| serde_json::from_str::<CaseResult>(l).ok()));
+    }
+    results.sort_by_key(|r| r.line);
+    (results, names, done.len() as u32)
+}
+
+fn job_failed(job: &Job) -> Option<String> {
+    let conds = job.status.as_ref()?.conditions.as_ref()?;
+    conds
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .map(|c| format!("{}: {}", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+}
+
+pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action, Error> {
+    let ns = ej.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let uid = ej.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let name = ej.name_any();
+    let old = ej.status.clone().unwrap_or_default();
+    if matches!(old.phase, Some(EvalPhase::Succeeded | EvalPhase::Failed)) {
+        return Ok(Action::await_change());
+    }
+    let now = Time(jiff::Timestamp::now());
+    let generation = ej.metadata.generation;
+    let mut st = old.clone();
+    let mut notes: Vec<Note> = Vec::new();
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+
+    // 1. The key: resolved once, when the run starts; a running job keeps its key.
+    let needs_key = ej.spec.scorers.iter().any(|s| s.type_ == ScorerType::LlmJudge);
+    let mut key = None;
+    if needs_key && st.job_name.is_none() {
+        match resolve_key(&ej, &ctx.byokkeys.state()) {
+            Ok(k) => {
+                set_condition(
+                    &mut st.conditions,
+                    KEY_RESOLVED,
+                    "True",
+                    "KeyResolved",
+                    format!("using ByokKey {}", k.name_any()),
+                    generation,
+                    &now,
+                );
+                key = Some(k);
+            }
+            Err(msg) => {
+                if st.phase != Some(EvalPhase::WaitingForKey) {
+                    notes.push((EventType::Warning, "WaitingForKey", msg.clone()));
+                }
+                set_condition(&mut st.conditions, KEY_RESOLVED, "False", "NoUsableKey", msg, generation, &now);
+                st.phase = Some(EvalPhase::WaitingForKey);
+                return finish(&ej, &ctx, &old, st, notes, None).await;
+            }
+        }
+    }
+
+    // 2. Cases and the Job, created once.
+    if st.job_name.is_none() {
+        let cases = match cases_jsonl(&ej, &ctx, &ns).await? {
+            Ok(text) => text,
+            Err(msg) => {
+                set_condition(&mut st.conditions, CASES_READY, "False", "CasesNotFound", msg.clone(), generation, &now);
+                notes.push((EventType::Warning, "CasesNotFound", msg));
+                st.phase = Some(EvalPhase::Pending);
+                return finish(&ej, &ctx, &old, st, notes, Some(Duration::from_secs(15))).await;
+            }
+        };
+        let total = cases.lines().filter(|l| !l.trim().is_empty()).count() as i64;
+        let azure = key.as_ref().and_then(|k| k.spec.azure.clone());
+        let model = ej.spec.model.clone().or_else(|| key.as_ref().and_then(|k| k.spec.model.clone()));
+        let model = model.unwrap_or_else(|| ctx.models.model_for(ej.spec.provider, azure.as_ref()));
+        let config = desired::judge_config(&ej, &model, azure, &ctx.settings);
+        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+        let bundle = desired::ca_bundle(&ns, &ctx.ca_pem);
+        cms.patch(desired::CA_BUNDLE_CONFIGMAP, &apply, &Patch::Apply(&bundle)).await?;
+        let cases_cm = desired::cases_config_map(&ej, cases, &config);
+        cms.patch(&cases_cm.name_any(), &apply, &Patch::Apply(&cases_cm)).await?;
+        set_condition(
+            &mut st.conditions,
+            CASES_READY,
+            "True",
+            "CasesReady",
+            format!("{total} cases"),
+            generation,
+            &now,
+        );
+        let job = desired::judge_job(&ej, &ctx.settings);
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+        jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job)).await?;
+        st.job_name = Some(job.name_any());
+        st.key_ref = key.as_ref().map(|k| k.name_any());
+        st.key_prefix = key.as_ref().and_then(|k| k.status.as_ref()?.key_prefix.clone());
+        st.model = Some(model);
+        st.progress = Some(Progress { total, completed: 0, display: format!("0/{total}") });
+        st.start_time = Some(now.clone());
+        st.phase = Some(EvalPhase::Running);
+        notes.push((EventType::Normal, "Started", format!("judge Job {} started for {total} cases", job.name_any())));
+    }
+
+    // 3. Results so far.
+    let (results, cm_names, shards_done) = collect_results(&ctx, &uid);
+    let total = st.progress.as_ref().map_or(0, |p| p.total);
+    let completed = results.len() as i64;
+    st.progress = Some(Progress { total, completed, display: format!("{completed}/{total}") });
+    let names = scorers::scorer_names(&ej.spec.scorers);
+    if !results.is_empty() {
+        st.summary = Some(summary::summarize(&results, &names));
+        st.usage = Some(summary::usage(&results));
+    }
+    let mut refs = cm_names;
+    let job = st.job_name.as_ref().and_then(|j| ctx.jobs.get(&ObjectRef::new(j).within(&ns)));
+    if shards_done >= ej.spec.parallelism.max(1) as u32 {
+        let junit_cm = junit_config_map(&ej, &junit::junit_xml(&name, &results));
+        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+        cms.patch(&junit_cm.name_any(), &apply, &Patch::Apply(&junit_cm)).await?;
+        refs.insert(0, junit_cm.name_any());
+        st.phase = Some(EvalPhase::Succeeded);
+        st.completion_time = Some(now.clone());
+        let s = st.summary.clone().unwrap_or_default();
+        let msg = format!("{} passed, {} failed, {} errored of {total}", s.passed, s.failed, s.errored);
+        set_condition(&mut st.conditions, COMPLETE, "True", "Succeeded", msg.clone(), generation, &now);
+        notes.push((EventType::Normal, "Succeeded", msg));
+    } else if let Some(reason) = job.as_deref().and_then(job_failed) {
+        st.phase = Some(EvalPhase::Failed);
+        st.completion_time = Some(now.clone());
+        set_condition(&mut st.conditions, COMPLETE, "True", "Failed", reason.clone(), generation, &now);
+        notes.push((EventType::Warning, "Failed", reason));
+    }
+    st.results_ref = (!refs.is_empty()).then_some(ResultsRef { config_maps: refs });
+    finish(&ej, &ctx, &old, st, notes, None).await
+}
+
+fn junit_config_map(ej: &EvalJob, xml: &str) -> ConfigMap {
+    let name = crate::controller::names::bounded(&ej.name_any(), "junit");
+    desired::owned_config_map(ej, name, "eval-junit", [("junit.xml".to_string(), xml.to_string())].into())
+}
+
+/// The cases as JSONL: the inline list rendered, or the ConfigMap key read once.
+async fn cases_jsonl(ej: &EvalJob, ctx: &EvalContext, ns: &str) -> Result<Result<String, String>, Error> {
+    if let Some(cases) = &ej.spec.cases {
+        let lines: Vec<String> = cases.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
+        return Ok(Ok(lines.join("\n") + "\n"));
+    }
+    let Some(from) = &ej.spec.cases_from else { return Ok(Err("no cases given".into())) };
+    let r = &from.config_map_key_ref;
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let text = api.get_opt(&r.name).await?.and_then(|cm| cm.data.and_then(|mut d| d.remove(&r.key)));
+    Ok(text.ok_or_else(|| format!("ConfigMap {} has no key {} (or does not exist)", r.name, r.key)))
+}
+
+async fn finish(
+    ej: &EvalJob,
+    ctx: &EvalContext,
+    old: &EvalJobStatus,
+    mut st: EvalJobStatus,
+    notes: Vec<Note>,
+    requeue: Option<Duration>,
+) -> Result<Action, Error> {
+    st.observed_generation = ej.metadata.generation;
+    if st != *old {
+        let api: Api<EvalJob> = Api::namespaced(ctx.client.clone(), &ej.namespace().unwrap_or_default());
+        let patch = json!({ "apiVersion": "launchgate.ai/v1alpha1", "kind": "EvalJob", "status": st });
+        api.patch_status(&ej.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    for (type_, reason, note) in notes {
+        let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        if let Err(e) = ctx.recorder.publish(&ev, &ej.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish event");
+        }
+    }
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}

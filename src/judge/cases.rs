@@ -1,0 +1,156 @@
+//! Cases JSONL: one `EvalCase` JSON object per line. A malformed line does not stop the run: it
+//! becomes an entry that every scorer reports as errored, with its line number, so a person can
+//! find and fix it while the other cases still get scored.
+
+use serde_json::Value;
+
+use crate::crd::EvalCase;
+
+/// Longest parse message kept for a malformed line (results end up in Kubernetes objects).
+const MAX_PARSE_MESSAGE_CHARS: usize = 200;
+
+/// One non-blank line of the cases file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedCase {
+    /// 1-based line number in the JSONL file (blank lines count).
+    pub line: u32,
+    /// The case's `id`, or `line-<N>`.
+    pub id: String,
+    pub body: CaseBody,
+}
+
+/// A line's content: a case, or why it is not one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CaseBody {
+    Case(EvalCase),
+    /// A short parse message (no line number: [`ParsedCase::line`] holds it).
+    Malformed(String),
+}
+
+impl ParsedCase {
+    /// The reason every scorer reports for a malformed line, e.g. `MalformedCase: line 3: ...`.
+    pub fn malformed_reason(&self) -> Option<String> {
+        match &self.body {
+            CaseBody::Case(_) => None,
+            CaseBody::Malformed(message) => Some(format!("MalformedCase: line {}: {message}", self.line)),
+        }
+    }
+}
+
+/// Parses every case of a JSONL document.
+pub fn parse_cases(jsonl: &str) -> Vec<ParsedCase> {
+    parse_shard(jsonl, 0, 1)
+}
+
+/// Parses the cases of shard `shard` of `shards`: those whose 1-based line `l` has
+/// `(l - 1) % shards == shard`, the rule `JudgeConfig.shards` documents (the operator counts
+/// each shard's total the same way). Lines of other shards are not even parsed.
+/// `shards == 0` is treated as 1.
+pub fn parse_shard(jsonl: &str, shard: u32, shards: u32) -> Vec<ParsedCase> {
+    let shards = u64::from(shards.max(1));
+    // A UTF-8 byte order mark, as some editors write, is not part of the first case.
+    let jsonl = jsonl.strip_prefix('\u{feff}').unwrap_or(jsonl);
+    jsonl
+        .lines()
+        .enumerate()
+        .filter(|(index, _)| (*index as u64) % shards == u64::from(shard))
+        .filter(|(_, text)| !text.trim().is_empty())
+        .map(|(index, text)| parse_line(u32::try_from(index + 1).unwrap_or(u32::MAX), text))
+        .collect()
+}
+
+/// How many cases shard `shard` of `shards` holds, without keeping them.
+pub fn count_shard(jsonl: &str, shard: u32, shards: u32) -> usize {
+    let shards = u64::from(shards.max(1));
+    jsonl
+        .strip_prefix('\u{feff}')
+        .unwrap_or(jsonl)
+        .lines()
+        .enumerate()
+        .filter(|(index, text)| (*index as u64) % shards == u64::from(shard) && !text.trim().is_empty())
+        .count()
+}
+
+fn parse_line(line: u32, text: &str) -> ParsedCase {
+    let fallback_id = || format!("line-{line}");
+    match serde_json::from_str::<EvalCase>(text) {
+        Ok(case) => {
+            let id = case.id.clone().filter(|id| !id.is_empty()).unwrap_or_else(fallback_id);
+            ParsedCase { line, id, body: CaseBody::Case(case) }
+        }
+        Err(error) => {
+            // Valid JSON that is not a case (say, `output` missing) may still name its id: keep it,
+            // so the error shows up under the name the author knows.
+            let id = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(fallback_id);
+            let message: String = error.to_string().chars().take(MAX_PARSE_MESSAGE_CHARS).collect();
+            ParsedCase { line, id, body: CaseBody::Malformed(message) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CASES: &str = concat!(
+        r#"{"id":"a","input":"q1","output":"o1","expected":"e1"}"#,
+        "\n",
+        "\n",
+        r#"{"output":"o3"}"#,
+        "\n",
+        r#"{"id":"bad","input":"q"}"#,
+        "\n",
+        "not json\r\n",
+        r#"{"id":"","output":"o6"}"#,
+        "\n",
+    );
+
+    #[test]
+    fn parses_cases_and_keeps_malformed_lines() {
+        let cases = parse_cases(CASES);
+        let lines: Vec<u32> = cases.iter().map(|c| c.line).collect();
+        assert_eq!(lines, [1, 3, 4, 5, 6]);
+        assert_eq!(cases[0].id, "a");
+        assert!(matches!(&cases[0].body, CaseBody::Case(c) if c.expected.as_deref() == Some("e1")));
+        assert_eq!(cases[1].id, "line-3");
+        assert!(matches!(&cases[1].body, CaseBody::Case(c) if c.input.is_empty() && c.output == "o3"));
+        // Valid JSON without `output`: malformed, but keeps its id.
+        assert_eq!(cases[2].id, "bad");
+        let reason = cases[2].malformed_reason().unwrap();
+        assert!(reason.starts_with("MalformedCase: line 4: missing field `output`"), "{reason}");
+        assert_eq!(cases[3].id, "line-5");
+        assert!(cases[3].malformed_reason().unwrap().starts_with("MalformedCase: line 5: "));
+        // An empty id falls back to the line.
+        assert_eq!(cases[4].id, "line-6");
+        assert_eq!(cases[0].malformed_reason(), None);
+    }
+
+    #[test]
+    fn shards_take_every_nth_line() {
+        let jsonl: String = (1..=7).map(|i| format!("{{\"output\":\"o{i}\"}}\n")).collect();
+        let lines = |shard, shards| parse_shard(&jsonl, shard, shards).iter().map(|c| c.line).collect::<Vec<_>>();
+        assert_eq!(lines(0, 3), [1, 4, 7]);
+        assert_eq!(lines(1, 3), [2, 5]);
+        assert_eq!(lines(2, 3), [3, 6]);
+        assert_eq!(lines(3, 3), Vec::<u32>::new());
+        assert_eq!(lines(0, 0), (1..=7).collect::<Vec<_>>());
+        assert_eq!(count_shard(&jsonl, 1, 3), 2);
+        // Blank lines count as lines but are no case.
+        assert_eq!(parse_shard("{\"output\":\"x\"}\n\n{\"output\":\"y\"}\n", 1, 2).len(), 0);
+        assert_eq!(count_shard("{\"output\":\"x\"}\n\n{\"output\":\"y\"}\n", 0, 2), 2);
+    }
+
+    #[test]
+    fn byte_order_mark_and_long_messages() {
+        let cases = parse_cases("\u{feff}{\"output\":\"x\"}\n");
+        assert!(matches!(cases[0].body, CaseBody::Case(_)));
+        let long = format!("{{\"output\": {}", "[".repeat(1000));
+        let cases = parse_cases(&long);
+        let CaseBody::Malformed(message) = &cases[0].body else { panic!("expected malformed") };
+        assert!(message.chars().count() <= MAX_PARSE_MESSAGE_CHARS);
+    }
+}

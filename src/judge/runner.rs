@@ -1,0 +1,377 @@
+//! Runs one shard: every scorer on every case, llm_judge calls with bounded concurrency, progress
+//! reports to the broker while scoring, and a final report that must arrive.
+//!
+//! Everything runs in one task: cases are streamed through `buffer_unordered(concurrency)`, so at
+//! most `concurrency` cases (and provider calls) exist at once however large the suite, and the
+//! progress reporter is joined with the scoring stream so a slow broker never stalls scoring.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use secrecy::SecretString;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::cases::{CaseBody, ParsedCase};
+use super::scorers::{self, JUDGE_SYSTEM_PROMPT, PreparedScorer, ScorerKind};
+use super::wire::{CaseResult, JudgeConfig, ResultsAck, ResultsReport, ScoreResult};
+use crate::crd::EvalCase;
+use crate::providers::{self, Endpoints, JudgeRequest, RetryPolicy, Usage};
+
+/// Reason of llm_judge results when the judge was given no key.
+pub const NO_KEY_REASON: &str = "NoKey: the judge has no provider key (llm_judge needs one)";
+/// Reason of llm_judge results not yet judged when the key was revoked.
+pub const KEY_REVOKED_REASON: &str = "KeyRevoked: the ByokKey was revoked during the run";
+/// Output budget of one verdict. Generous because thinking models (Gemini 2.5 Pro) spend part of
+/// it before answering; only the tokens used are billed.
+pub const MAX_VERDICT_TOKENS: u32 = 2048;
+
+/// Why a results report was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("the broker refused the report (HTTP {status}): {reason}: {message}")]
+    Refused { status: u16, reason: String, message: String },
+    #[error("the report is {bytes} bytes, more than the broker accepts ({limit})")]
+    TooLarge { bytes: usize, limit: usize },
+    /// Connection errors, timeouts, 429 and 5xx: worth another try.
+    #[error("the broker is unavailable: {0}")]
+    Unavailable(String),
+    #[error("unexpected answer from the broker: {0}")]
+    Unexpected(String),
+    /// The token file could not be read (kubelet swaps it atomically, so a retry may succeed).
+    #[error("cannot read the results token: {0}")]
+    Token(String),
+}
+
+impl ReportError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Token(_))
+    }
+}
+
+/// Where results go. Reports are cumulative: each replaces the shard's previous one.
+pub trait Reporter: Send + Sync {
+    fn report(&self, report: &ResultsReport) -> impl Future<Output = Result<ResultsAck, ReportError>> + Send;
+}
+
+/// When progress reports go out, and how hard delivery is tried.
+#[derive(Clone, Debug)]
+pub struct ReportPacing {
+    /// A progress report goes out when this long has passed since the last one...
+    pub interval: Duration,
+    /// ...or when this many more cases finished, whichever comes first (and only if some did).
+    pub batch: usize,
+    /// Attempts per progress report; a lost one is not fatal, the next report carries it all.
+    pub progress_attempts: u32,
+    /// Attempts for the final report; if all fail the pod exits non-zero and the Job retries it.
+    pub final_attempts: u32,
+    /// Backoff between attempts.
+    pub backoff: RetryPolicy,
+}
+
+impl Default for ReportPacing {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            batch: 50,
+            progress_attempts: 3,
+            // 0.5 + 1 + 2 + 4 + 8 + 8 + 8 s: about half a minute of broker downtime is ridden out.
+            final_attempts: 8,
+            backoff: RetryPolicy {
+                max_retries: 0,
+                base_delay: Duration::from_millis(500),
+                max_delay: Duration::from_secs(8),
+            },
+        }
+    }
+}
+
+/// Who this shard is and how it talks to providers.
+#[derive(Clone, Debug)]
+pub struct ShardRun {
+    pub shard: u32,
+    pub pod_uid: String,
+    /// Client for provider calls.
+    pub http: reqwest::Client,
+    pub pacing: ReportPacing,
+}
+
+/// What a shard run produced.
+#[derive(Debug)]
+pub struct ShardOutcome {
+    /// Every case's results, in line order.
+    pub results: Vec<CaseResult>,
+    /// Whether the broker said the key was revoked during the run.
+    pub key_revoked: bool,
+    /// Progress reports accepted (the final one not included).
+    pub progress_reports: u32,
+    /// The broker's answer to the final report.
+    pub final_report: Result<ResultsAck, ReportError>,
+}
+
+impl ShardOutcome {
+    pub fn delivered(&self) -> bool {
+        self.final_report.is_ok()
+    }
+}
+
+/// Set once the broker says the key was revoked; wakes the calls in flight so they stop.
+#[derive(Default)]
+struct Revocation {
+    revoked: AtomicBool,
+    notify: Notify,
+}
+
+impl Revocation {
+    fn revoke(&self) {
+        self.revoked.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::SeqCst)
+    }
+
+    async fn revoked(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Register before checking the flag, so a revoke in between is not missed.
+            notified.as_mut().enable();
+            if self.is_revoked() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Scores one shard's cases and reports the results. Never panics on case data; provider and
+/// broker failures end up in results or in `final_report`.
+pub async fn run_shard(
+    config: &JudgeConfig,
+    run: &ShardRun,
+    key: Option<SecretString>,
+    cases: Vec<ParsedCase>,
+    reporter: &impl Reporter,
+) -> ShardOutcome {
+    let total = u32::try_from(cases.len()).unwrap_or(u32::MAX);
+    let judge = CaseJudge {
+        config,
+        endpoints: endpoints(config),
+        http: &run.http,
+        key: key.as_ref(),
+        scorers: scorers::prepare_all(&config.scorers),
+        policy: RetryPolicy { max_retries: config.retries, ..RetryPolicy::default() },
+        timeout: Duration::from_secs(config.call_timeout_seconds.max(1)),
+        revocation: Revocation::default(),
+    };
+    let finished = Finished::default();
+    let snapshot = |done: bool| ResultsReport {
+        pod_uid: run.pod_uid.clone(),
+        shard: run.shard,
+        total,
+        done,
+        results: finished.sorted(),
+    };
+
+    let concurrency = usize::try_from(config.concurrency.max(1)).unwrap_or(1);
+    let scoring = async {
+        let mut stream = futures::stream::iter(cases).map(|case| judge.score_case(case)).buffer_unordered(concurrency);
+        while let Some(result) = stream.next().await {
+            finished.push(result);
+        }
+    };
+    let mut progress_reports = 0;
+    let progress = async {
+        let pacing = &run.pacing;
+        let (mut reported, mut last) = (0usize, Instant::now());
+        loop {
+            let completed = finished.len();
+            let since = last.elapsed();
+            if completed > reported && (completed >= reported + pacing.batch || since >= pacing.interval) {
+                let report = snapshot(false);
+                (reported, last) = (completed, Instant::now());
+                match deliver(reporter, &report, pacing.progress_attempts, &pacing.backoff).await {
+                    Ok(ack) => {
+                        progress_reports += 1;
+                        tracing::info!(completed, total, "progress reported");
+                        if ack.key_revoked && !judge.revocation.is_revoked() {
+                            tracing::warn!("the broker says the key was revoked: no more provider calls");
+                            judge.revocation.revoke();
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "progress report lost; the next one carries it"),
+                }
+                continue;
+            }
+            let wait = if completed > reported { pacing.interval.saturating_sub(since) } else { pacing.interval };
+            tokio::select! {
+                () = finished.changed.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    };
+    // The progress loop never ends by itself: it is dropped (even mid-report) once scoring is done,
+    // and the final report, which carries everything, follows.
+    tokio::select! {
+        biased;
+        () = scoring => {}
+        () = progress => {}
+    }
+
+    let report = snapshot(true);
+    let final_report = deliver(reporter, &report, run.pacing.final_attempts, &run.pacing.backoff).await;
+    match &final_report {
+        Ok(_) => tracing::info!(cases = report.results.len(), "final report accepted"),
+        Err(error) => tracing::error!(%error, "final report not delivered"),
+    }
+    ShardOutcome { results: report.results, key_revoked: judge.revocation.is_revoked(), progress_reports, final_report }
+}
+
+/// Sends a report, retrying what may succeed later with backoff.
+async fn deliver(
+    reporter: &impl Reporter,
+    report: &ResultsReport,
+    attempts: u32,
+    backoff: &RetryPolicy,
+) -> Result<ResultsAck, ReportError> {
+    let mut attempt = 0;
+    loop {
+        match reporter.report(report).await {
+            Err(error) if error.retryable() && attempt + 1 < attempts => {
+                let wait = backoff.delay(attempt, None);
+                tracing::warn!(%error, attempt, ?wait, done = report.done, "report failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Provider base URLs from the config; an empty one means the provider's public endpoint.
+fn endpoints(config: &JudgeConfig) -> Endpoints {
+    let defaults = Endpoints::default();
+    let or = |url: &str, default: String| if url.trim().is_empty() { default } else { url.to_string() };
+    Endpoints {
+        openai: or(&config.endpoints.openai, defaults.openai),
+        anthropic: or(&config.endpoints.anthropic, defaults.anthropic),
+        google: or(&config.endpoints.google, defaults.google),
+        azure: config.endpoints.azure.clone().filter(|url| !url.trim().is_empty()),
+    }
+}
+
+/// Results finished so far, and a signal for the progress loop.
+#[derive(Default)]
+struct Finished {
+    results: Mutex<Vec<CaseResult>>,
+    changed: Notify,
+}
+
+impl Finished {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<CaseResult>> {
+        // Only this task touches the lock, so poisoning cannot carry a broken invariant.
+        self.results.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, result: CaseResult) {
+        self.lock().push(result);
+        self.changed.notify_one();
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn sorted(&self) -> Vec<CaseResult> {
+        let mut results = self.lock().clone();
+        results.sort_by_key(|r| r.line);
+        results
+    }
+}
+
+/// Scores cases: what every case future shares.
+struct CaseJudge<'a> {
+    config: &'a JudgeConfig,
+    endpoints: Endpoints,
+    http: &'a reqwest::Client,
+    key: Option<&'a SecretString>,
+    scorers: Vec<PreparedScorer>,
+    policy: RetryPolicy,
+    timeout: Duration,
+    revocation: Revocation,
+}
+
+impl CaseJudge<'_> {
+    /// Runs every scorer on the case, in scorer order. A malformed case errors in every scorer.
+    async fn score_case(&self, entry: ParsedCase) -> CaseResult {
+        let mut result = CaseResult {
+            id: entry.id,
+            line: entry.line,
+            scores: Vec::with_capacity(self.scorers.len()),
+            input_tokens: 0,
+            output_tokens: 0,
+        };
+        let case = match entry.body {
+            CaseBody::Case(case) => case,
+            CaseBody::Malformed(message) => {
+                let reason = format!("MalformedCase: line {}: {message}", entry.line);
+                result.scores = self.scorers.iter().map(|s| scorers::errored(&s.name, &reason)).collect();
+                return result;
+            }
+        };
+        for scorer in &self.scorers {
+            let score = match &scorer.kind {
+                ScorerKind::LlmJudge { rubric, pass_threshold } => {
+                    let (score, usage) = self.llm_judge(&scorer.name, rubric, *pass_threshold, &case).await;
+                    result.input_tokens += usage.input_tokens;
+                    result.output_tokens += usage.output_tokens;
+                    score
+                }
+                _ => scorer
+                    .score_deterministic(&case)
+                    .unwrap_or_else(|| scorers::errored(&scorer.name, "Internal: scorer kind not handled")),
+            };
+            result.scores.push(score);
+        }
+        result
+    }
+
+    /// One llm_judge verdict. A revocation cancels the call at once, retries included: a revoked
+    /// key must stop being used, even if an answer was on its way.
+    async fn llm_judge(&self, scorer: &str, rubric: &str, threshold: f64, case: &EvalCase) -> (ScoreResult, Usage) {
+        let Some(key) = self.key else {
+            return (scorers::errored(scorer, NO_KEY_REASON), Usage::default());
+        };
+        if self.revocation.is_revoked() {
+            return (scorers::errored(scorer, KEY_REVOKED_REASON), Usage::default());
+        }
+        let user = scorers::judge_user_prompt(rubric, case);
+        let request = JudgeRequest {
+            provider: self.config.provider,
+            key,
+            model: &self.config.model,
+            azure: self.config.azure.as_ref(),
+            system: JUDGE_SYSTEM_PROMPT,
+            user: &user,
+            max_tokens: MAX_VERDICT_TOKENS,
+            timeout: self.timeout,
+        };
+        tokio::select! {
+            biased;
+            () = self.revocation.revoked() => (scorers::errored(scorer, KEY_REVOKED_REASON), Usage::default()),
+            answer = providers::judge(self.http, &self.endpoints, &request, &self.policy) => match answer {
+                Ok((verdict, usage)) => (scorers::verdict_result(scorer, &verdict, threshold), usage),
+                Err(error) => (scorers::errored(scorer, &format!("{}: {error}", error.reason())), Usage::default()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;
