@@ -1,2 +1,179 @@
-//! Placeholder until the judge benchmark lands.
-fn main() {}
+//! Judge throughput and memory: the real `byok-judge run` binary as a child process scoring 2,000
+//! cases (one llm_judge scorer and one deterministic scorer) against the in-process mock provider
+//! with 200 ms latency, concurrency 32, reporting to a fake HTTPS broker.
+//!
+//!     cargo bench --bench judge
+//!
+//! Prints cases/s against the ideal (concurrency / latency = 160 cases/s) and the child's peak RSS
+//! (VmHWM from /proc/<pid>/status, sampled while it runs). Targets: >= 95 % of ideal, <= 32 MiB.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use axum::{Json, Router};
+use byok_operator::crd::{Provider, Scorer, ScorerType};
+use byok_operator::judge::wire::{EndpointsConfig, JudgeConfig, Outcome, RESULTS_PATH, ResultsAck, ResultsReport};
+use byok_operator::mock::{self, MockConfig};
+
+const CASES: usize = 2000;
+const CONCURRENCY: u32 = 32;
+const LATENCY: Duration = Duration::from_millis(200);
+const KEY: &str = "sk-bench-0123456789abcdef";
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(bench())
+}
+
+async fn bench() -> anyhow::Result<()> {
+    let mock = mock::start(MockConfig { latency: LATENCY, ..MockConfig::default() }).await?;
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name);
+
+    // A fake broker over HTTPS that records the final report's outcome counts.
+    let (ca, cert, key) = pki()?;
+    std::fs::write(path("ca.crt"), ca)?;
+    std::fs::write(path("results-token"), "bench-results-token")?;
+    std::fs::write(path("key"), KEY)?;
+    let passed = Arc::new(AtomicUsize::new(usize::MAX));
+    let reports = Arc::new(AtomicUsize::new(0));
+    let (passed_in, reports_in) = (passed.clone(), reports.clone());
+    let app = Router::new().route(
+        RESULTS_PATH,
+        post(move |Json(report): Json<ResultsReport>| {
+            let (passed, reports) = (passed_in.clone(), reports_in.clone());
+            async move {
+                reports.fetch_add(1, Ordering::SeqCst);
+                if report.done {
+                    let ok = report.results.iter().filter(|r| r.scores.iter().all(|s| s.outcome == Outcome::Passed));
+                    passed.store(ok.count(), Ordering::SeqCst);
+                }
+                Json(ResultsAck::default())
+            }
+        }),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let broker = format!("https://{}", listener.local_addr()?);
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes()).await?;
+    tokio::spawn(axum_server::tls_rustls::from_tcp_rustls(listener, tls)?.serve(app.into_make_service()));
+
+    let endpoints = mock.endpoints();
+    let config = JudgeConfig {
+        namespace: "bench".into(),
+        eval_job: "bench".into(),
+        provider: Provider::OpenAi,
+        model: "gpt-4o".into(),
+        azure: None,
+        scorers: vec![
+            Scorer {
+                type_: ScorerType::LlmJudge,
+                name: None,
+                rubric: Some("Is the answer correct and complete?".into()),
+                pass_threshold: None,
+                pattern: None,
+                value: None,
+                ignore_case: false,
+            },
+            Scorer {
+                type_: ScorerType::Contains,
+                name: None,
+                rubric: None,
+                pass_threshold: None,
+                pattern: None,
+                value: None,
+                ignore_case: true,
+            },
+        ],
+        concurrency: CONCURRENCY,
+        retries: 2,
+        call_timeout_seconds: 30,
+        shards: 1,
+        endpoints: EndpointsConfig {
+            openai: endpoints.openai,
+            anthropic: endpoints.anthropic,
+            google: endpoints.google,
+            azure: endpoints.azure,
+        },
+    };
+    std::fs::write(path("config.json"), serde_json::to_vec(&config)?)?;
+    let cases: String = (0..CASES)
+        .map(|i| {
+            let output = format!("The answer to question {i} is forty-two. mock-score=0.8");
+            serde_json::json!({"id": format!("case-{i}"), "input": format!("Question {i}?"), "output": output, "expected": "forty-two"})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(path("cases.jsonl"), cases)?;
+
+    let p = |name: &str| path(name).display().to_string();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_byok-judge"))
+        .args(["run", "--config", &p("config.json"), "--cases", &p("cases.jsonl"), "--key-file", &p("key")])
+        .args(["--shard", "0", "--broker", &broker, "--results-token-file", &p("results-token")])
+        .args(["--ca-file", &p("ca.crt"), "--pod-uid", "bench-pod"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    // Sample the child's high-water mark while it runs (it is gone from /proc once reaped).
+    let (status, peak_kib) = tokio::task::spawn_blocking(move || {
+        let mut peak = 0u64;
+        loop {
+            peak = peak.max(vm_hwm_kib(pid).unwrap_or(0));
+            if let Some(status) = child.try_wait()? {
+                return Ok::<_, std::io::Error>((status, peak));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await??;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(status.success(), "byok-judge run failed: {status}");
+    let passed = passed.load(Ordering::SeqCst);
+    anyhow::ensure!(passed == CASES, "{passed} of {CASES} cases passed");
+    anyhow::ensure!(mock.requests_for_key(KEY) == CASES as u64, "expected one provider call per case");
+
+    let rate = CASES as f64 / elapsed.as_secs_f64();
+    let ideal = f64::from(CONCURRENCY) / LATENCY.as_secs_f64();
+    let peak_mib = peak_kib as f64 / 1024.0;
+    println!(
+        "judge bench: {CASES} cases, 1 llm_judge + 1 contains, concurrency {CONCURRENCY}, mock latency {LATENCY:?}"
+    );
+    println!("  wall time        {:.2} s (process start to exit, final report included)", elapsed.as_secs_f64());
+    println!("  throughput       {rate:.1} cases/s of ideal {ideal:.0} cases/s = {:.1} %", 100.0 * rate / ideal);
+    println!("  peak RSS (VmHWM) {peak_mib:.1} MiB");
+    println!("  reports          {} (progress + final)", reports.load(Ordering::SeqCst));
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "  targets          throughput >= 95 %: {}; RSS <= 32 MiB: {}",
+        verdict(rate / ideal >= 0.95),
+        verdict(peak_mib <= 32.0)
+    );
+    Ok(())
+}
+
+/// VmHWM (peak resident set) of a process, in KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A CA and a serving certificate for 127.0.0.1, as PEM.
+fn pki() -> anyhow::Result<(String, String, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate()?;
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&server_key, &issuer)?;
+    Ok((ca.pem(), server.pem(), server_key.serialize_pem()))
+}

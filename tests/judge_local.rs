@@ -42,7 +42,10 @@ fn bearer(headers: &HeaderMap) -> &str {
 }
 
 fn refuse(reason: &str) -> (StatusCode, Json<serde_json::Value>) {
-    (StatusCode::FORBIDDEN, Json(json!(Refusal { reason: reason.into(), message: "refused by the test broker".into() })))
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!(Refusal { reason: reason.into(), message: "refused by the test broker".into() })),
+    )
 }
 
 async fn key_handler(
@@ -92,7 +95,8 @@ fn test_pki() -> (String, String, String) {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&server_key, &issuer).unwrap();
+    let server =
+        CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&server_key, &issuer).unwrap();
     (ca_cert.pem(), server.pem(), server_key.serialize_pem())
 }
 
@@ -130,7 +134,8 @@ impl Pod {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), server_key.into_bytes()).await.unwrap();
+        let tls =
+            axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), server_key.into_bytes()).await.unwrap();
         let server = axum_server::tls_rustls::from_tcp_rustls(listener, tls).unwrap();
         tokio::spawn(server.serve(app.into_make_service()));
         Pod { dir, mock, broker, broker_url: format!("https://{addr}"), key: key.to_string() }
@@ -153,7 +158,8 @@ impl Pod {
 
     async fn fetch_key(&self) -> Output {
         let p = |name: &str| self.path(name).display().to_string();
-        let args = ["fetch-key", "--broker", &self.broker_url, "--token-file", &p("key-token"), "--ca-file", &p("ca.crt")];
+        let args =
+            ["fetch-key", "--broker", &self.broker_url, "--token-file", &p("key-token"), "--ca-file", &p("ca.crt")];
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         args.extend(["--pod-uid".into(), POD_UID.into(), "--out".into(), p("key")]);
         self.judge(args).await
@@ -164,9 +170,25 @@ impl Pod {
         std::fs::write(self.path("cases.jsonl"), cases).unwrap();
         let p = |name: &str| self.path(name).display().to_string();
         let args = [
-            "run", "--config", &p("config.json"), "--cases", &p("cases.jsonl"), "--key-file", &p("key"),
-            "--shard", "0", "--broker", &self.broker_url, "--results-token-file", &p("results-token"),
-            "--ca-file", &p("ca.crt"), "--pod-uid", POD_UID, "--results-out", &p("results.jsonl"),
+            "run",
+            "--config",
+            &p("config.json"),
+            "--cases",
+            &p("cases.jsonl"),
+            "--key-file",
+            &p("key"),
+            "--shard",
+            "0",
+            "--broker",
+            &self.broker_url,
+            "--results-token-file",
+            &p("results-token"),
+            "--ca-file",
+            &p("ca.crt"),
+            "--pod-uid",
+            POD_UID,
+            "--results-out",
+            &p("results.jsonl"),
         ];
         self.judge(args.iter().map(|s| s.to_string()).collect()).await
     }

@@ -67,7 +67,7 @@ struct Run {
     #[arg(long)]
     key_file: PathBuf,
     /// This pod's shard (the Indexed Job's completion index).
-    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
+    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0, value_parser = parse_index)]
     shard: u32,
     /// Key broker base URL (https).
     #[arg(long, env = "BYOK_BROKER_URL")]
@@ -86,12 +86,18 @@ struct Run {
     results_out: Option<PathBuf>,
 }
 
+/// A completion index; an empty value (the variable set but blank, outside an Indexed Job) is 0.
+fn parse_index(value: &str) -> Result<u32, String> {
+    match value.trim() {
+        "" => Ok(0),
+        index => index.parse().map_err(|e| format!("{index:?} is not a shard index: {e}")),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -143,12 +149,15 @@ async fn run(args: Run) -> anyhow::Result<()> {
     drop(jsonl);
 
     let needs_key = config.scorers.iter().any(|s| s.type_ == ScorerType::LlmJudge);
-    let key = if needs_key {
-        let key = read_key_file(&args.key_file)?;
-        Some(key.with_context(|| format!("llm_judge is configured but there is no key file {}", args.key_file.display()))?)
-    } else {
-        None
-    };
+    let key =
+        if needs_key {
+            let key = read_key_file(&args.key_file)?;
+            Some(key.with_context(|| {
+                format!("llm_judge is configured but there is no key file {}", args.key_file.display())
+            })?)
+        } else {
+            None
+        };
     let reporter = HttpReporter::new(&args.broker, &args.results_token_file, &args.ca_file)?;
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))

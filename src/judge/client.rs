@@ -3,8 +3,6 @@
 //! (the kubelet rotates it). Fetches the key (init container) and posts results (judge container).
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +10,8 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
+
+pub use super::keyfile::{read_key_file, write_key_file};
 
 use super::runner::{ReportError, Reporter};
 use super::wire::{
@@ -259,17 +259,13 @@ impl Reporter for HttpReporter {
         }
         let bytes = body.len();
         let token = self.client.token().map_err(|e| ReportError::Token(e.to_string()))?;
-        let response = self
-            .client
-            .post(RESULTS_PATH, &token, body)
-            .await
-            .map_err(|e| {
-                if is_certificate_error(&e) {
-                    ReportError::Unexpected(error_chain(&e))
-                } else {
-                    ReportError::Unavailable(error_chain(&e))
-                }
-            })?;
+        let response = self.client.post(RESULTS_PATH, &token, body).await.map_err(|e| {
+            if is_certificate_error(&e) {
+                ReportError::Unexpected(error_chain(&e))
+            } else {
+                ReportError::Unavailable(error_chain(&e))
+            }
+        })?;
         let status = response.status().as_u16();
         let text = response.text().await.map_err(|e| ReportError::Unavailable(error_chain(&e)))?;
         match status {
@@ -289,75 +285,9 @@ impl Reporter for HttpReporter {
     }
 }
 
-/// Writes the key for the judge container: mode 0400, written to a temporary file in the same
-/// directory and renamed into place, so a crash (or an init container restart) never leaves half
-/// a key. Overwrites an existing key file.
-pub fn write_key_file(path: &Path, key: &KeyResponse) -> Result<(), ClientError> {
-    let file_error = |message: String| ClientError::KeyFile { path: path.to_path_buf(), message };
-    let name = path.file_name().ok_or_else(|| file_error("not a file path".into()))?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let temp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    // Left over by a crash of this very pid number: it is ours to replace.
-    let _ = fs::remove_file(&temp);
-    let written = (|| {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&temp)?;
-        file.write_all(key.key.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if let Err(error) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(file_error(error.to_string()));
-    }
-    Ok(())
-}
-
-/// Reads a key file. `Ok(None)` when there is no such file; an empty file is an error.
-pub fn read_key_file(path: &Path) -> Result<Option<SecretString>, ClientError> {
-    let file_error = |message: &str| ClientError::KeyFile { path: path.to_path_buf(), message: message.into() };
-    let text = match fs::read_to_string(path) {
-        Ok(text) => Zeroizing::new(text),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(file_error(&error.to_string())),
-    };
-    match text.trim() {
-        "" => Err(file_error("the file is empty")),
-        key => Ok(Some(SecretString::from(key))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
-
-    fn key(value: &str) -> KeyResponse {
-        KeyResponse { key: value.into(), key_prefix: value.chars().take(8).collect() }
-    }
-
-    #[test]
-    fn key_file_is_0400_and_replaced_atomically() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        write_key_file(&path, &key("sk-first-key")).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o400);
-        write_key_file(&path, &key("sk-second")).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o400);
-        assert_eq!(read_key_file(&path).unwrap().unwrap().expose_secret(), "sk-second");
-        // No temporary file is left behind.
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-        assert!(read_key_file(&dir.path().join("absent")).unwrap().is_none());
-        assert!(write_key_file(&dir.path().join("no-such-dir/key"), &key("k")).is_err());
-    }
-
-    #[test]
-    fn empty_key_file_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        fs::write(&path, " \n").unwrap();
-        assert!(matches!(read_key_file(&path), Err(ClientError::KeyFile { .. })));
-    }
-
     #[test]
     fn plain_http_and_bad_ca_are_rejected() {
         let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,8 @@ pub mod wire;
 pub mod cases;
 pub mod client;
 pub mod junit;
+pub mod keyfile;
+pub mod report;
 pub mod runner;
 pub mod scorers;
 pub mod summary;

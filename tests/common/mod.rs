@@ -2,6 +2,8 @@
 //! process (watching only that namespace), against the local control plane in $KUBECONFIG.
 #![allow(dead_code)]
 
+pub mod judge_pod;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -62,6 +64,8 @@ pub struct TestEnv {
     pub broker_port: u16,
     /// Every plaintext key this test handed to the cluster: none may show up where the operator writes.
     pub plaintexts: Vec<String>,
+    /// Output of local judge processes, scanned like the operator's log.
+    pub extra_logs: Vec<(String, String)>,
 }
 
 pub async fn client() -> Client {
@@ -102,7 +106,16 @@ impl TestEnv {
         let log_path = dir.join(format!("{ns}.log"));
         let broker_port =
             std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let mut env = Self { client, ns, mock, operator: None, log_path, broker_port, plaintexts: Vec::new() };
+        let mut env = Self {
+            client,
+            ns,
+            mock,
+            operator: None,
+            log_path,
+            broker_port,
+            plaintexts: Vec::new(),
+            extra_logs: Vec::new(),
+        };
         env.start_operator();
         env
     }
@@ -217,12 +230,27 @@ impl TestEnv {
         let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         assert!(!log.is_empty(), "operator log {} is empty: the scan would prove nothing", self.log_path.display());
         haystacks.push(("operator log".into(), log));
+        for (what, text) in &self.extra_logs {
+            haystacks.push((what.clone(), text.clone()));
+        }
         let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
         for e in events.list(&ListParams::default()).await.expect("events").items {
             haystacks.push((format!("event {}", e.name_any()), json(&e)));
         }
         for k in self.keys().list(&ListParams::default()).await.expect("keys").items {
             haystacks.push((format!("byokkey {}", k.name_any()), json(&k)));
+        }
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(self.client.clone(), &self.ns);
+        for j in jobs.list(&ListParams::default()).await.expect("jobs").items {
+            haystacks.push((format!("job {}", j.name_any()), json(&j)));
+        }
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        for p in pods.list(&ListParams::default()).await.expect("pods").items {
+            haystacks.push((format!("pod {}", p.name_any()), json(&p)));
+        }
+        let ejs: Api<byok_operator::crd::EvalJob> = Api::namespaced(self.client.clone(), &self.ns);
+        for e in ejs.list(&ListParams::default()).await.expect("evaljobs").items {
+            haystacks.push((format!("evaljob {}", e.name_any()), json(&e)));
         }
         let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(self.client.clone(), &self.ns);
         for c in cms.list(&ListParams::default()).await.expect("configmaps").items {
@@ -266,4 +294,44 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         self.kill_operator();
     }
+}
+
+/// A token for `pod` that expired a minute ago, signed with the local cluster's service-account
+/// key (so only its expiry is wrong). None against a cluster whose signing key we do not hold.
+pub fn expired_token(env: &TestEnv, pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let kubeconfig = PathBuf::from(std::env::var_os("KUBECONFIG")?);
+    let key = kubeconfig.parent()?.join("pki/sa.key");
+    if !key.exists() {
+        eprintln!("no local service-account key: skipping the expired-token case on this cluster");
+        return None;
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let header = serde_json::json!({ "alg": "RS256", "typ": "JWT" });
+    let claims = serde_json::json!({
+        "iss": "https://kubernetes.default.svc",
+        "sub": "system:serviceaccount:".to_string() + &env.ns + ":default",
+        "aud": [byok_operator::judge::wire::KEY_AUDIENCE],
+        "iat": now - 700, "nbf": now - 700, "exp": now - 60,
+        "kubernetes.io": {
+            "namespace": env.ns,
+            "pod": { "name": pod.name_any(), "uid": pod.uid() },
+            "serviceaccount": { "name": "default", "uid": "" }
+        }
+    });
+    let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let out = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(&key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().map(|mut s| s.write_all(signing_input.as_bytes())).transpose()?;
+            child.wait_with_output()
+        })
+        .ok()?;
+    Some(format!("{signing_input}.{}", b64(&out.stdout)))
 }
