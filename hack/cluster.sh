@@ -47,7 +47,7 @@ cmd_build() {
   local want=(etcd kube-apiserver kube-controller-manager kubectl)
   local missing=()
   for b in "${want[@]}"; do [[ -x "$dir/$b" ]] || missing+=("$b"); done
-  if [[ ${#missing[@]} -eq 0 ]]; then return 0; fi
+  if [[ ${#missing[@]} -eq 0 ]]; then build_node; return 0; fi # node: build_node
   command -v go >/dev/null || { log "go is required to build Kubernetes from source"; exit 1; }
   mkdir -p "$BIN.tmp"
   local start=$SECONDS
@@ -61,8 +61,30 @@ cmd_build() {
   log "building Kubernetes $K8S_VERSION: kube-apiserver kube-controller-manager kubectl"
   go_build "$REPO/hack/k8s" "$BIN.tmp" "$ld" k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+  # node: keep node binaries already built (hack/node.sh) across a control-plane rebuild
+  for b in kube-scheduler kube-proxy kubelet; do [[ -x "$BIN/$b" ]] && mv "$BIN/$b" "$BIN.tmp/"; done
   rm -rf "$BIN" && mv "$BIN.tmp" "$BIN"
   log "built in $((SECONDS - start))s into $BIN"
+  build_node # node
+}
+
+# node: with BYOK_NODE=true (or `up --node`), also build kube-scheduler, kube-proxy and kubelet of the
+# same release into $BIN, and `up`/`down` start/stop a node with hack/node.sh.
+build_node() {
+  [[ "${BYOK_NODE:-}" == "true" ]] || return 0
+  local pkgs=()
+  for b in kube-scheduler kube-proxy kubelet; do [[ -x "$BIN/$b" ]] || pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  [[ ${#pkgs[@]} -gt 0 ]] || return 0
+  command -v go >/dev/null || { log "go is required to build Kubernetes from source"; exit 1; }
+  local start=$SECONDS vpkg=k8s.io/component-base/version minor=${K8S_VERSION#v1.}
+  minor=${minor%%.*}
+  local ld="-X $vpkg.gitVersion=$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean"
+  ld+=" -X $vpkg.buildDate=1970-01-01T00:00:00Z -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+  log "building Kubernetes $K8S_VERSION node: ${pkgs[*]##*/} (kubelet takes minutes on 2 cores)"
+  rm -rf "$BIN.node.tmp" && mkdir -p "$BIN" "$BIN.node.tmp"
+  go_build "$REPO/hack/k8s" "$BIN.node.tmp" "$ld" "${pkgs[@]}"
+  mv "$BIN.node.tmp"/* "$BIN/" && rmdir "$BIN.node.tmp"
+  log "built node binaries in $((SECONDS - start))s into $BIN"
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

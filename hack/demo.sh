@@ -69,4 +69,55 @@ keys=$(grep -E '^\s+apiKey: ' deploy/samples/byokkeys.yaml | awk '{print $2}')
 # shellcheck disable=SC2086
 python3 hack/etcd-scan.py --control launchgate.ai/encrypted-key "$BYOK_ETCD_ENDPOINT" $keys
 echo
+echo "[demo] applying deploy/samples/evaljob.yaml (20 cases: an LLM judge and a contains check)"
+kubectl apply -f deploy/samples/evaljob.yaml >/dev/null
+kubectl wait evaljob/qa-smoke -n byok-demo --for=jsonpath='{.status.phase}'=Running --timeout=60s >/dev/null
+job=$(kubectl get evaljob qa-smoke -n byok-demo -o jsonpath='{.status.jobName}')
+for _ in $(seq 1 100); do
+  pod=$(kubectl get pods -n byok-demo -l "batch.kubernetes.io/job-name=$job" -o jsonpath='{.items[0].metadata.name}' 2>/dev/null || true)
+  [[ -n "$pod" ]] && break
+  sleep 0.2
+done
+echo "[demo] Job $job created judge pod $pod (Pending: this local cluster has no node yet)."
+echo "[demo] Standing in for the kubelet: the pod's volumes are laid out in $STATE/pod, its tokens come from the"
+echo "       TokenRequest API bound to the real Pod, and its two containers run as local processes with the pod spec's commands."
+uid=$(kubectl get pod "$pod" -n byok-demo -o jsonpath='{.metadata.uid}')
+P=$STATE/pod; rm -rf "$P"; mkdir -p "$P"/{key,cases,ca,broker-token,results-token}
+cm=$(kubectl get pod "$pod" -n byok-demo -o jsonpath='{.spec.volumes[?(@.name=="cases")].configMap.name}')
+kubectl get cm "$cm" -n byok-demo -o jsonpath='{.data.cases\.jsonl}' >"$P/cases/cases.jsonl"
+kubectl get cm "$cm" -n byok-demo -o jsonpath='{.data.config\.json}' >"$P/cases/config.json"
+kubectl get cm byok-broker-ca -n byok-demo -o jsonpath='{.data.ca\.crt}' >"$P/ca/ca.crt"
+for aud in broker:byok-broker.launchgate.ai results:byok-results.launchgate.ai; do
+  kubectl create token default -n byok-demo --audience "${aud#*:}" --duration 10m \
+    --bound-object-kind Pod --bound-object-name "$pod" --bound-object-uid "$uid" >"$P/${aud%%:*}-token/token"
+done
+# The pod's commands, with /var/run/byok/ mapped to $P.
+podcmd() { kubectl get pod "$pod" -n byok-demo -o json | python3 -c '
+import json, sys
+pod = json.load(sys.stdin); name, root = sys.argv[1], sys.argv[2]
+cs = pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+cmd = next(c["command"] for c in cs if c["name"] == name)
+print("\n".join(a.replace("/var/run/byok/", root + "/") for a in cmd[1:]))' "$1" "$P"; }
+mapfile -t fetch_args < <(podcmd fetch-key)
+mapfile -t judge_args < <(podcmd judge)
+POD_UID=$uid target/debug/byok-judge "${fetch_args[@]}"
+echo "[demo] key file: $(stat -c '%A %s bytes' "$P/key/key") (the pod mounts it from a memory-backed emptyDir)"
+POD_UID=$uid JOB_COMPLETION_INDEX=0 RUST_LOG=warn target/debug/byok-judge "${judge_args[@]}" &
+judge_pid=$!
+while kill -0 "$judge_pid" 2>/dev/null; do
+  kubectl get evaljob qa-smoke -n byok-demo --no-headers 2>/dev/null | sed 's/^/  progress: /'
+  sleep 1
+done
+wait "$judge_pid"
+kubectl wait evaljob/qa-smoke -n byok-demo --for=jsonpath='{.status.phase}'=Succeeded --timeout=60s >/dev/null
+echo
+kubectl get evaljobs -n byok-demo
+echo
+echo "[demo] summary:"
+kubectl get evaljob qa-smoke -n byok-demo -o jsonpath='{.status.summary}' | python3 -m json.tool
+echo "[demo] etcd after the evaluation (the key went to the pod only through the broker):"
+# shellcheck disable=SC2086
+python3 hack/etcd-scan.py --control launchgate.ai/encrypted-key "$BYOK_ETCD_ENDPOINT" $keys | tail -2
+echo "[demo] per-case results: kubectl get cm -n byok-demo $(kubectl get evaljob qa-smoke -n byok-demo -o jsonpath='{range .status.resultsRef.configMaps[*]}{@} {end}')"
+echo
 echo "[demo] done. KUBECONFIG=$KUBECONFIG; operator log: $STATE/operator.log; stop with: hack/demo.sh down"

@@ -284,6 +284,10 @@ async fn local_judge_scores_all_four_providers_and_reports_results() {
         let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
         let junit = cms.get(&refs[0]).await.expect("junit").data.expect("data");
         assert!(junit["junit.xml"].contains("<testsuite"), "JUnit XML for CI");
+        // The run is over: the broker no longer hands out its key.
+        let token = std::fs::read_to_string(local.path("broker-token/token")).expect("token");
+        let (status, reason) = ask_broker(&env, &token, &local.pod.uid().expect("uid")).await;
+        assert_eq!((status, reason.as_str()), (403, "JobFinished"));
     }
     env.assert_no_plaintext().await;
 }

@@ -21,7 +21,7 @@ pub const TEST_REQUESTED_ANNOTATION: &str = "launchgate.ai/test-requested";
     kind = "ByokKey",
     plural = "byokkeys",
     shortname = "byok",
-    category = "byok",
+    category = "launchgate",
     namespaced,
     status = "ByokKeyStatus",
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,

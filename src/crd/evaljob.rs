@@ -18,7 +18,7 @@ use super::Provider;
     kind = "EvalJob",
     plural = "evaljobs",
     shortname = "ej",
-    category = "byok",
+    category = "launchgate",
     namespaced,
     status = "EvalJobStatus",
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Container images without Docker: built with buildah (Debian package), saved as OCI archives in the
+# cache and imported into the containerd of hack/node.sh (namespace k8s.io) when it runs.
+#
+#   hack/image.sh pause       static pause program (hack/pause/pause.c) -> localhost/byok/pause:3.10
+#   hack/image.sh operator    target/release/{byok-operator,byok-judge,byok-mock-provider}
+#                             -> localhost/byok/byok-operator:dev (uid 65532, no shell); same layout
+#                             as the repo's Dockerfile, which builds it for users with Docker
+#   hack/image.sh import F    import the OCI archive F into the running node's containerd
+#
+# Environment: BYOK_CACHE_DIR (default ~/.cache/byok-operator), BYOK_CLUSTER_DIR (default
+# <repo>/target/cluster; the node's containerd socket is $BYOK_CLUSTER_DIR/node/run/containerd.sock).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${BYOK_CACHE_DIR:-$HOME/.cache/byok-operator}
+STATE=${BYOK_CLUSTER_DIR:-$REPO/target/cluster}
+IMAGES=$CACHE/images
+PAUSE_IMAGE=localhost/byok/pause:3.10
+OPERATOR_IMAGE=localhost/byok/byok-operator:dev
+SOCK=$STATE/node/run/containerd.sock
+
+log() { printf '[image] %s\n' "$*" >&2; }
+
+# buildah keeps its own storage in the cache (vfs: plain directories, no mounts left behind), so
+# nothing is written to /var/lib/containers.
+bh() { buildah --root "$CACHE/buildah/root" --runroot "$CACHE/buildah/run" --storage-driver vfs "$@"; }
+
+need_buildah() {
+  command -v buildah >/dev/null && return 0
+  log "installing buildah (Debian package)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah >/dev/null
+}
+
+import() { # archive: into the node's containerd if it runs
+  if [[ ! -S "$SOCK" ]]; then
+    log "no containerd at $SOCK: $1 is kept, hack/node.sh up imports it"
+    return 0
+  fi
+  # --snapshotter must match the CRI plugin's (hack/node.sh writes it to $STATE/node/snapshotter).
+  ctr --address "$SOCK" -n k8s.io images import --snapshotter "$(cat "$STATE/node/snapshotter")" \
+    --no-unpack=false "$1" >/dev/null
+  log "imported $1 into containerd (k8s.io)"
+}
+
+# archive path for an image name and a hash of its inputs: rebuilt only when the inputs change
+archive_for() { echo "$IMAGES/$1-$2.oci.tar"; }
+
+build_pause() {
+  local src=$REPO/hack/pause/pause.c hash
+  hash=$(sha256sum "$src" | cut -c1-16)
+  local out
+  out=$(archive_for pause-3.10 "$hash")
+  if [[ ! -f "$out" ]]; then
+    need_buildah
+    mkdir -p "$IMAGES"
+    local tmp
+    tmp=$(mktemp -d)
+    cc -Os -static -s -o "$tmp/pause" "$src"
+    local c
+    c=$(bh from scratch)
+    bh copy --chmod 0755 "$c" "$tmp/pause" /pause >/dev/null
+    bh config --entrypoint '["/pause"]' --user 65535:65535 --stop-signal SIGTERM \
+      --label org.opencontainers.image.source=hack/pause/pause.c "$c"
+    bh commit --quiet --timestamp 0 --rm "$c" "$PAUSE_IMAGE" >/dev/null
+    rm -f "$out.tmp"
+    bh push --quiet "$PAUSE_IMAGE" "oci-archive:$out.tmp:$PAUSE_IMAGE"
+    mv "$out.tmp" "$out"
+    rm -rf "$tmp"
+    log "built $PAUSE_IMAGE -> $out"
+  fi
+  echo "$out" >"$IMAGES/pause.latest"
+  import "$out"
+}
+
+# Operator image. Layout (kept in step with ../Dockerfile, whose runtime stage is distroless
+# cc-debian12:nonroot: glibc + libgcc, /etc/passwd with nonroot=65532, CA certificates, no shell):
+#   /usr/local/bin/byok-operator, byok-judge, byok-mock-provider   (release binaries, debug info stripped)
+#   the shared libraries `ldd` lists for them, copied from this Debian 12 host (glibc 2.36,
+#   the same as distroless cc-debian12), at the paths ldd resolves
+#   /etc/passwd, /etc/group (root, nonroot 65532), /etc/nsswitch.conf, /etc/ssl/certs/ca-certificates.crt
+#   /tmp (1777), /home/nonroot (65532); USER 65532:65532; ENTRYPOINT byok-operator
+build_operator() {
+  local bins=(byok-operator byok-judge byok-mock-provider) b
+  for b in "${bins[@]}"; do
+    [[ -x "$REPO/target/release/$b" ]] || { log "target/release/$b missing: cargo build --release --bins"; exit 1; }
+  done
+  need_buildah
+  local hash
+  hash=$(cd "$REPO/target/release" && sha256sum "${bins[@]}" | sha256sum | cut -c1-16)
+  local out
+  out=$(archive_for byok-operator-dev "$hash")
+  if [[ ! -f "$out" ]]; then
+    mkdir -p "$IMAGES"
+    local tmp
+    tmp=$(mktemp -d)
+    mkdir -p "$tmp/root/usr/local/bin" "$tmp/root/etc/ssl/certs" "$tmp/root/tmp" "$tmp/root/home/nonroot"
+    for b in "${bins[@]}"; do
+      strip --strip-debug -o "$tmp/root/usr/local/bin/$b" "$REPO/target/release/$b"
+    done
+    # glibc-linked (the machine has no musl target installed): ship exactly what ldd resolves.
+    local lib
+    for lib in $(for b in "${bins[@]}"; do ldd "$REPO/target/release/$b"; done |
+      awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u); do
+      mkdir -p "$tmp/root$(dirname "$lib")"
+      cp -L "$lib" "$tmp/root$lib"
+    done
+    printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' \
+      >"$tmp/root/etc/passwd"
+    printf 'root:x:0:\nnonroot:x:65532:\n' >"$tmp/root/etc/group"
+    printf 'hosts: files dns\n' >"$tmp/root/etc/nsswitch.conf"
+    if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+      cp /etc/ssl/certs/ca-certificates.crt "$tmp/root/etc/ssl/certs/"
+    fi
+    chmod 1777 "$tmp/root/tmp"
+    local c
+    c=$(bh from scratch)
+    bh copy "$c" "$tmp/root/" / >/dev/null
+    bh copy --chown 65532:65532 "$c" "$tmp/root/home/nonroot" /home/nonroot >/dev/null
+    bh config --user 65532:65532 --workingdir /home/nonroot --entrypoint '["/usr/local/bin/byok-operator"]' \
+      --env PATH=/usr/local/bin:/usr/bin:/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "$c"
+    bh commit --quiet --timestamp 0 --rm "$c" "$OPERATOR_IMAGE" >/dev/null
+    rm -f "$out.tmp"
+    bh push --quiet "$OPERATOR_IMAGE" "oci-archive:$out.tmp:$OPERATOR_IMAGE"
+    mv "$out.tmp" "$out"
+    rm -rf "$tmp"
+    # keep the cache small: the previous archives of this image are dropped
+    find "$IMAGES" -name 'byok-operator-dev-*.oci.tar' ! -path "$out" -delete
+    bh rmi --prune >/dev/null 2>&1 || true
+    log "built $OPERATOR_IMAGE -> $out ($(du -h "$out" | cut -f1))"
+  fi
+  echo "$out" >"$IMAGES/operator.latest"
+  import "$out"
+}
+
+case "${1:-}" in
+  pause) build_pause ;;
+  operator) build_operator ;;
+  import) import "${2:?archive}" ;;
+  *) echo "usage: $0 pause|operator|import ARCHIVE" >&2; exit 2 ;;
+esac
