@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Benchmarks against the local control plane: `hack/bench.sh` runs the import benchmark
-# (BENCH_KEYS, BENCH_LATENCY_MS, BENCH_CLIENT_CONCURRENCY tune it). Prints figures; asserts nothing.
+# Benchmarks; each prints figures and asserts nothing.
+#   hack/bench.sh [import]   1,000 ByokKeys imported (BENCH_KEYS, BENCH_LATENCY_MS, BENCH_CLIENT_CONCURRENCY)
+#   hack/bench.sh evaljob    EvalJob applied -> judge Job created, p50/p99 over 200 (BENCH_EVALJOBS)
+#   hack/bench.sh judge      the judge over 2,000 cases, mock latency 200 ms, concurrency 32 (no cluster)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/prereqs.sh
+bench=${1:-import}
 cargo build --release --bins --benches --quiet
+if [[ "$bench" == "judge" ]]; then exec cargo bench --quiet --bench judge; fi
 trap 'bash hack/cluster.sh down' EXIT
 bash hack/cluster.sh up
 eval "$(bash hack/cluster.sh env)"
-cargo bench --quiet --bench import
+cargo bench --quiet --bench "$bench"
