@@ -12,6 +12,7 @@
 #   BYOK_CACHE_DIR         where built binaries are cached (default ~/.cache/byok-operator)
 #   BYOK_CLUSTER_DIR       state of the running cluster (default <repo>/target/cluster)
 #   USE_EXISTING_CLUSTER   "true": `up` starts nothing and writes the env for $KUBECONFIG (a user's own cluster)
+#   BYOK_NODE              "true" (or `up --node`): also build and start a node, hack/node.sh (kubelet, containerd, ...)
 set -euo pipefail
 
 K8S_VERSION=v1.35.4
@@ -110,6 +111,7 @@ EOF
     }
     client_cert admin admin system:masters
     client_cert controller-manager system:kube-controller-manager system:kube-controller-manager
+    client_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters # node: logs/exec via kubelet
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
     rm -f ./*.csr
@@ -168,6 +170,7 @@ cmd_up() {
   cmd_build
   local dir start=$SECONDS
   dir=$(bin_dir)
+  if [[ -d "$STATE/node" ]]; then "$REPO/hack/node.sh" down; fi # node: no mount or container under $STATE
   rm -rf "$STATE" && mkdir -p "$STATE"
   gen_certs
   local etcd_port peer_port api_port kcm_port
@@ -187,7 +190,9 @@ cmd_up() {
     --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" --api-audiences=https://kubernetes.default.svc \
     --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true --endpoint-reconciler-type=none \
-    --enable-priority-and-fairness=false --storage-media-type=application/json
+    --enable-priority-and-fairness=false --storage-media-type=application/json \
+    --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$pki/ca.crt" # node: apiserver -> kubelet TLS both ways (hack/node.sh)
   echo "$api_port" >"$STATE/apiserver.port"
   write_kubeconfig "$STATE/kubeconfig" admin
   write_kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager
@@ -204,10 +209,12 @@ cmd_up() {
   # The default ServiceAccount appearing shows the controllers are really working.
   wait_for "default ServiceAccount" 60 "$dir/kubectl" --kubeconfig="$STATE/kubeconfig" -n default get serviceaccount default
   log "up in $((SECONDS - start))s: export KUBECONFIG=$STATE/kubeconfig"
+  if [[ "${BYOK_NODE:-}" == "true" ]]; then "$REPO/hack/node.sh" up; fi # node
 }
 
 cmd_down() {
   [[ -d "$STATE" ]] || return 0
+  if [[ -d "$STATE/node" ]]; then "$REPO/hack/node.sh" down; fi # node: pods and node processes first
   rm -f "$STATE/existing"
   local pids=()
   for n in kube-controller-manager kube-apiserver etcd; do
@@ -244,6 +251,7 @@ cmd_env() {
   echo "export PATH=$(bin_dir):\$PATH"
 }
 
+if [[ "${2:-}" == "--node" ]]; then export BYOK_NODE=true; fi # node: `up --node`, `build --node`
 case "${1:-}" in
   build) cmd_build ;;
   up) cmd_up ;;

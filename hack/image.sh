@@ -6,6 +6,8 @@
 #   hack/image.sh operator    target/release/{byok-operator,byok-judge,byok-mock-provider}
 #                             -> localhost/byok/byok-operator:dev (uid 65532, no shell); same layout
 #                             as the repo's Dockerfile, which builds it for users with Docker
+#   hack/image.sh busybox     Debian's static busybox (package busybox-static) -> localhost/byok/busybox:dev,
+#                             a test image with sh, nslookup, wget for hack/node.sh smoke
 #   hack/image.sh import F    import the OCI archive F into the running node's containerd
 #
 # Environment: BYOK_CACHE_DIR (default ~/.cache/byok-operator), BYOK_CLUSTER_DIR (default
@@ -18,6 +20,7 @@ STATE=${BYOK_CLUSTER_DIR:-$REPO/target/cluster}
 IMAGES=$CACHE/images
 PAUSE_IMAGE=localhost/byok/pause:3.10
 OPERATOR_IMAGE=localhost/byok/byok-operator:dev
+BUSYBOX_IMAGE=localhost/byok/busybox:dev
 SOCK=$STATE/node/run/containerd.sock
 
 log() { printf '[image] %s\n' "$*" >&2; }
@@ -26,11 +29,14 @@ log() { printf '[image] %s\n' "$*" >&2; }
 # nothing is written to /var/lib/containers.
 bh() { buildah --root "$CACHE/buildah/root" --runroot "$CACHE/buildah/run" --storage-driver vfs "$@"; }
 
-need_buildah() {
-  command -v buildah >/dev/null && return 0
-  log "installing buildah (Debian package)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah >/dev/null
+apt_install() { # packages... (idempotent: only the missing ones)
+  local missing=() p
+  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  log "installing ${missing[*]} (Debian packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+need_buildah() { apt_install buildah; }
 
 import() { # archive: into the node's containerd if it runs
   if [[ ! -S "$SOCK" ]]; then
@@ -133,9 +139,41 @@ build_operator() {
   import "$out"
 }
 
+build_busybox() {
+  apt_install busybox-static
+  local hash
+  hash=$(sha256sum /bin/busybox | cut -c1-16)
+  local out
+  out=$(archive_for busybox-dev "$hash")
+  if [[ ! -f "$out" ]]; then
+    need_buildah
+    mkdir -p "$IMAGES"
+    local tmp c
+    tmp=$(mktemp -d)
+    mkdir -p "$tmp/root/bin" "$tmp/root/tmp" "$tmp/root/etc"
+    cp /bin/busybox "$tmp/root/bin/busybox"
+    # one hard link per applet the smoke test uses (`busybox --install` needs /proc of the image)
+    for a in sh cat ls nslookup wget sleep echo grep mount id hostname; do ln "$tmp/root/bin/busybox" "$tmp/root/bin/$a"; done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$tmp/root/etc/passwd"
+    chmod 1777 "$tmp/root/tmp"
+    c=$(bh from scratch)
+    bh copy "$c" "$tmp/root/" / >/dev/null
+    bh config --cmd '["/bin/sh"]' --env PATH=/bin "$c"
+    bh commit --quiet --timestamp 0 --rm "$c" "$BUSYBOX_IMAGE" >/dev/null
+    rm -f "$out.tmp"
+    bh push --quiet "$BUSYBOX_IMAGE" "oci-archive:$out.tmp:$BUSYBOX_IMAGE"
+    mv "$out.tmp" "$out"
+    rm -rf "$tmp"
+    log "built $BUSYBOX_IMAGE -> $out"
+  fi
+  echo "$out" >"$IMAGES/busybox.latest"
+  import "$out"
+}
+
 case "${1:-}" in
   pause) build_pause ;;
+  busybox) build_busybox ;;
   operator) build_operator ;;
   import) import "${2:?archive}" ;;
-  *) echo "usage: $0 pause|operator|import ARCHIVE" >&2; exit 2 ;;
+  *) echo "usage: $0 pause|operator|busybox|import ARCHIVE" >&2; exit 2 ;;
 esac

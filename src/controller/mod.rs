@@ -20,8 +20,6 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("object has no {0}")]
     MissingField(&'static str),
-    #[error("finalizer: {0}")]
-    Finalizer(String),
     #[error("{0}")]
     Internal(String),
     #[error("encryption: {0}")]
@@ -38,7 +36,6 @@ impl Error {
         match self {
             Self::Kube(_) => "kube",
             Self::MissingField(_) => "missing_field",
-            Self::Finalizer(_) => "finalizer",
             Self::Internal(_) => "internal",
             Self::Crypto(_) => "crypto",
             Self::Keyring(_) => "keyring",

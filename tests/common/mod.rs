@@ -223,6 +223,15 @@ impl TestEnv {
         evs.into_iter().filter_map(|e| e.reason).collect()
     }
 
+    /// Waits until an Event with `reason` was recorded for `object` (Events are published
+    /// asynchronously, after status).
+    pub async fn wait_event(&self, object: &str, reason: &str) {
+        eventually(&format!("{object}: event {reason}"), TIMEOUT, || async {
+            self.event_reasons(object).await.iter().any(|r| r == reason).then_some(())
+        })
+        .await
+    }
+
     /// Security invariant: no plaintext key in the operator's log, in Events, in any ByokKey
     /// (spec, status, annotations), ConfigMap, or Secret the operator wrote.
     pub async fn assert_no_plaintext(&self) {

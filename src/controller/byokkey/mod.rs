@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -28,14 +29,39 @@ pub const FINALIZER: &str = "launchgate.ai/byokkey-cleanup";
 async fn reconcile(key: Arc<ByokKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = key.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<ByokKey> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, key, |event| async {
-        match event {
-            Finalizer::Apply(k) => reconcile::apply(k, &ctx).await,
-            Finalizer::Cleanup(k) => reconcile::cleanup(k, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(e.to_string()))
+    let finalizers = key.finalizers();
+    let ours = finalizers.iter().position(|f| f == FINALIZER);
+    if key.meta().deletion_timestamp.is_some() {
+        let Some(index) = ours else { return Ok(Action::await_change()) };
+        let action = reconcile::cleanup(key.clone(), &ctx).await?;
+        // The test op makes the removal fail (and retry) if the list changed meanwhile.
+        let patch = json_patch(vec![
+            json!({ "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER }),
+            json!({ "op": "remove", "path": format!("/metadata/finalizers/{index}") }),
+        ])?;
+        api.patch::<ByokKey>(&key.name_any(), &PatchParams::default(), &patch).await?;
+        return Ok(action);
+    }
+    if ours.is_none() {
+        // Added and carried on in the same reconcile, saving a watch round trip per key.
+        let ops = if finalizers.is_empty() {
+            vec![
+                json!({ "op": "test", "path": "/metadata/finalizers", "value": null }),
+                json!({ "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] }),
+            ]
+        } else {
+            vec![
+                json!({ "op": "test", "path": "/metadata/finalizers", "value": finalizers }),
+                json!({ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }),
+            ]
+        };
+        api.patch::<ByokKey>(&key.name_any(), &PatchParams::default(), &json_patch(ops)?).await?;
+    }
+    reconcile::apply(key, &ctx).await
+}
+
+fn json_patch(ops: Vec<serde_json::Value>) -> Result<Patch<ByokKey>, Error> {
+    Ok(Patch::Json(serde_json::from_value(serde_json::Value::Array(ops))?))
 }
 
 fn error_policy(key: Arc<ByokKey>, err: &Error, _ctx: Arc<Context>) -> Action {

@@ -454,9 +454,13 @@ async fn delete_encrypted(ctx: &Context, ns: &str, name: &str) -> Result<(), Err
     }
 }
 
+/// Publishes an Event without holding up the reconcile: Events are for people, not for state.
 async fn publish(ctx: &Context, key: &ByokKey, (type_, reason, note): Note) {
     let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&ev, &key.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "could not publish event");
-    }
+    let (recorder, reference) = (ctx.recorder.clone(), key.object_ref(&()));
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&ev, &reference).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    });
 }
