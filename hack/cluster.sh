@@ -163,7 +163,7 @@ cmd_up() {
     log "using the existing cluster of $KUBECONFIG"
     return 0
   fi
-  if [[ -f "$STATE/apiserver.pid" ]] && kill -0 "$(cat "$STATE/apiserver.pid")" 2>/dev/null; then
+  if [[ -f "$STATE/kube-apiserver.pid" ]] && kill -0 "$(cat "$STATE/kube-apiserver.pid")" 2>/dev/null; then
     log "already running (hack/cluster.sh down first)"
     return 0
   fi
@@ -192,7 +192,7 @@ cmd_up() {
     --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true --endpoint-reconciler-type=none \
     --enable-priority-and-fairness=false --storage-media-type=application/json \
     --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
-    --kubelet-certificate-authority="$pki/ca.crt" # node: apiserver -> kubelet TLS both ways (hack/node.sh)
+    --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP # node: hack/node.sh
   echo "$api_port" >"$STATE/apiserver.port"
   write_kubeconfig "$STATE/kubeconfig" admin
   write_kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager

@@ -9,6 +9,8 @@
 #   hack/helm.sh manifests  copy deploy/crds into the chart and regenerate deploy/manifests
 #   hack/helm.sh check      fail when the chart's CRDs or deploy/manifests differ from what they should be
 #   hack/helm.sh validate   server-side dry-run of the renders on the local control plane, then RBAC checks
+#   hack/helm.sh smoke      run target/debug/byok-operator as the chart's ServiceAccount (both RBAC
+#                           modes) against the mock provider: keys imported, EvalJob started, no 403
 #   hack/helm.sh helm ARGS  run the pinned helm
 #
 # Environment:
@@ -28,7 +30,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${BYOK_CACHE_DIR:-$HOME/.cache/byok-operator}
 HELM_DIR=$CACHE/bin/helm-$HELM_VERSION
 HELM=$HELM_DIR/helm
-CHART=$REPO/charts/byok-operator
+CHART=${BYOK_HELM_CHART:-$REPO/charts/byok-operator} # override: tests of the checks themselves
 OUT=$REPO/target/helm
 MANIFESTS=$REPO/deploy/manifests
 export BYOK_CLUSTER_DIR=${BYOK_CLUSTER_DIR:-$REPO/target/helm-cluster}
@@ -59,6 +61,12 @@ cmd_build() {
 # helm with its own config/cache/data dirs: no repositories, nothing from the user's setup.
 helm_() {
   HELM_CONFIG_HOME=$OUT/.helm/config HELM_CACHE_HOME=$OUT/.helm/cache HELM_DATA_HOME=$OUT/.helm/data "$HELM" "$@"
+}
+
+render_no_crds() { # name args...
+  local name=$1
+  shift
+  helm_ template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" "$@" >"$OUT/$name.yaml"
 }
 
 render() { # name args... : writes $OUT/<name>.yaml
@@ -281,8 +289,10 @@ import re,sys
 for d in re.split(r"^---\s*$", open(sys.argv[1]).read(), flags=re.M):
     if re.search(r"^kind: Namespace$", d, flags=re.M): print(d)' "$OUT/manifests.yaml" | k apply -f - >/dev/null
   for ns in $WATCH_NS team-b elsewhere; do
-    k create namespace "$ns" --dry-run=client -o yaml | k apply -f - >/dev/null
+    k get namespace "$ns" >/dev/null 2>&1 || k create namespace "$ns" >/dev/null
   done
+  [[ $(k get namespace "$NAMESPACE" -o jsonpath='{.metadata.labels.pod-security\.kubernetes\.io/enforce}') == restricted ]] ||
+    die "namespace $NAMESPACE is not labelled pod-security.kubernetes.io/enforce=restricted"
   dry_run default -f "$OUT/default.yaml"
   dry_run namespaced -f "$OUT/namespaced.yaml"
   # The ServiceMonitor CRD (Prometheus Operator) is not on this cluster: rendered and linted only.
@@ -294,6 +304,11 @@ print("---".join(d for d in docs if not re.search(r"^kind: ServiceMonitor$", d, 
   grep -q '^kind: ServiceMonitor$' "$OUT/all-options.yaml" || die "all-options render has no ServiceMonitor"
   dry_run all-options -f "$OUT/all-options-no-servicemonitor.yaml"
   dry_run kustomize -k "$MANIFESTS"
+  # The Pod Security check above is live: a non-restricted pod template is reported.
+  render_no_crds not-restricted --set podSecurityContext.runAsNonRoot=false --set securityContext.allowPrivilegeEscalation=true
+  k apply --dry-run=server -f "$OUT/not-restricted.yaml" 2>&1 >/dev/null | grep -q 'violate PodSecurity' ||
+    die "a non-restricted Deployment was not reported by Pod Security admission"
+  log "Pod Security admission reports a non-restricted Deployment (the check is live)"
 
   if [[ "${USE_EXISTING_CLUSTER:-}" == "true" ]]; then
     log "existing cluster: RBAC checks skipped (they apply the RBAC objects for real)"
@@ -309,6 +324,105 @@ print("---".join(d for d in docs if not re.search(r"^kind: ServiceMonitor$", d, 
   k delete -f "$OUT/rbac-default.yaml" --ignore-not-found >/dev/null
   k apply -f "$OUT/rbac-namespaced.yaml" >/dev/null
   rbac_checks namespaced
+}
+
+# The real operator (target/debug, built by `cargo build --bins`) run on this machine as the chart's
+# ServiceAccount (a token kubeconfig), in each RBAC mode, against the mock provider: it must import
+# and validate the sample keys, start an EvalJob's Job, run a finalizer, serve /healthz, and never be
+# refused by the API server. (No node runs judge pods here: the Job is created, its pods stay Pending.)
+cmd_smoke() {
+  local bin=$REPO/target/debug
+  [[ -x $bin/byok-operator && -x $bin/byok-mock-provider ]] || die "target/debug/byok-operator missing: cargo build --bins"
+  [[ "${USE_EXISTING_CLUSTER:-}" != "true" ]] || die "smoke runs on the local control plane only"
+  cmd_template
+  cluster_up
+  trap 'smoke_stop; cluster_down' EXIT
+  local st=$OUT/smoke
+  rm -rf "$st" && mkdir -p "$st"
+  rbac_only "$OUT/default.yaml" >"$OUT/rbac-default.yaml"
+  rbac_only "$OUT/namespaced.yaml" >"$OUT/rbac-namespaced.yaml"
+  k apply -f "$REPO/deploy/crds/" >/dev/null
+  k wait --for=condition=Established --timeout=60s crd/byokkeys.launchgate.ai crd/evaljobs.launchgate.ai >/dev/null
+  local port
+  port=$(free_port)
+  "$bin/byok-mock-provider" --listen "127.0.0.1:$port" >"$st/mock.log" 2>&1 &
+  echo $! >"$st/mock.pid"
+  MOCK=http://127.0.0.1:$port
+  smoke_mode cluster
+  smoke_mode namespaced
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+smoke_stop() {
+  local f
+  for f in "$OUT"/smoke/*.pid; do
+    [[ -f $f ]] || continue
+    kill "$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+  done
+}
+
+smoke_mode() { # cluster|namespaced
+  local mode=$1 st=$OUT/smoke ns render=default
+  # A new namespace each run (an earlier run's ByokKeys keep their finalizer once no operator runs).
+  ns=smoke-$mode-$(date +%s)
+  if [[ $mode == namespaced ]]; then
+    render=smoke-namespaced
+    render_no_crds "$render" --set watchNamespace="$ns"
+    rbac_only "$OUT/$render.yaml" >"$OUT/rbac-$render.yaml"
+  fi
+  # A clean slate: no RBAC of the other mode, no keyring/CA (so creating them is exercised too).
+  k delete -f "$OUT/rbac-default.yaml" -f "$OUT/rbac-namespaced.yaml" --ignore-not-found >/dev/null 2>&1 || true
+  k get namespace "$NAMESPACE" >/dev/null 2>&1 || k create namespace "$NAMESPACE" >/dev/null
+  k create namespace "$ns" >/dev/null
+  k -n "$NAMESPACE" delete secret byok-operator-kek byok-broker-ca --ignore-not-found >/dev/null
+  k apply -f "$OUT/rbac-$render.yaml" >/dev/null
+  local token server
+  token=$(k -n "$NAMESPACE" create token "$RELEASE" --duration=1h)
+  server=$(k config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  printf '%s\n' "apiVersion: v1" "kind: Config" \
+    "clusters: [{name: c, cluster: {server: \"$server\", certificate-authority: \"$BYOK_CLUSTER_DIR/pki/ca.crt\"}}]" \
+    "users: [{name: sa, user: {token: \"$token\"}}]" \
+    "contexts: [{name: c, context: {cluster: c, user: sa}}]" "current-context: c" >"$st/sa.kubeconfig"
+  local bport args=()
+  bport=$(free_port)
+  [[ $mode == namespaced ]] && args+=(--watch-namespace "$ns")
+  KUBECONFIG=$st/sa.kubeconfig POD_NAMESPACE=$NAMESPACE POD_NAME=smoke-$mode RUST_LOG=info,byok_operator=debug,kube=warn \
+    "$REPO/target/debug/byok-operator" --log-format text --broker-listen "127.0.0.1:$bport" "${args[@]}" \
+    --openai-base-url "$MOCK/openai/v1" --anthropic-base-url "$MOCK/anthropic" --google-base-url "$MOCK/google" \
+    --azure-base-url "$MOCK/azure" >"$st/operator-$mode.log" 2>&1 &
+  echo $! >"$st/operator.pid"
+  sed "s/namespace: byok-demo/namespace: $ns/" "$REPO/deploy/samples/byokkeys.yaml" | k apply -f - >/dev/null
+  local i settled=0 total
+  total=$(k -n "$ns" get byokkeys -o name | wc -l)
+  for i in $(seq 1 120); do
+    settled=$(k -n "$ns" get byokkeys -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -cE '^(Ready|Invalid)$' || true)
+    [[ $settled == "$total" ]] && break
+    sleep 0.5
+  done
+  [[ $settled == "$total" ]] || { tail -20 "$st/operator-$mode.log" >&2; die "smoke $mode: $settled of $total ByokKeys settled"; }
+  sed "s/namespace: byok-demo/namespace: $ns/" "$REPO/deploy/samples/evaljob.yaml" | k apply -f - >/dev/null
+  local phase=""
+  for i in $(seq 1 60); do
+    phase=$(k -n "$ns" get evaljob qa-smoke -o jsonpath='{.status.phase}')
+    [[ $phase == Running ]] && break
+    sleep 0.5
+  done
+  [[ $phase == Running ]] || { tail -20 "$st/operator-$mode.log" >&2; die "smoke $mode: EvalJob phase '$phase', not Running"; }
+  k -n "$ns" delete byokkey anthropic-main --wait=true --timeout=30s >/dev/null # the finalizer path
+  # The broker answers once the keyring, the CA and the caches are loaded.
+  k -n "$NAMESPACE" get secret byok-broker-ca -o jsonpath='{.data.ca\.crt}' | base64 -d >"$st/ca.crt"
+  curl -fsS --cacert "$st/ca.crt" "https://localhost:$bport/healthz" >/dev/null || die "smoke $mode: broker /healthz"
+  kill "$(cat "$st/operator.pid")" && rm -f "$st/operator.pid"
+  # An RBAC denial reads: ... is forbidden: User "system:serviceaccount:..." cannot VERB resource ...
+  if grep -E 'forbidden: User \\?"system:serviceaccount' "$st/operator-$mode.log" >&2; then
+    die "smoke $mode: the API server refused the operator (RBAC too narrow)"
+  fi
+  local events
+  events=$(k get events.events.k8s.io -A -o name | wc -l)
+  log "smoke $mode mode: $total ByokKeys settled, EvalJob Running with $(k -n "$ns" get jobs -o name | wc -l) Job," \
+    "keyring+CA created, finalizer ran, $events Events, /healthz ok, no RBAC refusal in the operator log"
 }
 
 cmd_all() {
@@ -328,6 +442,7 @@ case "${1:-all}" in
   manifests) cmd_manifests ;;
   check) cmd_check ;;
   validate) cmd_validate ;;
+  smoke) cmd_smoke ;;
   helm) shift && cmd_build && helm_ "$@" ;;
-  *) echo "usage: $0 [all|build|lint|template|manifests|check|validate|helm ARGS]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|build|lint|template|manifests|check|validate|smoke|helm ARGS]" >&2; exit 2 ;;
 esac

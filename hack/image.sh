@@ -52,6 +52,12 @@ import() { # archive: into the node's containerd if it runs
 # archive path for an image name and a hash of its inputs: rebuilt only when the inputs change
 archive_for() { echo "$IMAGES/$1-$2.oci.tar"; }
 
+# after a build: drop older archives of the same image and buildah's copy (the archive is what is kept)
+prune() { # name-prefix kept-archive image
+  find "$IMAGES" -name "$1-*.oci.tar" ! -path "$2" -delete
+  bh rmi "$3" >/dev/null 2>&1 || true
+}
+
 build_pause() {
   local src=$REPO/hack/pause/pause.c hash
   hash=$(sha256sum "$src" | cut -c1-16)
@@ -73,6 +79,7 @@ build_pause() {
     bh push --quiet "$PAUSE_IMAGE" "oci-archive:$out.tmp:$PAUSE_IMAGE"
     mv "$out.tmp" "$out"
     rm -rf "$tmp"
+    prune pause-3.10 "$out" "$PAUSE_IMAGE"
     log "built $PAUSE_IMAGE -> $out"
   fi
   echo "$out" >"$IMAGES/pause.latest"
@@ -130,9 +137,7 @@ build_operator() {
     bh push --quiet "$OPERATOR_IMAGE" "oci-archive:$out.tmp:$OPERATOR_IMAGE"
     mv "$out.tmp" "$out"
     rm -rf "$tmp"
-    # keep the cache small: the previous archives of this image are dropped
-    find "$IMAGES" -name 'byok-operator-dev-*.oci.tar' ! -path "$out" -delete
-    bh rmi --prune >/dev/null 2>&1 || true
+    prune byok-operator-dev "$out" "$OPERATOR_IMAGE"
     log "built $OPERATOR_IMAGE -> $out ($(du -h "$out" | cut -f1))"
   fi
   echo "$out" >"$IMAGES/operator.latest"
@@ -141,8 +146,9 @@ build_operator() {
 
 build_busybox() {
   apt_install busybox-static
-  local hash
-  hash=$(sha256sum /bin/busybox | cut -c1-16)
+  # applets the smoke test uses, one hard link each (`busybox --install` would need /proc of the image)
+  local applets=(sh cat ls nslookup wget httpd sleep echo grep mount id hostname) hash
+  hash=$( (sha256sum /bin/busybox; echo "${applets[*]}") | sha256sum | cut -c1-16)
   local out
   out=$(archive_for busybox-dev "$hash")
   if [[ ! -f "$out" ]]; then
@@ -152,8 +158,7 @@ build_busybox() {
     tmp=$(mktemp -d)
     mkdir -p "$tmp/root/bin" "$tmp/root/tmp" "$tmp/root/etc"
     cp /bin/busybox "$tmp/root/bin/busybox"
-    # one hard link per applet the smoke test uses (`busybox --install` needs /proc of the image)
-    for a in sh cat ls nslookup wget sleep echo grep mount id hostname; do ln "$tmp/root/bin/busybox" "$tmp/root/bin/$a"; done
+    for a in "${applets[@]}"; do ln "$tmp/root/bin/busybox" "$tmp/root/bin/$a"; done
     printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$tmp/root/etc/passwd"
     chmod 1777 "$tmp/root/tmp"
     c=$(bh from scratch)
@@ -164,6 +169,7 @@ build_busybox() {
     bh push --quiet "$BUSYBOX_IMAGE" "oci-archive:$out.tmp:$BUSYBOX_IMAGE"
     mv "$out.tmp" "$out"
     rm -rf "$tmp"
+    prune busybox-dev "$out" "$BUSYBOX_IMAGE"
     log "built $BUSYBOX_IMAGE -> $out"
   fi
   echo "$out" >"$IMAGES/busybox.latest"

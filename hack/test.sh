@@ -10,7 +10,8 @@ trap 'bash hack/cluster.sh down' EXIT
 bash hack/cluster.sh up
 eval "$(bash hack/cluster.sh env)"
 start=$SECONDS
-# With no arguments: every target. Tests run in parallel, each in its own namespace.
-[[ $# -gt 0 ]] || set -- --all-targets
+# With no arguments: the library, binaries and integration tests (benches only run from hack/bench.sh).
+# Tests run in parallel, each in its own namespace.
+[[ $# -gt 0 ]] || set -- --lib --bins --tests
 cargo test --no-fail-fast "$@" -- --test-threads="${BYOK_TEST_THREADS:-4}"
 echo "[test] cargo test took $((SECONDS - start))s"

@@ -47,4 +47,8 @@ pub struct Context {
     pub requeue: UnboundedSender<ObjectRef<ByokKey>>,
     /// Validation backoff per ByokKey uid: attempts so far and the earliest next attempt.
     pub backoff: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Status last written per ByokKey uid, with the resourceVersion it was based on: a reconcile
+    /// that still sees that version in the cache uses this status instead of the stale one, so a
+    /// key is never imported or validated twice because the watch lags behind our own write.
+    pub written: super::memo::StatusMemo<crate::crd::ByokKeyStatus>,
 }

@@ -85,6 +85,7 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
                 sources: parts.sources,
                 requeue: parts.requeue,
                 backoff: Mutex::new(HashMap::new()),
+                written: Default::default(),
             }
         }
     };
@@ -107,7 +108,17 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
     let eval_ctx = {
         let (client, recorder, models, ca_pem, byokkeys) =
             (client.clone(), recorder.clone(), config.models.clone(), ca.cert_pem.clone(), key_store.clone());
-        move |config_maps, jobs| EvalContext { client, recorder, models, settings, ca_pem, byokkeys, config_maps, jobs }
+        move |config_maps, jobs| EvalContext {
+            client,
+            recorder,
+            models,
+            settings,
+            ca_pem,
+            byokkeys,
+            config_maps,
+            jobs,
+            written: Default::default(),
+        }
     };
     let eval_task = tokio::spawn(evaljob::run(apis, config.concurrency, eval_ctx, eval_tx));
     let stores = eval_rx.await.map_err(|_| Error::Internal("EvalJob controller did not start".into()))?;

@@ -55,7 +55,9 @@ async fn reconcile(key: Arc<ByokKey>, ctx: Arc<Context>) -> Result<Action, Error
                 json!({ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }),
             ]
         };
-        api.patch::<ByokKey>(&key.name_any(), &PatchParams::default(), &json_patch(ops)?).await?;
+        // Carry on with the patched object: its resourceVersion is what the next cache event shows.
+        let patched = api.patch::<ByokKey>(&key.name_any(), &PatchParams::default(), &json_patch(ops)?).await?;
+        return reconcile::apply(Arc::new(patched), &ctx).await;
     }
     reconcile::apply(key, &ctx).await
 }

@@ -48,7 +48,7 @@ pub async fn apply(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
         generation: key.metadata.generation,
         now: Time(jiff::Timestamp::now()),
     };
-    let old = key.status.clone().unwrap_or_default();
+    let old = ctx.written.current(&uid, key.resource_version().as_deref(), key.status.clone().unwrap_or_default());
     let mut st = old.clone();
     let mut notes: Vec<Note> = Vec::new();
 
@@ -85,6 +85,7 @@ pub async fn cleanup(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> 
     delete_encrypted(ctx, &ns, &key.name_any()).await?;
     if let Some(uid) = key.uid() {
         ctx.backoff.lock().map(|mut b| b.remove(&uid)).ok();
+        ctx.written.forget(&uid);
     }
     let note = "ByokKey deleted: its encrypted key was removed".to_string();
     publish(ctx, &key, (EventType::Normal, "Deleted", note)).await;
@@ -418,6 +419,9 @@ async fn finish(
         let api: Api<ByokKey> = Api::namespaced(ctx.client.clone(), &t.ns);
         let patch = json!({ "apiVersion": "launchgate.ai/v1alpha1", "kind": "ByokKey", "status": st });
         api.patch_status(&t.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        if let (Some(uid), Some(rv)) = (t.key.uid(), t.key.resource_version()) {
+            ctx.written.record(uid, rv, st.clone());
+        }
     }
     for note in notes {
         publish(ctx, t.key, note).await;

@@ -32,6 +32,9 @@ pub struct EvalContext {
     /// The operator's ConfigMaps: cases, results, CA bundles.
     pub config_maps: Store<ConfigMap>,
     pub jobs: Store<Job>,
+    /// Status last written per EvalJob uid and the resourceVersion it was based on (see the
+    /// ByokKey context): a lagging cache must not start a run twice.
+    pub written: super::memo::StatusMemo<crate::crd::EvalJobStatus>,
 }
 
 fn error_policy(ej: Arc<EvalJob>, err: &Error, _ctx: Arc<EvalContext>) -> Action {

@@ -94,7 +94,7 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
     let ns = ej.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let uid = ej.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let name = ej.name_any();
-    let old = ej.status.clone().unwrap_or_default();
+    let old = ctx.written.current(&uid, ej.resource_version().as_deref(), ej.status.clone().unwrap_or_default());
     if matches!(old.phase, Some(EvalPhase::Succeeded | EvalPhase::Failed)) {
         return Ok(Action::await_change());
     }
@@ -239,6 +239,9 @@ async fn finish(
         let api: Api<EvalJob> = Api::namespaced(ctx.client.clone(), &ej.namespace().unwrap_or_default());
         let patch = json!({ "apiVersion": "launchgate.ai/v1alpha1", "kind": "EvalJob", "status": st });
         api.patch_status(&ej.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        if let (Some(uid), Some(rv)) = (ej.uid(), ej.resource_version()) {
+            ctx.written.record(uid, rv, st.clone());
+        }
     }
     for (type_, reason, note) in notes {
         let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
