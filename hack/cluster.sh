@@ -165,6 +165,7 @@ cmd_up() {
   fi
   if [[ -f "$STATE/kube-apiserver.pid" ]] && kill -0 "$(cat "$STATE/kube-apiserver.pid")" 2>/dev/null; then
     log "already running (hack/cluster.sh down first)"
+    if [[ "${BYOK_NODE:-}" == "true" ]]; then "$REPO/hack/node.sh" up; fi # node: idempotent
     return 0
   fi
   cmd_build

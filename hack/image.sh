@@ -39,7 +39,7 @@ apt_install() { # packages... (idempotent: only the missing ones)
 need_buildah() { apt_install buildah; }
 
 import() { # archive: into the node's containerd if it runs
-  if [[ ! -S "$SOCK" ]]; then
+  if [[ ! -S "$SOCK" ]] || ! ctr --address "$SOCK" version >/dev/null 2>&1; then
     log "no containerd at $SOCK: $1 is kept, hack/node.sh up imports it"
     return 0
   fi

@@ -18,9 +18,10 @@
 # Pods can reach each other, the node and Services; a FORWARD guard drops anything else they send.
 set -euo pipefail
 
-K8S_VERSION=v1.35.4
-COREDNS_VERSION=v1.15.0 # hack/coredns/go.mod
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+K8S_VERSION=$(sed -n 's/^K8S_VERSION=//p' "$REPO/hack/cluster.sh")
+ETCD_VERSION=$(sed -n 's/^ETCD_VERSION=//p' "$REPO/hack/cluster.sh")
+COREDNS_VERSION=$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" {print $3}' "$REPO/hack/coredns/go.mod")
 CACHE=${BYOK_CACHE_DIR:-$HOME/.cache/byok-operator}
 STATE=${BYOK_CLUSTER_DIR:-$REPO/target/cluster}
 NODE=$STATE/node
@@ -28,7 +29,6 @@ NODE_NAME=byok-node
 POD_CIDR=10.244.0.0/24
 NODE_IP=10.244.0.1
 BRIDGE=byok0
-SERVICE_CIDR=10.0.0.0/24
 DNS_IP=10.0.0.10
 GUARD=BYOK-NODE-GUARD
 PAUSE_IMAGE=localhost/byok/pause:3.10
@@ -37,11 +37,15 @@ PROCS=(coredns kube-proxy kubelet kube-scheduler containerd) # stop order
 
 log() { printf '[node] %s\n' "$*" >&2; }
 
-k8s_bin() { echo "$(BYOK_NODE=true "$REPO/hack/cluster.sh" bin | tail -1)"; }
-BIN=$CACHE/bin/k8s-$K8S_VERSION-etcd-v3.6.16 # kubelet & co. always live in cluster.sh's cache dir
-COREDNS_BIN=$CACHE/bin/coredns-$COREDNS_VERSION
+BIN=$CACHE/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION # kubelet & co. live in hack/cluster.sh's cache dir
+# CoreDNS: rebuilt when its wrapper module (plugin list, pins) changes
+COREDNS_BIN=$CACHE/bin/coredns-$COREDNS_VERSION-$(cat "$REPO"/hack/coredns/{main.go,go.mod,go.sum} | sha256sum | cut -c1-12)
 
-kubectl() { "$(k8s_bin)/kubectl" --kubeconfig="$STATE/kubeconfig" "$@"; }
+kubectl() {
+  local k=$BIN/kubectl
+  [[ -x $k ]] || k=$("$REPO/hack/cluster.sh" bin)/kubectl # KUBEBUILDER_ASSETS
+  "$k" --kubeconfig="$STATE/kubeconfig" "$@"
+}
 
 cmd_prereqs() {
   local want=(containerd runc containernetworking-plugins iptables conntrack buildah busybox-static iproute2 util-linux gcc libc6-dev)
@@ -329,7 +333,8 @@ guard_rules() { # add|del: keep pods from sending anything beyond the bridge
     iptables -w -A "$GUARD" -i "$BRIDGE" -o "$BRIDGE" -j RETURN
     iptables -w -A "$GUARD" -s "$POD_CIDR" -j DROP
     iptables -w -A "$GUARD" -d "$POD_CIDR" -j DROP
-    iptables -w -C FORWARD -j "$GUARD" 2>/dev/null || iptables -w -I FORWARD 1 -j "$GUARD"
+    while iptables -w -D FORWARD -j "$GUARD" 2>/dev/null; do :; done
+    iptables -w -I FORWARD 1 -j "$GUARD" # first, before kube-proxy's chains
   else
     while iptables -w -D FORWARD -j "$GUARD" 2>/dev/null; do :; done
     iptables -w -F "$GUARD" 2>/dev/null || true
@@ -342,8 +347,10 @@ import_image() { # archive
 }
 
 cmd_up() {
-  [[ -f "$STATE/kube-apiserver.pid" ]] && kill -0 "$(cat "$STATE/kube-apiserver.pid")" 2>/dev/null ||
-    { log "no control plane in $STATE: hack/cluster.sh up first"; exit 1; }
+  if ! { [[ -f "$STATE/kube-apiserver.pid" ]] && kill -0 "$(cat "$STATE/kube-apiserver.pid")" 2>/dev/null; }; then
+    log "no control plane in $STATE: hack/cluster.sh up first"
+    exit 1
+  fi
   if [[ -f "$NODE/kubelet.pid" ]] && kill -0 "$(cat "$NODE/kubelet.pid")" 2>/dev/null; then
     log "already running (hack/node.sh down first)"
     return 0
@@ -351,8 +358,8 @@ cmd_up() {
   cmd_prereqs
   cmd_build
   local start=$SECONDS
+  cmd_down_quiet # what a killed node left behind
   "$REPO/hack/image.sh" pause >/dev/null 2>&1 || "$REPO/hack/image.sh" pause # builds once, cached
-  cmd_down_quiet
   mkdir -p "$NODE"
   node_certs
   write_kubeconfig "$STATE/kube-scheduler.kubeconfig" kube-scheduler
@@ -463,12 +470,13 @@ cmd_down() {
   # Containers whose containerd was gone (killed, crashed): runc kills them by id, the ids being those of
   # our state dir (the shims run runc with this root), then the shims themselves.
   local id
-  for id in $(ls "$NODE/containerd/state/io.containerd.runtime.v2.task/k8s.io" 2>/dev/null); do
-    runc --root /run/containerd/runc/k8s.io delete -f "$id" >/dev/null 2>&1 || true
+  for id in "$NODE"/containerd/state/io.containerd.runtime.v2.task/k8s.io/*; do
+    [[ -d $id ]] && { runc --root /run/containerd/runc/k8s.io delete -f "${id##*/}" >/dev/null 2>&1 || true; }
   done
   # shellcheck disable=SC2046
   stop_pid $(pids_of_shims)
   rm -f "$NODE"/*.pid
+  rm -rf "$NODE/run" # sockets
   # 4. Network namespaces CNI made for our pods (their interface is in the pod CIDR), the bridge.
   local ns
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
@@ -477,7 +485,7 @@ cmd_down() {
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
   # 5. Mounts under the state dir (pod volumes, rootfs, shm), deepest first.
   local m
-  for m in $(awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r); do
+  awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m"
   done
   # 6. iptables: kube-proxy's rules, kubelet's chains, the guard.
@@ -504,9 +512,20 @@ cmd_down() {
   for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do
     [[ -d "$c" ]] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
   done
-  # 8. kubelet's symlinks into our state dir
+  # 8. What kubelet, libcni and the shims keep at fixed paths: kubelet's log symlinks into our state dir and
+  # its device-plugin socket, libcni's cached results for our network, the shims' directories; each
+  # directory only when nothing else is left in it.
   find /var/log/containers -maxdepth 1 -type l -lname "$STATE/*" -delete 2>/dev/null || true
   rmdir /var/log/containers 2>/dev/null || true
+  rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+  rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
+  local r
+  for r in /var/lib/cni/results/byok-*; do
+    [[ -e $r ]] || continue
+    id=${r#/var/lib/cni/results/byok-}; id=${id%-eth0}
+    rm -f "$r" "/var/lib/cni/results/cni-loopback-$id-lo"
+  done
+  rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
   # the shims' and runc's fixed directories, when nothing else uses them
   rmdir /run/containerd/s /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd 2>/dev/null || true
   # check: nothing of ours is left
@@ -564,8 +583,8 @@ EOF
   log "pod tmpfs Running $((SECONDS - t0))s after creation"
   echo "--- kubectl logs tmpfs"
   kubectl -n "$ns" logs tmpfs
-  echo "--- kubectl exec tmpfs -- sh -c 'id; cat /scratch/f; grep scratch /proc/mounts'"
-  kubectl -n "$ns" exec tmpfs -- sh -c 'id; cat /scratch/f; grep scratch /proc/mounts'
+  echo "--- kubectl exec tmpfs -- sh -c 'id; cat /scratch/f; grep scratch /proc/mounts; grep -E ^(Seccomp|CapEff): /proc/self/status'"
+  kubectl -n "$ns" exec tmpfs -- sh -c 'id; cat /scratch/f; grep scratch /proc/mounts; grep -E "^(Seccomp|CapEff):" /proc/self/status'
   kubectl -n "$ns" exec tmpfs -- grep -q ' /scratch tmpfs ' /proc/mounts
   echo "--- a second pod resolves the Service smoke.$ns.svc.cluster.local through the cluster DNS and fetches"
   echo "    a file through it (kube-proxy DNAT to the first pod); the short name goes through the search list"

@@ -3,11 +3,14 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Remembers, per object uid, the status last written and the resourceVersion that write was
-/// based on. A reconcile that still sees that version in the cache (the watch has not delivered
-/// our own write yet) uses the remembered status, so no work is done twice.
+/// Remembers, per object uid, the status last written and the resourceVersion our write produced.
+/// A reconcile whose cached object is older than that (the watch has not delivered our own write
+/// yet) uses the remembered status, so no work is done twice.
+///
+/// resourceVersions are opaque to clients in general; every API server backed by etcd uses its
+/// revision, an increasing integer. When either is not an integer the cache is trusted.
 pub struct StatusMemo<S> {
-    written: Mutex<HashMap<String, (String, S)>>,
+    written: Mutex<HashMap<String, (u64, S)>>,
 }
 
 impl<S: Clone> Default for StatusMemo<S> {
@@ -17,22 +20,25 @@ impl<S: Clone> Default for StatusMemo<S> {
 }
 
 impl<S: Clone> StatusMemo<S> {
-    /// The status to reconcile from: ours if the cache is behind, otherwise the cache's.
+    /// The status to reconcile from: ours if the cache is behind our write, otherwise the cache's.
     pub fn current(&self, uid: &str, resource_version: Option<&str>, cached: S) -> S {
         let Ok(mut written) = self.written.lock() else { return cached };
-        match written.get(uid) {
-            Some((based_on, status)) if resource_version == Some(based_on.as_str()) => status.clone(),
-            Some(_) => {
+        let seen = resource_version.and_then(|rv| rv.parse::<u64>().ok());
+        match (written.get(uid), seen) {
+            (Some((ours, status)), Some(seen)) if seen < *ours => status.clone(),
+            (Some(_), _) => {
                 written.remove(uid);
                 cached
             }
-            None => cached,
+            (None, _) => cached,
         }
     }
 
-    pub fn record(&self, uid: String, based_on: String, status: S) {
+    /// Records the status we wrote and the resourceVersion the write produced.
+    pub fn record(&self, uid: String, produced: Option<&str>, status: S) {
+        let Some(produced) = produced.and_then(|rv| rv.parse::<u64>().ok()) else { return };
         if let Ok(mut written) = self.written.lock() {
-            written.insert(uid, (based_on, status));
+            written.insert(uid, (produced, status));
         }
     }
 
@@ -50,10 +56,13 @@ mod tests {
     #[test]
     fn remembered_status_wins_only_while_the_cache_is_behind() {
         let memo = StatusMemo::default();
-        memo.record("u".into(), "5".into(), "written");
+        memo.record("u".into(), Some("7"), "written");
         assert_eq!(memo.current("u", Some("5"), "stale"), "written");
-        assert_eq!(memo.current("u", Some("6"), "fresh"), "fresh");
-        // Once the cache moved on, the memo is gone.
-        assert_eq!(memo.current("u", Some("5"), "stale"), "stale");
+        assert_eq!(memo.current("u", Some("6"), "stale"), "written");
+        assert_eq!(memo.current("u", Some("7"), "fresh"), "fresh");
+        // Once the cache caught up, the memo is gone.
+        assert_eq!(memo.current("u", Some("5"), "cached"), "cached");
+        memo.record("v".into(), Some("not-a-number"), "written");
+        assert_eq!(memo.current("v", Some("1"), "cached"), "cached");
     }
 }

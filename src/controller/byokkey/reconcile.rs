@@ -58,7 +58,7 @@ pub async fn apply(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
     }
 
     // 1. Key material: import a new source version, or open the ciphertext we hold.
-    let enc = encrypted_secret(&t, ctx, &old).await?;
+    let enc = encrypted_secret(&t, ctx).await?;
     let mut imported_now = false;
     let plaintext: Option<SecretString> = match import_if_new(&t, ctx, enc.as_ref(), &mut st, &mut notes).await? {
         Some(k) => {
@@ -106,16 +106,13 @@ async fn revoke(t: &Target<'_>, ctx: &Context, st: &mut ByokKeyStatus) -> Result
     Ok(())
 }
 
-/// The encrypted Secret from the cache. Only when status says a ciphertext exists but the cache
-/// has none (it can lag right after an import) is the API server asked.
-async fn encrypted_secret(t: &Target<'_>, ctx: &Context, old: &ByokKeyStatus) -> Result<Option<Secret>, Error> {
+/// The encrypted Secret from the cache. Only when the cache has none (a new key, or the cache
+/// lagging right after an import) is the API server asked, so a key is never imported twice.
+async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<Option<Secret>, Error> {
     let name = desired::encrypted_secret_name(&t.name);
     let owned_by_key = |s: &Secret| s.owner_references().iter().any(|o| Some(&o.uid) == t.key.meta().uid.as_ref());
     if let Some(s) = ctx.encrypted.get(&ObjectRef::new(&name).within(&t.ns)) {
         return Ok(owned_by_key(&s).then(|| (*s).clone()));
-    }
-    if old.encrypted_secret_ref.is_none() {
-        return Ok(None);
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.ns);
     Ok(api.get_opt(&name).await?.filter(owned_by_key))
@@ -418,9 +415,10 @@ async fn finish(
     if st != *old {
         let api: Api<ByokKey> = Api::namespaced(ctx.client.clone(), &t.ns);
         let patch = json!({ "apiVersion": "launchgate.ai/v1alpha1", "kind": "ByokKey", "status": st });
-        api.patch_status(&t.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-        if let (Some(uid), Some(rv)) = (t.key.uid(), t.key.resource_version()) {
-            ctx.written.record(uid, rv, st.clone());
+        let written =
+            api.patch_status(&t.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        if let Some(uid) = t.key.uid() {
+            ctx.written.record(uid, written.resource_version().as_deref(), st.clone());
         }
     }
     for note in notes {

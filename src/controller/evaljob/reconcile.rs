@@ -238,9 +238,10 @@ async fn finish(
     if st != *old {
         let api: Api<EvalJob> = Api::namespaced(ctx.client.clone(), &ej.namespace().unwrap_or_default());
         let patch = json!({ "apiVersion": "launchgate.ai/v1alpha1", "kind": "EvalJob", "status": st });
-        api.patch_status(&ej.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-        if let (Some(uid), Some(rv)) = (ej.uid(), ej.resource_version()) {
-            ctx.written.record(uid, rv, st.clone());
+        let written =
+            api.patch_status(&ej.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        if let Some(uid) = ej.uid() {
+            ctx.written.record(uid, written.resource_version().as_deref(), st.clone());
         }
     }
     for (type_, reason, note) in notes {
