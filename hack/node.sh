@@ -34,6 +34,8 @@ GUARD=BYOK-NODE-GUARD
 PAUSE_IMAGE=localhost/byok/pause:3.10
 SOCK=$NODE/run/containerd.sock
 PROCS=(coredns kube-proxy kubelet kube-scheduler containerd) # stop order
+# One node per machine (fixed bridge, addresses, kubepods cgroups): the state dir owning it is written here.
+OWNER=/run/byok-node.state
 
 log() { printf '[node] %s\n' "$*" >&2; }
 
@@ -355,10 +357,16 @@ cmd_up() {
     log "already running (hack/node.sh down first)"
     return 0
   fi
+  if [[ -f $OWNER && "$(cat "$OWNER")" != "$STATE" ]] && [[ -f "$(cat "$OWNER")/node/kubelet.pid" ]] &&
+     kill -0 "$(cat "$(cat "$OWNER")/node/kubelet.pid")" 2>/dev/null; then
+    log "a node of $(cat "$OWNER") runs on this machine: BYOK_CLUSTER_DIR=$(cat "$OWNER") hack/node.sh down first"
+    exit 1
+  fi
   cmd_prereqs
   cmd_build
   local start=$SECONDS
   cmd_down_quiet # what a killed node left behind
+  echo "$STATE" >"$OWNER"
   "$REPO/hack/image.sh" pause >/dev/null 2>&1 || "$REPO/hack/image.sh" pause # builds once, cached
   mkdir -p "$NODE"
   node_certs
@@ -430,6 +438,58 @@ stop_pid() { # pid...: TERM, then KILL after 15 s
   done
 }
 
+# What the node set up machine-wide: pods' network namespaces, the bridge, iptables, ip_forward, cgroups and
+# the fixed paths of kubelet, libcni and the shims. Only by the state dir that owns the machine's node.
+cleanup_machine() {
+  local id
+  # 5. Network namespaces CNI made for our pods (their interface is in the pod CIDR), the bridge.
+  local ns
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+    if ip netns exec "$ns" ip -4 -o addr 2>/dev/null | grep -q " ${POD_CIDR%.*}\."; then ip netns delete "$ns"; fi
+  done
+  ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
+  # 6. iptables: kube-proxy's rules, kubelet's chains, the guard.
+  if [[ -x "$BIN/kube-proxy" ]] && iptables -w -t nat -S 2>/dev/null | grep -q '^-N KUBE-'; then
+    "$BIN/kube-proxy" --cleanup --v=0 >/dev/null 2>&1 || true
+  fi
+  local tbl chain
+  for tbl in filter nat mangle; do
+    for chain in $(iptables -w -t "$tbl" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
+      iptables -w -t "$tbl" -S 2>/dev/null | awk -v c="$chain" '$1 == "-A" && $0 ~ ("-j " c "( |$)") {sub(/^-A/, "-D"); print}' |
+        while read -r rule; do eval "iptables -w -t $tbl $rule" 2>/dev/null || true; done
+    done
+    for chain in $(iptables -w -t "$tbl" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
+      iptables -w -t "$tbl" -F "$chain" 2>/dev/null || true
+    done
+    for chain in $(iptables -w -t "$tbl" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
+      iptables -w -t "$tbl" -X "$chain" 2>/dev/null || true
+    done
+  done
+  guard_rules del
+  [[ -f "$NODE/ip_forward.orig" ]] && cat "$NODE/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward && rm -f "$NODE/ip_forward.orig"
+  # 7. cgroups kubelet and runc made (cgroup v1: one tree per controller), deepest first.
+  local c
+  for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do
+    [[ -d "$c" ]] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
+  # 8. What kubelet, libcni and the shims keep at fixed paths: kubelet's log symlinks into our state dir and
+  # its device-plugin socket, libcni's cached results for our network, the shims' directories; each
+  # directory only when nothing else is left in it.
+  find /var/log/containers -maxdepth 1 -type l -lname "$STATE/*" -delete 2>/dev/null || true
+  rmdir /var/log/containers 2>/dev/null || true
+  rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+  rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
+  local r
+  for r in /var/lib/cni/results/byok-*; do
+    [[ -e $r ]] || continue
+    id=${r#/var/lib/cni/results/byok-}; id=${id%-eth0}
+    rm -f "$r" "/var/lib/cni/results/cni-loopback-$id-lo"
+  done
+  rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
+  # the shims' and runc's fixed directories, when nothing else uses them
+  rmdir /run/containerd/s /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd 2>/dev/null || true
+}
+
 cmd_down_quiet() { cmd_down >/dev/null 2>&1 || true; }
 
 cmd_down() {
@@ -477,63 +537,20 @@ cmd_down() {
   stop_pid $(pids_of_shims)
   rm -f "$NODE"/*.pid
   rm -rf "$NODE/run" # sockets
-  # 4. Network namespaces CNI made for our pods (their interface is in the pod CIDR), the bridge.
-  local ns
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
-    if ip netns exec "$ns" ip -4 -o addr 2>/dev/null | grep -q " ${POD_CIDR%.*}\."; then ip netns delete "$ns"; fi
-  done
-  ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
-  # 5. Mounts under the state dir (pod volumes, rootfs, shm), deepest first.
+  # 4. Mounts under the state dir (pod volumes, rootfs, shm), deepest first.
   local m
   awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m"
   done
-  # 6. iptables: kube-proxy's rules, kubelet's chains, the guard.
-  if [[ -x "$BIN/kube-proxy" ]] && iptables -w -t nat -S 2>/dev/null | grep -q '^-N KUBE-'; then
-    "$BIN/kube-proxy" --cleanup --v=0 >/dev/null 2>&1 || true
-  fi
-  local tbl chain
-  for tbl in filter nat mangle; do
-    for chain in $(iptables -w -t "$tbl" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
-      iptables -w -t "$tbl" -S 2>/dev/null | awk -v c="$chain" '$1 == "-A" && $0 ~ ("-j " c "( |$)") {sub(/^-A/, "-D"); print}' |
-        while read -r rule; do eval "iptables -w -t $tbl $rule" 2>/dev/null || true; done
-    done
-    for chain in $(iptables -w -t "$tbl" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
-      iptables -w -t "$tbl" -F "$chain" 2>/dev/null || true
-    done
-    for chain in $(iptables -w -t "$tbl" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
-      iptables -w -t "$tbl" -X "$chain" 2>/dev/null || true
-    done
-  done
-  guard_rules del
-  [[ -f "$NODE/ip_forward.orig" ]] && cat "$NODE/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward && rm -f "$NODE/ip_forward.orig"
-  # 7. cgroups kubelet and runc made (cgroup v1: one tree per controller), deepest first.
-  local c
-  for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do
-    [[ -d "$c" ]] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
-  done
-  # 8. What kubelet, libcni and the shims keep at fixed paths: kubelet's log symlinks into our state dir and
-  # its device-plugin socket, libcni's cached results for our network, the shims' directories; each
-  # directory only when nothing else is left in it.
-  find /var/log/containers -maxdepth 1 -type l -lname "$STATE/*" -delete 2>/dev/null || true
-  rmdir /var/log/containers 2>/dev/null || true
-  rm -f /var/lib/kubelet/device-plugins/kubelet.sock
-  rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
-  local r
-  for r in /var/lib/cni/results/byok-*; do
-    [[ -e $r ]] || continue
-    id=${r#/var/lib/cni/results/byok-}; id=${id%-eth0}
-    rm -f "$r" "/var/lib/cni/results/cni-loopback-$id-lo"
-  done
-  rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
-  # the shims' and runc's fixed directories, when nothing else uses them
-  rmdir /run/containerd/s /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd 2>/dev/null || true
+  # 5.-8. machine-wide: only when no other state dir's node owns the machine
+  if [[ ! -f $OWNER || "$(cat "$OWNER")" == "$STATE" ]]; then cleanup_machine; fi
   # check: nothing of ours is left
   local left=""
   [[ -z "$(pids_of_shims)" ]] || left+=" shims"
   awk -v s="$STATE/" 'index($2, s) == 1' /proc/mounts | grep -q . && left+=" mounts"
-  ip link show "$BRIDGE" >/dev/null 2>&1 && left+=" bridge"
+  [[ "$(cat "$OWNER" 2>/dev/null)" == "$STATE" ]] && ip link show "$BRIDGE" >/dev/null 2>&1 && left+=" bridge"
   if [[ -n "$left" ]]; then log "left behind:$left"; return 1; fi
+  [[ -f $OWNER && "$(cat "$OWNER")" == "$STATE" ]] && rm -f "$OWNER"
   log "down"
 }
 

@@ -103,6 +103,10 @@ async fn bad_manifests_are_rejected_by_the_api_server() {
     };
     let msg = rejected(&env, base("azure_openai")).await;
     assert!(msg.contains("spec.azure is required"), "{msg}");
+    let mut both = base("openai");
+    both["spec"]["sealed"] = json!("byoksealed1.AAAA");
+    let msg = rejected(&env, both).await;
+    assert!(msg.contains("set exactly one of secretRef and sealed"), "{msg}");
     let msg = rejected(&env, base("mistral")).await;
     assert!(msg.contains("Unsupported value") && msg.contains("mistral"), "{msg}");
     let mut azure_on_openai = base("openai");

@@ -197,3 +197,31 @@ async fn revoke_by_spec_and_by_delete_removes_the_ciphertext() {
     assert!(env.secrets().get_opt(&encrypted_secret_name("by-delete")).await.expect("get").is_none());
     env.assert_no_plaintext().await;
 }
+
+#[tokio::test]
+async fn sealed_key_imports_only_into_the_byokkey_it_was_sealed_for() {
+    let mut env = TestEnv::new("sealed").await;
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let public = common::eventually("sealing public key published", common::TIMEOUT, || async {
+        cms.get_opt("byok-sealing-key").await.ok().flatten()?.data?.get("publicKey").cloned()
+    })
+    .await;
+    let key = common::fake_key(Provider::Anthropic, "");
+    env.plaintexts.push(key.clone());
+    let sealed = byok_operator::crypto::sealing::seal(&public, &env.ns, "claude", "anthropic", &key.clone().into())
+        .expect("seal");
+    assert!(!sealed.contains(&key[8..]), "the sealed text is safe to commit");
+    let mut spec = env.spec(Provider::Anthropic, "unused");
+    spec.secret_ref = None;
+    spec.sealed = Some(sealed.clone());
+    env.create_key("claude", spec.clone()).await;
+    let k = env.wait_phase("claude", KeyPhase::Ready).await;
+    assert_eq!(k.status.and_then(|s| s.key_prefix), Some(key[..8].to_string()));
+    assert_eq!(env.mock.requests_for_key(&key), 1);
+    // The same sealed text under another name is refused with a clear reason.
+    env.create_key("copy", spec).await;
+    let k = env.wait_phase("copy", KeyPhase::Error).await;
+    assert_eq!(condition_reason(&k, IMPORTED).as_deref(), Some("SealedKeyMismatch"));
+    env.wait_event("copy", "SealedKeyMismatch").await;
+    env.assert_no_plaintext().await;
+}

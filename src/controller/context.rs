@@ -38,6 +38,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Held only for short, synchronous sections: never across an await.
     pub keyring: Arc<RwLock<Keyring>>,
+    /// Opens `spec.sealed` keys.
+    pub sealing: Arc<crate::crypto::sealing::SealingKey>,
     pub byokkeys: Store<ByokKey>,
     /// The operator's own encrypted key Secrets (label-selected watch).
     pub encrypted: Store<Secret>,

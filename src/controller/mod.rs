@@ -8,6 +8,7 @@ pub mod labels;
 pub mod memo;
 pub mod names;
 pub mod operator;
+pub mod sealing;
 
 pub use context::{Context, OperatorConfig};
 

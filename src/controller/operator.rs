@@ -40,6 +40,8 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
         .await
         .map_err(|e| Error::Internal(format!("broker CA: {e}")))?;
 
+    let sealing = Arc::new(super::sealing::load_or_create(&client, &config.namespace).await?);
+
     let (changed_tx, changed_rx) = mpsc::unbounded_channel();
     tokio::spawn(keyring::follow(
         client.clone(),
@@ -80,6 +82,7 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
                 config,
                 http,
                 keyring: ring,
+                sealing,
                 byokkeys: parts.byokkeys,
                 encrypted: parts.encrypted,
                 sources: parts.sources,

@@ -33,6 +33,7 @@ pub const TEST_REQUESTED_ANNOTATION: &str = "launchgate.ai/test-requested";
 #[x_kube(validation = Rule::new(
     "self.provider == 'azure_openai' ? has(self.azure) : !has(self.azure)"
 ).message("spec.azure is required when provider is azure_openai and forbidden otherwise"))]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.sealed)").message("set exactly one of secretRef and sealed"))]
 #[serde(rename_all = "camelCase")]
 pub struct ByokKeySpec {
     /// The LLM provider this key belongs to. Immutable: create a new ByokKey to change it.
@@ -50,7 +51,14 @@ pub struct ByokKeySpec {
     pub default: bool,
 
     /// The Secret (same namespace) holding the plaintext key to import.
-    pub secret_ref: SecretKeyRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+
+    /// A key sealed to the operator's public sealing key (`kubectl byok seal`): safe to commit to
+    /// git, and only importable into this ByokKey (same name, namespace and provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16384))]
+    pub sealed: Option<String>,
 
     /// What happens to the source Secret once the key is imported.
     #[serde(default)]

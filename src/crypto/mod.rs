@@ -3,6 +3,7 @@
 
 mod envelope;
 mod keyring;
+pub mod sealing;
 
 pub use envelope::{Aad, Envelope, EnvelopeError};
 pub use keyring::{KEYRING_ACTIVE_KEY, Kek, Keyring, KeyringError};

@@ -34,7 +34,7 @@ pub fn encrypted_secret_name(byokkey: &str) -> String {
     format!("{}-{hash:016x}", &name[..253 - 17])
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
@@ -175,7 +175,8 @@ mod tests {
                 provider: Provider::OpenAi,
                 display_name: None,
                 default,
-                secret_ref: SecretKeyRef { name: "s".into(), key: "apiKey".into() },
+                secret_ref: Some(SecretKeyRef { name: "s".into(), key: "apiKey".into() }),
+                sealed: None,
                 source_policy: SourcePolicy::Delete,
                 model: None,
                 azure: None,

@@ -120,7 +120,7 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
             by_source
                 .state()
                 .into_iter()
-                .filter(|k| k.namespace() == ns && k.spec.secret_ref.name == name)
+                .filter(|k| k.namespace() == ns && k.spec.secret_ref.as_ref().is_some_and(|r| r.name == name))
                 .map(|k| ObjectRef::from_obj(k.as_ref()))
                 .collect::<Vec<_>>()
         })

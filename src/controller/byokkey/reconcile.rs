@@ -127,9 +127,12 @@ async fn import_if_new(
     st: &mut ByokKeyStatus,
     notes: &mut Vec<Note>,
 ) -> Result<Option<SecretString>, Error> {
-    let src_name = &t.key.spec.secret_ref.name;
-    let src = ctx.sources.get(&ObjectRef::new(src_name).within(&t.ns));
     let recorded = enc.and_then(|s| s.annotations().get(IMPORTED_FROM_ANNOTATION).cloned());
+    let Some(source_ref) = t.key.spec.secret_ref.as_ref() else {
+        return import_sealed(t, ctx, recorded, st, notes).await;
+    };
+    let src_name = &source_ref.name;
+    let src = ctx.sources.get(&ObjectRef::new(src_name).within(&t.ns));
     let Some(src) = src else {
         if enc.is_none() {
             let err = ImportError::SecretNotFound { secret: src_name.clone() };
@@ -149,7 +152,7 @@ async fn import_if_new(
     }
     // The one read of Secret data: only when there is something new to import.
     let Some(source) = api.get_opt(src_name).await? else { return Ok(None) };
-    let data_key = &t.key.spec.secret_ref.key;
+    let data_key = &source_ref.key;
     let raw = source.data.as_ref().and_then(|d| d.get(data_key)).map(|b| b.0.as_slice());
     let imported = match import::extract(src_name, data_key, raw) {
         Ok(k) => k,
@@ -158,18 +161,70 @@ async fn import_if_new(
             return Ok(None);
         }
     };
+    store_imported(t, ctx, &imported, &version, &format!("Secret {src_name}"), st, notes).await?;
+    delete_source_if_policy(t, &api, source.uid(), notes).await?;
+    Ok(Some(imported.key))
+}
+
+/// Seals a freshly imported key under the active KEK into the encrypted Secret and says so.
+async fn store_imported(
+    t: &Target<'_>,
+    ctx: &Context,
+    imported: &import::ImportedKey,
+    version: &str,
+    from: &str,
+    st: &mut ByokKeyStatus,
+    notes: &mut Vec<Note>,
+) -> Result<(), Error> {
     let envelope = {
         let ring = ctx.keyring.read().map_err(|_| Error::Internal("keyring lock poisoned".into()))?;
         crypto::seal(&ring, &t.aad, &imported.key)?
     };
-    apply_encrypted(t, ctx, &envelope, &version).await?;
-    st.key_prefix = Some(imported.prefix);
+    apply_encrypted(t, ctx, &envelope, version).await?;
+    st.key_prefix = Some(imported.prefix.clone());
     st.encrypted_secret_ref = Some(desired::encrypted_secret_name(&t.name));
     st.kek_id = Some(envelope.kek_id().to_string());
-    let msg = format!("imported from Secret {src_name} and encrypted under KEK {}", envelope.kek_id());
+    let msg = format!("imported from {from} and encrypted under KEK {}", envelope.kek_id());
     set_condition(&mut st.conditions, IMPORTED, "True", "Imported", msg.clone(), t.generation, &t.now);
     notes.push((EventType::Normal, "Imported", msg));
-    delete_source_if_policy(t, &api, source.uid(), notes).await?;
+    Ok(())
+}
+
+/// Imports `spec.sealed` when it differs from what was imported last: opened with the operator's
+/// sealing key, checked to be made for this very ByokKey, then sealed under the KEK like any key.
+async fn import_sealed(
+    t: &Target<'_>,
+    ctx: &Context,
+    recorded: Option<String>,
+    st: &mut ByokKeyStatus,
+    notes: &mut Vec<Note>,
+) -> Result<Option<SecretString>, Error> {
+    let Some(sealed) = t.key.spec.sealed.as_deref() else { return Ok(None) };
+    let version = format!("sealed/{:016x}", desired::fnv1a(sealed.as_bytes()));
+    if recorded.as_deref() == Some(version.as_str()) {
+        return Ok(None);
+    }
+    let provider = t.key.spec.provider.as_str();
+    let opened = ctx.sealing.unseal(sealed, &t.ns, &t.name, provider);
+    let imported = opened.map_err(|e| e.to_string()).and_then(|key| {
+        import::extract("spec.sealed", "key", Some(key.expose_secret().as_bytes())).map_err(|e| e.to_string())
+    });
+    let imported = match imported {
+        Ok(k) => k,
+        Err(msg) => {
+            let reason = if msg.contains("made for") { "SealedKeyMismatch" } else { "SealedKeyInvalid" };
+            let changed = condition(&st.conditions, IMPORTED).is_none_or(|c| c.reason != reason || c.message != msg);
+            set_condition(&mut st.conditions, IMPORTED, "False", reason, msg.clone(), t.generation, &t.now);
+            if recorded.is_none() {
+                st.phase = Some(KeyPhase::Error);
+            }
+            if changed {
+                notes.push((EventType::Warning, reason, msg));
+            }
+            return Ok(None);
+        }
+    };
+    store_imported(t, ctx, &imported, &version, "spec.sealed", st, notes).await?;
     Ok(Some(imported.key))
 }
 
@@ -194,10 +249,11 @@ async fn delete_source_if_policy(
     uid: Option<String>,
     notes: &mut Vec<Note>,
 ) -> Result<(), Error> {
+    let Some(source) = t.key.spec.secret_ref.as_ref() else { return Ok(()) };
     if t.key.spec.source_policy != crate::crd::SourcePolicy::Delete {
         return Ok(());
     }
-    let name = &t.key.spec.secret_ref.name;
+    let name = &source.name;
     // The uid precondition makes sure a Secret re-created meanwhile (a new key) is not deleted unread.
     let dp = DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
     match api.delete(name, &dp).await {

@@ -1,0 +1,244 @@
+//! The command line of `kubectl byok` (clap derive). Parsing only: no behaviour.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::duration::parse_duration;
+use crate::crd::Provider;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl-byok",
+    bin_name = "kubectl-byok",
+    version,
+    about = "Manage bring-your-own LLM provider keys (ByokKey) and evaluations (EvalJob)",
+    after_help = "The key is read from stdin or a hidden prompt, never from the command line.\n\
+                  Examples:\n  printf %s \"$OPENAI_API_KEY\" | kubectl byok create openai-main --provider openai --default\n  \
+                  kubectl byok list -A\n  kubectl byok test openai-main"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Namespace (default: the kubeconfig context's namespace, else "default").
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// Namespace the operator runs in (its KEK keyring and sealing key live there).
+    #[arg(long, global = true, env = "BYOK_OPERATOR_NAMESPACE", default_value = "byok-system")]
+    pub operator_namespace: String,
+    /// Name of the operator's KEK keyring Secret.
+    #[arg(long, global = true, default_value = "byok-operator-kek", hide = true)]
+    pub keyring_secret: String,
+    /// Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Tables and sentences for people.
+    Text,
+    /// JSON for scripts.
+    Json,
+    /// YAML for scripts.
+    Yaml,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a ByokKey from a key read on stdin (or a hidden prompt) and wait until it is validated.
+    Create(CreateArgs),
+    /// List ByokKeys.
+    #[command(alias = "ls")]
+    List {
+        /// List keys of every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Test a key against its provider now, and wait for the answer.
+    Test {
+        name: String,
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Revoke a key: its ciphertext is deleted at once and nothing can use it any more.
+    Revoke {
+        name: String,
+        /// Do not wait until the operator reports the key Revoked.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Ask for a key to be its provider's default in the namespace (the newest marked default wins).
+    SetDefault {
+        name: String,
+        /// Do not wait until the key is the effective default.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Seal a key for GitOps: prints a ByokKey manifest with spec.sealed that is safe to commit.
+    Seal(SealArgs),
+    /// Print the operator's public sealing key (store it in git to seal offline with `seal --cert`).
+    FetchCert,
+    /// Operate the operator's key-encryption keys (KEKs).
+    #[command(subcommand)]
+    Kek(KekCommand),
+    /// Run and inspect LLM-as-judge evaluations.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The ByokKey spec fields `create` and `seal` share.
+#[derive(Args, Debug, Clone)]
+pub struct KeySpecArgs {
+    /// Name of the ByokKey.
+    pub name: String,
+    /// openai, anthropic, google or azure_openai.
+    #[arg(long, value_parser = parse_provider)]
+    pub provider: Provider,
+    /// Ask for this key to be the provider's default in the namespace.
+    #[arg(long)]
+    pub default: bool,
+    /// A name for people, shown by `list`.
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// Model to validate and judge with.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Azure OpenAI resource endpoint, e.g. https://my-resource.openai.azure.com (azure_openai only).
+    #[arg(long, requires = "azure_deployment")]
+    pub azure_endpoint: Option<String>,
+    /// Azure OpenAI deployment name (azure_openai only).
+    #[arg(long, requires = "azure_endpoint")]
+    pub azure_deployment: Option<String>,
+    /// Azure OpenAI dated API version (default: the v1 API).
+    #[arg(long, requires = "azure_endpoint")]
+    pub azure_api_version: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub spec: KeySpecArgs,
+    /// Keep the plaintext Secret after import (default: the operator deletes it).
+    #[arg(long)]
+    pub retain: bool,
+    /// Return once created, without waiting for validation.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for Ready or Invalid.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("public-key").required(true).args(["cert", "fetch_cert"])))]
+pub struct SealArgs {
+    #[command(flatten)]
+    pub spec: KeySpecArgs,
+    /// The operator's public sealing key, as printed by `kubectl byok fetch-cert` (works offline).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Read the public sealing key from the cluster (ConfigMap byok-sealing-key in the operator namespace).
+    #[arg(long)]
+    pub fetch_cert: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KekCommand {
+    /// Which KEK each key uses, and which KEKs can be removed.
+    Status,
+    /// Add a new active KEK; the operator re-encrypts every key under it.
+    Rotate,
+    /// How to back up and restore the keyring.
+    BackupHelp,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// Create an EvalJob from a JSON Lines file of cases.
+    Run(EvalRunArgs),
+    /// Show an EvalJob's progress until it Succeeded or Failed.
+    Watch {
+        name: String,
+        #[arg(long, default_value = "2h", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Print an EvalJob's per-case results.
+    Results {
+        name: String,
+        /// The results as JSON (one object per case).
+        #[arg(long, conflicts_with = "junit")]
+        json: bool,
+        /// The results as JUnit XML, for CI.
+        #[arg(long)]
+        junit: bool,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalRunArgs {
+    /// Cases as JSON Lines: {"id": .., "input": .., "output": .., "expected": ..} per line.
+    #[arg(short = 'f', long = "file", value_name = "CASES.jsonl")]
+    pub file: PathBuf,
+    /// Provider of the judge model.
+    #[arg(long, value_parser = parse_provider)]
+    pub provider: Provider,
+    /// A scorer, repeatable: llm_judge:RUBRIC, contains[:TEXT], exact_match, regex:PATTERN, json_valid.
+    #[arg(long = "scorer", required = true)]
+    pub scorers: Vec<String>,
+    /// Pass threshold (0..1) of llm_judge scorers.
+    #[arg(long)]
+    pub pass_threshold: Option<f64>,
+    /// EvalJob name (default: eval-<random>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// ByokKey to judge with (default: the provider's effective default key).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Judge model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Judge pods running at once.
+    #[arg(long)]
+    pub parallelism: Option<i32>,
+    /// Provider calls in flight per pod.
+    #[arg(long)]
+    pub concurrency: Option<i32>,
+    /// Deadline of the whole run.
+    #[arg(long, value_parser = parse_duration)]
+    pub run_timeout: Option<Duration>,
+    /// Show progress until the run ends.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// Parses a provider as written in manifests (`azure-openai` is accepted too).
+pub fn parse_provider(s: &str) -> Result<Provider, String> {
+    let norm = s.trim().to_ascii_lowercase().replace('-', "_");
+    Provider::ALL.into_iter().find(|p| p.as_str() == norm).ok_or_else(|| {
+        let all: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+        format!("unknown provider {s:?}; use one of {}", all.join(", "))
+    })
+}
