@@ -1,3 +1,4 @@
 //! Command-line pieces shared by the binaries.
 
 pub mod kek;
+pub mod plugin;
