@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod judge_pod;
+pub mod node;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -66,6 +67,22 @@ pub struct TestEnv {
     pub plaintexts: Vec<String>,
     /// Output of local judge processes, scanned like the operator's log.
     pub extra_logs: Vec<(String, String)>,
+    /// Address the broker binds (loopback by default); see [`EnvOptions`].
+    broker_host: std::net::IpAddr,
+    /// Extra operator arguments, kept for restarts.
+    operator_args: Vec<String>,
+}
+
+/// What [`TestEnv::with_options`] can change; the default is what [`TestEnv::new`] does.
+#[derive(Default)]
+pub struct EnvOptions {
+    /// The in-process mock's configuration (its `addr` decides where pods can reach it).
+    pub mock: MockConfig,
+    /// Address the operator's broker listens on; the broker URL is `https://<it>:<free port>`.
+    /// Loopback when None.
+    pub broker_host: Option<std::net::IpAddr>,
+    /// Appended to the operator's command line (e.g. `--judge-image`).
+    pub operator_args: Vec<String>,
 }
 
 pub async fn client() -> Client {
@@ -93,6 +110,10 @@ pub async fn install_crds(client: &Client) {
 
 impl TestEnv {
     pub async fn new(test: &str) -> Self {
+        Self::with_options(test, EnvOptions::default()).await
+    }
+
+    pub async fn with_options(test: &str, options: EnvOptions) -> Self {
         let client = client().await;
         install_crds(&client).await;
         let ns = format!("t-{}-{}", test.replace('_', "-"), random_hex(3));
@@ -100,12 +121,13 @@ impl TestEnv {
         let obj =
             Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
         nsapi.create(&PostParams::default(), &obj).await.expect("namespace created");
-        let mock = mock::start(MockConfig::default()).await.expect("mock provider starts");
+        let mock = mock::start(options.mock).await.expect("mock provider starts");
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
         let log_path = dir.join(format!("{ns}.log"));
+        let broker_host = options.broker_host.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
         let broker_port =
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+            std::net::TcpListener::bind((broker_host, 0)).and_then(|l| l.local_addr()).expect("free port").port();
         let mut env = Self {
             client,
             ns,
@@ -115,6 +137,8 @@ impl TestEnv {
             broker_port,
             plaintexts: Vec::new(),
             extra_logs: Vec::new(),
+            broker_host,
+            operator_args: options.operator_args,
         };
         env.start_operator();
         env
@@ -124,12 +148,13 @@ impl TestEnv {
     pub fn start_operator(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
         let ep = self.mock.endpoints();
-        let broker = format!("127.0.0.1:{}", self.broker_port);
+        let broker = std::net::SocketAddr::from((self.broker_host, self.broker_port)).to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_byok-operator"))
             .args(["--namespace", &self.ns, "--watch-namespace", &self.ns])
             .args(["--broker-listen", &broker, "--broker-url", &format!("https://{broker}")])
             .args(["--openai-base-url", &ep.openai, "--anthropic-base-url", &ep.anthropic])
             .args(["--google-base-url", &ep.google])
+            .args(&self.operator_args)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

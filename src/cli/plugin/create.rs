@@ -50,7 +50,9 @@ pub async fn create(ctx: &Ctx, a: &CreateArgs) -> Result<(), Error> {
     }
     eprintln!("byokkey/{name} created in namespace {ns} (key prefix {shown})");
     if a.retain {
-        eprintln!("note: Secret {secret_name} keeps the plaintext key (--retain); delete it when you no longer need it");
+        eprintln!(
+            "note: Secret {secret_name} keeps the plaintext key (--retain); delete it when you no longer need it"
+        );
     }
     if a.no_wait {
         return Ok(());

@@ -84,7 +84,11 @@ pub async fn run(ctx: &Ctx, a: &EvalRunArgs) -> Result<(), Error> {
             eprintln!("warning: could not make EvalJob {name} own ConfigMap {cm_name} ({e}); delete it yourself later");
         }
     }
-    eprintln!("evaljob/{} created in namespace {ns}: {count} cases, {} scorers", created.name_any(), ej.spec.scorers.len());
+    eprintln!(
+        "evaljob/{} created in namespace {ns}: {count} cases, {} scorers",
+        created.name_any(),
+        ej.spec.scorers.len()
+    );
     if a.watch {
         return super::eval_watch::watch(ctx, &name, std::time::Duration::from_secs(86_400)).await;
     }
@@ -107,7 +111,8 @@ pub fn parse_scorer(s: &str, pass_threshold: Option<f64>) -> Result<Scorer, Erro
         value: None,
         ignore_case: false,
     };
-    let need = |what: &str| Error::Usage(format!("--scorer {kind} needs {what}: --scorer {kind}:{}", what.to_uppercase()));
+    let need =
+        |what: &str| Error::Usage(format!("--scorer {kind} needs {what}: --scorer {kind}:{}", what.to_uppercase()));
     match (kind, arg) {
         ("llm_judge", Some(rubric)) if !rubric.trim().is_empty() => {
             scorer.type_ = ScorerType::LlmJudge;
@@ -193,17 +198,23 @@ mod tests {
     #[test]
     fn scorers_parse() {
         let s = parse_scorer("llm_judge:Is it polite: yes?", Some(0.7)).expect("judge");
-        assert_eq!((s.type_, s.rubric.as_deref(), s.pass_threshold), (ScorerType::LlmJudge, Some("Is it polite: yes?"), Some(0.7)));
+        assert_eq!(
+            (s.type_, s.rubric.as_deref(), s.pass_threshold),
+            (ScorerType::LlmJudge, Some("Is it polite: yes?"), Some(0.7))
+        );
         assert_eq!(parse_scorer("contains", None).expect("c").value, None);
         assert_eq!(parse_scorer("contains:abc", None).expect("c").value.as_deref(), Some("abc"));
         assert_eq!(parse_scorer("regex:^a+$", None).expect("r").pattern.as_deref(), Some("^a+$"));
         assert!(parse_scorer("regex:(", None).is_err());
         assert!(parse_scorer("llm_judge", None).is_err());
         assert!(parse_scorer("bleu", None).is_err());
-        let names: Vec<_> = unique_names(vec![parse_scorer("contains:a", None).expect("a"), parse_scorer("contains:b", None).expect("b")])
-            .iter()
-            .map(Scorer::display_name)
-            .collect();
+        let names: Vec<_> = unique_names(vec![
+            parse_scorer("contains:a", None).expect("a"),
+            parse_scorer("contains:b", None).expect("b"),
+        ])
+        .iter()
+        .map(Scorer::display_name)
+        .collect();
         assert_eq!(names, ["contains", "contains-2"]);
     }
 

@@ -18,7 +18,9 @@ fn phase(e: &EvalJob) -> Option<EvalPhase> {
 fn message(e: &EvalJob) -> String {
     let conds = e.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let failed = conds.iter().find(|c| c.type_ == "Failed" && c.status == "True");
-    let c = failed.or_else(|| conds.iter().filter(|c| c.status != "True" || c.type_ != "Ready").max_by_key(|c| &c.last_transition_time.0));
+    let c = failed.or_else(|| {
+        conds.iter().filter(|c| c.status != "True" || c.type_ != "Ready").max_by_key(|c| &c.last_transition_time.0)
+    });
     c.map(|c| format!("{}: {}", c.reason, c.message)).unwrap_or_default()
 }
 

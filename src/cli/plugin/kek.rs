@@ -34,7 +34,9 @@ pub async fn run(ctx: &Ctx, keyring: &str, cmd: KekCommand) -> Result<(), Error>
         KekCommand::Rotate => {
             let id = ops::rotate(&ctx.client, op, keyring).await.map_err(|e| fail("rotating the KEK", e))?;
             println!("new active KEK {id}; the operator re-encrypts every key under it");
-            println!("follow with `kubectl byok kek status`; back up the keyring again now (`kubectl byok kek backup-help`)");
+            println!(
+                "follow with `kubectl byok kek status`; back up the keyring again now (`kubectl byok kek backup-help`)"
+            );
         }
         KekCommand::BackupHelp => print!("{}", backup_help(op, keyring)),
     }

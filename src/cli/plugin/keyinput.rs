@@ -30,7 +30,8 @@ pub fn read_key(provider: Provider) -> Result<SecretString, Error> {
 /// The same rules the operator applies on import, checked before anything is written.
 /// Messages never contain the key.
 fn check(key: &str) -> Result<(), Error> {
-    let hint = "pipe the key on stdin (e.g. `printf %s \"$API_KEY\" | kubectl byok create ...`) or type it at the prompt";
+    let hint =
+        "pipe the key on stdin (e.g. `printf %s \"$API_KEY\" | kubectl byok create ...`) or type it at the prompt";
     if key.is_empty() {
         return Err(Error::Usage(format!("no key was given; {hint}")));
     }

@@ -31,10 +31,13 @@ pub async fn test(ctx: &Ctx, name: &str, timeout: Duration) -> Result<(), Error>
         Waited::Done(k) => k,
         Waited::Gone => return Err(ctx.key_not_found(name)),
         Waited::TimedOut(last) => {
-            let why = last.as_ref().map_or_else(|| "no status".to_string(), |k| {
-                let phase = k.status.as_ref().and_then(|s| s.phase);
-                format!("{phase:?}: {}", explain(k))
-            });
+            let why = last.as_ref().map_or_else(
+                || "no status".to_string(),
+                |k| {
+                    let phase = k.status.as_ref().and_then(|s| s.phase);
+                    format!("{phase:?}: {}", explain(k))
+                },
+            );
             return Err(Error::Timeout(format!(
                 "no answer to test {token} after {}; the key is {why}. A key that is not imported cannot be \
                  tested: see `kubectl describe byokkey {name} -n {ns}`; is the operator running (kubectl get pods -n {})?",

@@ -11,7 +11,9 @@ use crate::crd::ByokKey;
 pub fn structured<T: Serialize>(output: Output, value: &T) -> Result<bool, Error> {
     let text = match output {
         Output::Text => return Ok(false),
-        Output::Json => serde_json::to_string_pretty(value).map_err(|e| Error::Usage(format!("rendering JSON: {e}")))?,
+        Output::Json => {
+            serde_json::to_string_pretty(value).map_err(|e| Error::Usage(format!("rendering JSON: {e}")))?
+        }
         Output::Yaml => serde_yaml::to_string(value).map_err(|e| Error::Usage(format!("rendering YAML: {e}")))?,
     };
     println!("{}", text.trim_end());
