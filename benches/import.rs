@@ -53,6 +53,43 @@ fn proc_usage(pid: u32) -> (u64, f64) {
     (hwm, ticks / 100.0)
 }
 
+async fn report<T>(r: Result<T, kube::Error>) {
+    if let Err(e) = r {
+        eprintln!("write failed: {e}");
+    }
+}
+
+/// Creates `n` source Secrets and ByokKeys importing them, `par` requests in flight.
+async fn create_keys(client: &Client, ns: &str, n: usize, par: usize) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let keys: Api<ByokKey> = Api::namespaced(client.clone(), ns);
+    stream::iter(0..n)
+        .map(|i| {
+            let (secrets, keys) = (secrets.clone(), keys.clone());
+            async move {
+                let name = format!("k{i:04}");
+                let value = format!("sk-proj-bench{i:04}{}", "x".repeat(32));
+                secrets.create(&PostParams::default(), &secret(&format!("{name}-src"), &value)).await?;
+                let spec = ByokKeySpec {
+                    provider: Provider::OpenAi,
+                    display_name: None,
+                    default: false,
+                    secret_ref: Some(SecretKeyRef { name: format!("{name}-src"), key: "apiKey".into() }),
+                    sealed: None,
+                    source_policy: SourcePolicy::Delete,
+                    model: None,
+                    azure: None,
+                    validation: None,
+                    revoked: false,
+                };
+                keys.create(&PostParams::default(), &ByokKey::new(&name, spec)).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(par)
+        .for_each(report)
+        .await;
+}
+
 fn secret(name: &str, value: &str) -> Secret {
     Secret {
         metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
@@ -83,7 +120,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // 1. The API server's raw write rate, same client, same concurrency: N ConfigMap creates.
+    // 1. The API server's raw write rate, same client, same concurrency, no operator watching:
+    //    N ConfigMap creates, and the workload's own mix (N Secrets + N ByokKeys) in a namespace
+    //    no operator watches.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let raw_n = n;
     let t = Instant::now();
@@ -96,17 +135,21 @@ async fn main() -> anyhow::Result<()> {
                     data: Some([("k".to_string(), "v".repeat(64))].into()),
                     ..Default::default()
                 };
-                cms.create(&PostParams::default(), &cm).await
+                cms.create(&PostParams::default(), &cm).await.map(|_| ())
             }
         })
         .buffer_unordered(par)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                eprintln!("raw write failed: {e}");
-            }
-        })
+        .for_each(report)
         .await;
     let raw_rate = raw_n as f64 / t.elapsed().as_secs_f64();
+    let raw_ns = format!("{ns}-raw");
+    let obj =
+        Namespace { metadata: ObjectMeta { name: Some(raw_ns.clone()), ..Default::default() }, ..Default::default() };
+    nsapi.create(&PostParams::default(), &obj).await?;
+    let t = Instant::now();
+    create_keys(&client, &raw_ns, n, par).await;
+    let mix_rate = (2 * n) as f64 / t.elapsed().as_secs_f64();
+    nsapi.delete(&raw_ns, &Default::default()).await?;
 
     // 2. The operator, against a mock provider with the given latency.
     let mock = mock::start(MockConfig { latency, ..MockConfig::default() }).await?;
@@ -127,35 +170,7 @@ async fn main() -> anyhow::Result<()> {
 
     let writes_before = apiserver_writes(&client).await?;
     let t = Instant::now();
-    stream::iter(0..n)
-        .map(|i| {
-            let (secrets, keys) = (secrets.clone(), keys.clone());
-            async move {
-                let name = format!("k{i:04}");
-                let value = format!("sk-proj-bench{i:04}{}", "x".repeat(32));
-                secrets.create(&PostParams::default(), &secret(&format!("{name}-src"), &value)).await?;
-                let spec = ByokKeySpec {
-                    provider: Provider::OpenAi,
-                    display_name: None,
-                    default: false,
-                    secret_ref: Some(SecretKeyRef { name: format!("{name}-src"), key: "apiKey".into() }),
-                    sealed: None,
-                    source_policy: SourcePolicy::Delete,
-                    model: None,
-                    azure: None,
-                    validation: None,
-                    revoked: false,
-                };
-                keys.create(&PostParams::default(), &ByokKey::new(&name, spec)).await.map(|_| ())
-            }
-        })
-        .buffer_unordered(par)
-        .for_each(|r: Result<(), kube::Error>| async move {
-            if let Err(e) = r {
-                eprintln!("create failed: {e}");
-            }
-        })
-        .await;
+    create_keys(&client, &ns, n, par).await;
     let applied = t.elapsed();
     // Count Ready keys from a watch: polling full lists would load the API server we measure.
     let mut ready = std::collections::HashSet::new();
@@ -183,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
 
     let writes_per_key = writes / n as f64;
     let floor = n as f64 * writes_per_key / raw_rate;
+    let mix_floor = n as f64 * writes_per_key / mix_rate;
     println!(
         "byok-operator import benchmark: {n} ByokKeys + Secrets, mock latency {latency:?}, client concurrency {par}"
     );
@@ -193,6 +209,12 @@ async fn main() -> anyhow::Result<()> {
     println!("  API writes per key            {:>8.2}  (all clients, from apiserver_request_total)", writes_per_key);
     println!("  API-server-bound floor        {:>8.2} s  (keys x writes/key / raw writes/s)", floor);
     println!("  all Ready / floor             {:>8.2}  (target <= 2.0)", all_ready.as_secs_f64() / floor);
+    println!(
+        "  API server raw writes/s, mix  {:>8.1}  (same client, {n} Secrets + {n} ByokKeys, nobody watching)",
+        mix_rate
+    );
+    println!("  floor from the mix            {:>8.2} s", mix_floor);
+    println!("  all Ready / mix floor         {:>8.2}", all_ready.as_secs_f64() / mix_floor);
     println!("  operator peak RSS             {:>8.1} MiB (target <= 64)", rss_kib as f64 / 1024.0);
     println!("  operator CPU                  {:>8.2} s", cpu);
     nsapi.delete(&ns, &Default::default()).await?;

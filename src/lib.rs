@@ -6,5 +6,6 @@ pub mod controller;
 pub mod crd;
 pub mod crypto;
 pub mod judge;
+pub mod metrics;
 pub mod mock;
 pub mod providers;

@@ -171,6 +171,18 @@ async fn ask_broker(env: &TestEnv, token: &str, pod_uid: &str) -> (u16, String) 
     (status, text)
 }
 
+async fn broker_get(env: &TestEnv, path: &str) -> String {
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let ca = cms.get("byok-broker-ca").await.expect("CA bundle").data.expect("data")["ca.crt"].clone();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("ca"))
+        .tls_built_in_root_certs(false)
+        .build()
+        .expect("client");
+    let url = format!("https://127.0.0.1:{}{path}", env.broker_port);
+    http.get(url).send().await.expect("broker answers").text().await.expect("text")
+}
+
 fn owner_job(pod: &Pod) -> OwnerReference {
     pod.owner_references().iter().find(|o| o.kind == "Job").cloned().expect("job owner")
 }
@@ -238,6 +250,13 @@ async fn broker_refuses_every_wrong_caller_with_its_reason() {
     let claim = json!({ "metadata": { "ownerReferences": [owner_job(&pod)] } });
     other_pods.patch("borrower", &PatchParams::default(), &Patch::Merge(&claim)).await.expect("claim the Job");
     assert_eq!(ask_broker(&env, &t, &borrower.uid().expect("uid")).await, (403, "PodInOtherNamespace".into()));
+    // Every refusal is counted under its own reason.
+    let metrics = broker_get(&env, "/metrics").await;
+    for reason in ["ReplayFromOtherPod", "WrongAudience", "InvalidToken", "NotOwnedByEvalJob", "PodInOtherNamespace"] {
+        let line = format!("byok_broker_requests_total{{endpoint=\"key\",outcome=\"{reason}\"}}");
+        assert!(metrics.contains(&line), "{line} missing in:\n{metrics}");
+    }
+    assert!(metrics.contains("byok_validations_total{provider=\"openai\",outcome=\"Valid\"} 1"), "{metrics}");
     // Revoked key: refused from that moment.
     let patch = json!({ "spec": { "revoked": true } });
     env.keys().patch("openai", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("revoke");

@@ -10,7 +10,7 @@ pub mod results;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -106,28 +106,27 @@ pub struct BrokerState {
     pub encrypted: Store<Secret>,
     pub evaljobs: Store<EvalJob>,
     pub jobs: Store<Job>,
-    /// Requests by endpoint and outcome ("granted" or a refusal reason).
-    pub outcomes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl BrokerState {
     fn count(&self, endpoint: &'static str, outcome: &'static str) {
-        if let Ok(mut m) = self.outcomes.lock() {
-            *m.entry((endpoint, outcome)).or_default() += 1;
-        }
+        self.metrics.broker_requests.get_or_create(&crate::metrics::BrokerLabels { endpoint, outcome }).inc();
     }
 
-    /// Counters in the Prometheus text format.
+    /// All metrics, with the per-KEK key counts taken from the cache now.
     pub fn metrics_text(&self) -> String {
-        let mut out = String::from("# TYPE byok_broker_requests_total counter\n");
-        if let Ok(m) = self.outcomes.lock() {
-            for ((endpoint, outcome), n) in m.iter() {
-                out.push_str(&format!(
-                    "byok_broker_requests_total{{endpoint=\"{endpoint}\",outcome=\"{outcome}\"}} {n}\n"
-                ));
+        let mut by_kek: BTreeMap<String, i64> = BTreeMap::new();
+        for key in self.byokkeys.state() {
+            if let Some(id) = key.status.as_ref().and_then(|s| s.kek_id.clone()) {
+                *by_kek.entry(id).or_default() += 1;
             }
         }
-        out
+        self.metrics.keys_by_kek.clear();
+        for (kek_id, n) in by_kek {
+            self.metrics.keys_by_kek.get_or_create(&crate::metrics::KekLabels { kek_id }).set(n);
+        }
+        self.metrics.encode()
     }
 }
 
@@ -136,6 +135,7 @@ pub fn router(state: Arc<BrokerState>) -> Router {
         .route(wire::KEY_PATH, post(handlers::key).layer(DefaultBodyLimit::max(4096)))
         .route(wire::RESULTS_PATH, post(handlers::results).layer(DefaultBodyLimit::max(wire::MAX_REPORT_BYTES)))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
         .route("/metrics", get(handlers::metrics))
         .with_state(state)
 }

@@ -38,6 +38,7 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Held only for short, synchronous sections: never across an await.
     pub keyring: Arc<RwLock<Keyring>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Opens `spec.sealed` keys.
     pub sealing: Arc<crate::crypto::sealing::SealingKey>,
     pub byokkeys: Store<ByokKey>,

@@ -41,6 +41,7 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
         .map_err(|e| Error::Internal(format!("broker CA: {e}")))?;
 
     let sealing = Arc::new(super::sealing::load_or_create(&client, &config.namespace).await?);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
 
     let (changed_tx, changed_rx) = mpsc::unbounded_channel();
     tokio::spawn(keyring::follow(
@@ -73,7 +74,8 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
     // ByokKey controller first: the EvalJob controller and the broker read its caches.
     let (keys_tx, keys_rx) = oneshot::channel();
     let key_ctx = {
-        let (client, recorder, config, ring) = (client.clone(), recorder.clone(), config.clone(), ring.clone());
+        let (client, recorder, config, ring, metrics) =
+            (client.clone(), recorder.clone(), config.clone(), ring.clone(), metrics.clone());
         move |parts: byokkey::ContextParts| {
             let _ = keys_tx.send((parts.byokkeys.clone(), parts.encrypted.clone()));
             Context {
@@ -82,6 +84,7 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
                 config,
                 http,
                 keyring: ring,
+                metrics,
                 sealing,
                 byokkeys: parts.byokkeys,
                 encrypted: parts.encrypted,
@@ -109,8 +112,14 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
     let apis = EvalApis { evaljobs: api!(), jobs: api!(), config_maps: api!(), byokkeys: api!() };
     let (eval_tx, eval_rx) = oneshot::channel();
     let eval_ctx = {
-        let (client, recorder, models, ca_pem, byokkeys) =
-            (client.clone(), recorder.clone(), config.models.clone(), ca.cert_pem.clone(), key_store.clone());
+        let (client, recorder, models, ca_pem, byokkeys, metrics) = (
+            client.clone(),
+            recorder.clone(),
+            config.models.clone(),
+            ca.cert_pem.clone(),
+            key_store.clone(),
+            metrics.clone(),
+        );
         move |config_maps, jobs| EvalContext {
             client,
             recorder,
@@ -120,6 +129,7 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
             byokkeys,
             config_maps,
             jobs,
+            metrics,
             written: Default::default(),
         }
     };
@@ -133,7 +143,7 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
         encrypted: enc_store,
         evaljobs: stores.evaljobs,
         jobs: stores.jobs,
-        outcomes: Mutex::new(Default::default()),
+        metrics,
     });
     let broker_task = tokio::spawn(async move {
         if let Err(e) = broker::serve(state, &ca, broker_config.listen, &broker_config.names).await {

@@ -27,13 +27,26 @@ use crate::crd::ByokKey;
 pub const FINALIZER: &str = "launchgate.ai/byokkey-cleanup";
 
 async fn reconcile(key: Arc<ByokKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = std::time::Instant::now();
+    let result = reconcile_inner(key, &ctx).await;
+    let labels = crate::metrics::ResourceLabels { resource: "byokkey" };
+    ctx.metrics.reconcile_seconds.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+    let outcome = result.as_ref().map_or_else(Error::kind, |_| "ok");
+    ctx.metrics
+        .reconciles
+        .get_or_create(&crate::metrics::ReconcileLabels { resource: "byokkey", result: outcome })
+        .inc();
+    result
+}
+
+async fn reconcile_inner(key: Arc<ByokKey>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let ns = key.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<ByokKey> = Api::namespaced(ctx.client.clone(), &ns);
     let finalizers = key.finalizers();
     let ours = finalizers.iter().position(|f| f == FINALIZER);
     if key.meta().deletion_timestamp.is_some() {
         let Some(index) = ours else { return Ok(Action::await_change()) };
-        let action = reconcile::cleanup(key.clone(), &ctx).await?;
+        let action = reconcile::cleanup(key.clone(), ctx).await?;
         // The test op makes the removal fail (and retry) if the list changed meanwhile.
         let patch = json_patch(vec![
             json!({ "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER }),
@@ -57,9 +70,9 @@ async fn reconcile(key: Arc<ByokKey>, ctx: Arc<Context>) -> Result<Action, Error
         };
         // Carry on with the patched object: its resourceVersion is what the next cache event shows.
         let patched = api.patch::<ByokKey>(&key.name_any(), &PatchParams::default(), &json_patch(ops)?).await?;
-        return reconcile::apply(Arc::new(patched), &ctx).await;
+        return reconcile::apply(Arc::new(patched), ctx).await;
     }
-    reconcile::apply(key, &ctx).await
+    reconcile::apply(key, ctx).await
 }
 
 fn json_patch(ops: Vec<serde_json::Value>) -> Result<Patch<ByokKey>, Error> {

@@ -374,6 +374,9 @@ async fn validate(
     let check =
         KeyCheck { provider: t.key.spec.provider, key: plaintext, model: &model, azure: t.key.spec.azure.as_ref() };
     let outcome = providers::check_key(&ctx.http, &ctx.config.endpoints, check).await;
+    let labels =
+        crate::metrics::ValidationLabels { provider: t.key.spec.provider.as_str(), outcome: outcome.reason_str() };
+    ctx.metrics.validations.get_or_create(&labels).inc();
     let old_phase = st.phase;
     let old_reason = condition(&st.conditions, VALIDATED).map(|c| c.reason.clone());
     validation::record(st, &outcome, &trigger, &model, t.generation, &t.now);

@@ -32,9 +32,21 @@ pub struct EvalContext {
     /// The operator's ConfigMaps: cases, results, CA bundles.
     pub config_maps: Store<ConfigMap>,
     pub jobs: Store<Job>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Status last written per EvalJob uid and the resourceVersion it was based on (see the
     /// ByokKey context): a lagging cache must not start a run twice.
     pub written: super::memo::StatusMemo<crate::crd::EvalJobStatus>,
+}
+
+async fn timed_reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action, Error> {
+    let start = std::time::Instant::now();
+    let metrics = ctx.metrics.clone();
+    let result = reconcile::reconcile(ej, ctx).await;
+    let labels = crate::metrics::ResourceLabels { resource: "evaljob" };
+    metrics.reconcile_seconds.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+    let outcome = result.as_ref().map_or_else(Error::kind, |_| "ok");
+    metrics.reconciles.get_or_create(&crate::metrics::ReconcileLabels { resource: "evaljob", result: outcome }).inc();
+    result
 }
 
 fn error_policy(ej: Arc<EvalJob>, err: &Error, _ctx: Arc<EvalContext>) -> Action {
@@ -98,7 +110,7 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(reconcile::reconcile, error_policy, ctx)
+        .run(timed_reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "evaljob controller event");

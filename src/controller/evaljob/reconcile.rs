@@ -194,6 +194,7 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
         refs.insert(0, junit_cm.name_any());
         st.phase = Some(EvalPhase::Succeeded);
         st.completion_time = Some(now.clone());
+        count_cases(&ctx, &ej, &results);
         let s = st.summary.clone().unwrap_or_default();
         let msg = format!("{} passed, {} failed, {} errored of {total}", s.passed, s.failed, s.errored);
         set_condition(&mut st.conditions, COMPLETE, "True", "Succeeded", msg.clone(), generation, &now);
@@ -206,6 +207,28 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
     }
     st.results_ref = (!refs.is_empty()).then_some(ResultsRef { config_maps: refs });
     finish(&ej, &ctx, &old, st, notes, None).await
+}
+
+/// Counts a finished run's scores in the metrics, by provider, scorer type and outcome.
+fn count_cases(ctx: &EvalContext, ej: &EvalJob, results: &[CaseResult]) {
+    let names = scorers::scorer_names(&ej.spec.scorers);
+    let types: std::collections::HashMap<&String, String> = names
+        .iter()
+        .zip(&ej.spec.scorers)
+        .map(|(n, s)| {
+            (n, serde_json::to_value(s.type_).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+        })
+        .collect();
+    for score in results.iter().flat_map(|r| &r.scores) {
+        let outcome = match score.outcome {
+            crate::judge::wire::Outcome::Passed => "passed",
+            crate::judge::wire::Outcome::Failed => "failed",
+            crate::judge::wire::Outcome::Errored => "errored",
+        };
+        let scorer_type = types.get(&score.scorer).cloned().unwrap_or_else(|| "unknown".into());
+        let labels = crate::metrics::CaseLabels { provider: ej.spec.provider.as_str(), scorer_type, outcome };
+        ctx.metrics.judge_cases.get_or_create(&labels).inc();
+    }
 }
 
 fn junit_config_map(ej: &EvalJob, xml: &str) -> ConfigMap {
