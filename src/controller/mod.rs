@@ -5,6 +5,7 @@ mod context;
 pub mod evaljob;
 pub mod keyring;
 pub mod labels;
+pub mod leader;
 pub mod memo;
 pub mod names;
 pub mod operator;
