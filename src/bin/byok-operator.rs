@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use byok_operator::cli::kek;
 use byok_operator::controller::OperatorConfig;
+use byok_operator::controller::leader::LeaseConfig;
 use byok_operator::controller::operator::{self, BrokerConfig};
 use byok_operator::providers::{Endpoints, ModelTable};
 use clap::{Parser, Subcommand};
@@ -57,6 +58,15 @@ struct RunArgs {
     /// Secret of the broker CA (created on first start).
     #[arg(long, env = "BYOK_BROKER_CA_SECRET", default_value = "byok-broker-ca")]
     broker_ca_secret: String,
+    /// Run the controllers only while holding a Lease, so several replicas can run (HA).
+    #[arg(long, env = "BYOK_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the leader Lease in the operator namespace.
+    #[arg(long, env = "BYOK_LEASE_NAME", default_value = "byok-operator-leader")]
+    lease_name: String,
+    /// Seconds a leader's lease lasts without renewal.
+    #[arg(long, env = "BYOK_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
     /// Image holding the byok-judge binary, for judge pods.
     #[arg(long, env = "BYOK_JUDGE_IMAGE", default_value = concat!("byok-operator:", env!("CARGO_PKG_VERSION")))]
     judge_image: String,
@@ -124,12 +134,25 @@ fn broker_config(cli: &Cli) -> BrokerConfig {
     // The host of a custom URL must be in the certificate too.
     let host = url.split("://").nth(1).and_then(|rest| rest.split(['/', ':']).next()).map(str::to_string);
     names.extend(host.filter(|h| !names.contains(h)));
+    let lease = r.leader_elect.then(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "byok-operator".into());
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{host}-{}", std::process::id()));
+        let duration = std::time::Duration::from_secs(r.lease_seconds.max(3));
+        LeaseConfig {
+            namespace: cli.namespace.clone(),
+            name: r.lease_name.clone(),
+            identity,
+            duration,
+            retry: duration / 5,
+        }
+    });
     BrokerConfig {
         listen: r.broker_listen,
         url,
         names,
         ca_secret: r.broker_ca_secret.clone(),
         judge_image: r.judge_image.clone(),
+        lease,
     }
 }
 

@@ -50,7 +50,8 @@ async fn verified_grant(
     let claimed = claimed_uid().map_err(fail)?;
     let pods: Api<Pod> = Api::namespaced(st.client.clone(), &id.namespace);
     let pod = pods.get_opt(&id.pod_name).await.map_err(|_| fail(Refusal::Unavailable))?;
-    let grant = authz::authorize(&id, &claimed, pod, &st.jobs, &st.evaljobs, require_active).map_err(fail)?;
+    let stores = st.stores().map_err(fail)?;
+    let grant = authz::authorize(&id, &claimed, pod, &stores.jobs, &stores.evaljobs, require_active).map_err(fail)?;
     Ok((id, grant))
 }
 
@@ -58,7 +59,7 @@ async fn verified_grant(
 fn usable_key(st: &BrokerState, grant: &Grant) -> Result<Arc<ByokKey>, Refusal> {
     let ns = grant.evaljob.namespace().unwrap_or_default();
     let name = grant.evaljob.status.as_ref().and_then(|s| s.key_ref.clone()).ok_or(Refusal::KeyNotReady)?;
-    let key = st.byokkeys.get(&ObjectRef::new(&name).within(&ns)).ok_or(Refusal::KeyRevoked)?;
+    let key = st.stores()?.byokkeys.get(&ObjectRef::new(&name).within(&ns)).ok_or(Refusal::KeyRevoked)?;
     if key.spec.revoked || key.meta().deletion_timestamp.is_some() {
         return Err(Refusal::KeyRevoked);
     }
@@ -80,7 +81,8 @@ pub async fn key(State(st): State<Arc<BrokerState>>, headers: HeaderMap, body: B
     };
     let (ns, name) = (key.namespace().unwrap_or_default(), key.name_any());
     let aad = Aad::new(&ns, &name, key.uid().as_deref().unwrap_or_default(), key.spec.provider.as_str());
-    let secret = st.encrypted.get(&ObjectRef::new(&encrypted_secret_name(&name)).within(&ns));
+    let secret =
+        st.stores().ok().and_then(|s| s.encrypted.get(&ObjectRef::new(&encrypted_secret_name(&name)).within(&ns)));
     let text = secret.as_ref().and_then(|s| s.data.as_ref()?.get(ENVELOPE_DATA_KEY).map(|b| b.0.clone()));
     let opened = text
         .and_then(|t| String::from_utf8(t).ok())
@@ -115,6 +117,15 @@ pub async fn results(State(st): State<Arc<BrokerState>>, headers: HeaderMap, bod
     st.count("results", "accepted");
     let key_revoked = matches!(usable_key(&st, &grant), Err(Refusal::KeyRevoked | Refusal::KeyNotReady));
     Json(ResultsAck { key_revoked }).into_response()
+}
+
+/// Ready once this replica leads and its caches are there (the Service then routes to it).
+pub async fn ready(State(st): State<Arc<BrokerState>>) -> Response {
+    if st.stores.get().is_some() {
+        "ok".into_response()
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not leading").into_response()
+    }
 }
 
 pub async fn metrics(State(st): State<Arc<BrokerState>>) -> String {

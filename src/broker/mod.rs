@@ -98,18 +98,28 @@ impl Refusal {
     }
 }
 
-/// The caches and keys the broker answers from, shared with the controllers.
-pub struct BrokerState {
-    pub client: Client,
-    pub keyring: Arc<RwLock<Keyring>>,
+/// The controllers' caches the broker answers from. Set once this replica leads and its
+/// controllers run; until then every request is refused as Unavailable and /readyz says no.
+pub struct BrokerStores {
     pub byokkeys: Store<ByokKey>,
     pub encrypted: Store<Secret>,
     pub evaljobs: Store<EvalJob>,
     pub jobs: Store<Job>,
+}
+
+/// What the broker answers from.
+pub struct BrokerState {
+    pub client: Client,
+    pub keyring: Arc<RwLock<Keyring>>,
+    pub stores: std::sync::OnceLock<BrokerStores>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl BrokerState {
+    fn stores(&self) -> Result<&BrokerStores, Refusal> {
+        self.stores.get().ok_or(Refusal::Unavailable)
+    }
+
     fn count(&self, endpoint: &'static str, outcome: &'static str) {
         self.metrics.broker_requests.get_or_create(&crate::metrics::BrokerLabels { endpoint, outcome }).inc();
     }
@@ -117,7 +127,7 @@ impl BrokerState {
     /// All metrics, with the per-KEK key counts taken from the cache now.
     pub fn metrics_text(&self) -> String {
         let mut by_kek: BTreeMap<String, i64> = BTreeMap::new();
-        for key in self.byokkeys.state() {
+        for key in self.stores.get().map(|s| s.byokkeys.state()).unwrap_or_default() {
             if let Some(id) = key.status.as_ref().and_then(|s| s.kek_id.clone()) {
                 *by_kek.entry(id).or_default() += 1;
             }
@@ -135,7 +145,7 @@ pub fn router(state: Arc<BrokerState>) -> Router {
         .route(wire::KEY_PATH, post(handlers::key).layer(DefaultBodyLimit::max(4096)))
         .route(wire::RESULTS_PATH, post(handlers::results).layer(DefaultBodyLimit::max(wire::MAX_REPORT_BYTES)))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route("/readyz", get(handlers::ready))
         .route("/metrics", get(handlers::metrics))
         .with_state(state)
 }

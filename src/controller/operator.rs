@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::byokkey::{self, Wiring};
 use super::evaljob::{self, EvalApis, EvalContext, JudgeSettings};
 use super::{Context, Error, OperatorConfig, keyring};
-use crate::broker::{self, BrokerCa, BrokerState};
+use crate::broker::{self, BrokerCa, BrokerState, BrokerStores};
 use crate::judge::wire::EndpointsConfig;
 
 /// Where and how the key broker serves.
@@ -27,6 +27,8 @@ pub struct BrokerConfig {
     pub ca_secret: String,
     /// Image with the `byok-judge` binary.
     pub judge_image: String,
+    /// Lease-based leader election (for several replicas); None runs as the only leader.
+    pub lease: Option<super::leader::LeaseConfig>,
 }
 
 /// Runs every controller and the broker until SIGTERM/SIGINT.
@@ -42,6 +44,28 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
 
     let sealing = Arc::new(super::sealing::load_or_create(&client, &config.namespace).await?);
     let metrics = Arc::new(crate::metrics::Metrics::default());
+
+    // The broker listens on every replica from the start (health checks pass); it answers, and
+    // reports ready, only once this replica leads and its caches exist.
+    let state = Arc::new(BrokerState {
+        client: client.clone(),
+        keyring: ring.clone(),
+        stores: Default::default(),
+        metrics: metrics.clone(),
+    });
+    let ca_pem = ca.cert_pem.clone();
+    let broker_task = {
+        let (state, listen, names) = (state.clone(), broker_config.listen, broker_config.names.clone());
+        tokio::spawn(async move {
+            if let Err(e) = broker::serve(state, &ca, listen, &names).await {
+                tracing::error!(error = %e, "key broker stopped");
+            }
+        })
+    };
+    let lost: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match broker_config.lease.clone() {
+        Some(lease) => Box::pin(super::leader::lead(client.clone(), lease).await?),
+        None => Box::pin(std::future::pending()),
+    };
 
     let (changed_tx, changed_rx) = mpsc::unbounded_channel();
     tokio::spawn(keyring::follow(
@@ -112,14 +136,8 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
     let apis = EvalApis { evaljobs: api!(), jobs: api!(), config_maps: api!(), byokkeys: api!() };
     let (eval_tx, eval_rx) = oneshot::channel();
     let eval_ctx = {
-        let (client, recorder, models, ca_pem, byokkeys, metrics) = (
-            client.clone(),
-            recorder.clone(),
-            config.models.clone(),
-            ca.cert_pem.clone(),
-            key_store.clone(),
-            metrics.clone(),
-        );
+        let (client, recorder, models, ca_pem, byokkeys, metrics) =
+            (client.clone(), recorder.clone(), config.models.clone(), ca_pem, key_store.clone(), metrics.clone());
         move |config_maps, jobs| EvalContext {
             client,
             recorder,
@@ -136,22 +154,18 @@ pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerCo
     let eval_task = tokio::spawn(evaljob::run(apis, config.concurrency, eval_ctx, eval_tx));
     let stores = eval_rx.await.map_err(|_| Error::Internal("EvalJob controller did not start".into()))?;
 
-    let state = Arc::new(BrokerState {
-        client: client.clone(),
-        keyring: ring,
+    let _ = state.stores.set(BrokerStores {
         byokkeys: key_store,
         encrypted: enc_store,
         evaljobs: stores.evaljobs,
         jobs: stores.jobs,
-        metrics,
     });
-    let broker_task = tokio::spawn(async move {
-        if let Err(e) = broker::serve(state, &ca, broker_config.listen, &broker_config.names).await {
-            tracing::error!(error = %e, "key broker stopped");
-        }
-    });
-    // The controllers stop on SIGTERM/SIGINT; the broker goes with the process.
-    let _ = tokio::join!(keys_task, eval_task);
+    // The controllers stop on SIGTERM/SIGINT; a lost lease stops everything at once, so two
+    // replicas never act as leader together (the process exits and is restarted).
+    let outcome = tokio::select! {
+        _ = async { tokio::join!(keys_task, eval_task) } => Ok(()),
+        _ = lost => Err(Error::Internal("lost the leader lease".into())),
+    };
     broker_task.abort();
-    Ok(())
+    outcome
 }
