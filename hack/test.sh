@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# The test command: unit tests, and integration tests against a local Kubernetes control plane
-# built from source (or your own cluster with USE_EXISTING_CLUSTER=true and KUBECONFIG).
+# The test command: unit tests, integration tests against a local Kubernetes control plane built
+# from source, and end-to-end tests whose judge pods run on a real local node (kubelet,
+# containerd, runc). The node needs root; it is on by default as root (BYOK_NODE=false turns it
+# off, and the end-to-end tests then say they were skipped). Your own cluster instead:
+# USE_EXISTING_CLUSTER=true KUBECONFIG=... BYOK_NODE=false hack/test.sh.
 # Extra arguments go to `cargo test`, e.g. `hack/test.sh --test byokkey_lifecycle`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/prereqs.sh
+if [[ -z "${BYOK_NODE:-}" && "$(id -u)" == 0 && "${USE_EXISTING_CLUSTER:-}" != "true" ]]; then
+  BYOK_NODE=true
+fi
+[[ "${BYOK_NODE:-}" == "true" ]] || echo "[test] BYOK_NODE is not true: the end-to-end node tests will report SKIPPED" >&2
 if [[ "${BYOK_NODE:-}" == "true" ]]; then # node e2e: judge pods run on a real node (tests/e2e_node.rs)
   export BYOK_NODE # node e2e: hack/cluster.sh starts the node; the tests see it
   cargo build --release --bins # node e2e: what hack/image.sh operator packages
