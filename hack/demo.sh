@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=target/demo
+# Where cargo puts the binaries (CARGO_TARGET_DIR when set).
+BIN=${CARGO_TARGET_DIR:-target}/debug
 stop() {
   for p in operator mock; do
     [[ -f $STATE/$p.pid ]] && kill "$(cat "$STATE/$p.pid")" 2>/dev/null || true
@@ -23,7 +25,7 @@ eval "$(bash hack/cluster.sh env)"
 mkdir -p "$STATE"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/debug/byok-mock-provider --listen "127.0.0.1:$port" --latency-ms 50 >"$STATE/mock.log" 2>&1 &
+"$BIN"/byok-mock-provider --listen "127.0.0.1:$port" --latency-ms 50 >"$STATE/mock.log" 2>&1 &
 echo $! >"$STATE/mock.pid"
 mock=http://127.0.0.1:$port
 
@@ -33,7 +35,7 @@ kubectl create namespace byok-system --dry-run=client -o yaml | kubectl apply -f
 kubectl create namespace byok-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 bport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/debug/byok-operator --namespace byok-system --log-format text \
+"$BIN"/byok-operator --namespace byok-system --log-format text \
   --broker-listen "127.0.0.1:$bport" --broker-url "https://127.0.0.1:$bport" \
   --openai-base-url "$mock/openai/v1" --anthropic-base-url "$mock/anthropic" \
   --google-base-url "$mock/google" --azure-base-url "$mock/azure" >"$STATE/operator.log" 2>&1 &
@@ -59,7 +61,7 @@ kubectl wait byok/openai-main -n byok-demo --for=jsonpath='{.status.lastTest.req
 kubectl get byok -n byok-demo openai-main -o jsonpath='{.status.lastTest}'; echo
 echo
 echo "[demo] which KEK each key is sealed under:"
-target/debug/byok-operator --namespace byok-system --log-format text kek status
+"$BIN"/byok-operator --namespace byok-system --log-format text kek status
 echo
 echo "[demo] Secrets left in byok-demo: only ciphertexts (sourcePolicy: Delete removed the plaintext sources):"
 kubectl get secrets -n byok-demo -o custom-columns=NAME:.metadata.name,TYPE:.type --no-headers
@@ -100,9 +102,9 @@ cmd = next(c["command"] for c in cs if c["name"] == name)
 print("\n".join(a.replace("/var/run/byok/", root + "/") for a in cmd[1:]))' "$1" "$P"; }
 mapfile -t fetch_args < <(podcmd fetch-key)
 mapfile -t judge_args < <(podcmd judge)
-POD_UID=$uid target/debug/byok-judge "${fetch_args[@]}"
+POD_UID=$uid "$BIN"/byok-judge "${fetch_args[@]}"
 echo "[demo] key file: $(stat -c '%A %s bytes' "$P/key/key") (the pod mounts it from a memory-backed emptyDir)"
-POD_UID=$uid JOB_COMPLETION_INDEX=0 RUST_LOG=warn target/debug/byok-judge "${judge_args[@]}" &
+POD_UID=$uid JOB_COMPLETION_INDEX=0 RUST_LOG=warn "$BIN"/byok-judge "${judge_args[@]}" &
 judge_pid=$!
 while kill -0 "$judge_pid" 2>/dev/null; do
   kubectl get evaljob qa-smoke -n byok-demo --no-headers 2>/dev/null | sed 's/^/  progress: /'

@@ -331,7 +331,7 @@ print("---".join(d for d in docs if not re.search(r"^kind: ServiceMonitor$", d, 
 # and validate the sample keys, start an EvalJob's Job, run a finalizer, serve /healthz, and never be
 # refused by the API server. (No node runs judge pods here: the Job is created, its pods stay Pending.)
 cmd_smoke() {
-  local bin=$REPO/target/debug
+  local bin=${CARGO_TARGET_DIR:-$REPO/target}/debug
   [[ -x $bin/byok-operator && -x $bin/byok-mock-provider ]] || die "target/debug/byok-operator missing: cargo build --bins"
   [[ "${USE_EXISTING_CLUSTER:-}" != "true" ]] || die "smoke runs on the local control plane only"
   cmd_template
@@ -389,7 +389,7 @@ smoke_mode() { # cluster|namespaced
   bport=$(free_port)
   [[ $mode == namespaced ]] && args+=(--watch-namespace "$ns")
   KUBECONFIG=$st/sa.kubeconfig POD_NAMESPACE=$NAMESPACE POD_NAME=smoke-$mode RUST_LOG=info,byok_operator=debug,kube=warn \
-    "$REPO/target/debug/byok-operator" --log-format text --broker-listen "127.0.0.1:$bport" "${args[@]}" \
+    "$bin/byok-operator" --log-format text --broker-listen "127.0.0.1:$bport" "${args[@]}" \
     --openai-base-url "$MOCK/openai/v1" --anthropic-base-url "$MOCK/anthropic" --google-base-url "$MOCK/google" \
     --azure-base-url "$MOCK/azure" >"$st/operator-$mode.log" 2>&1 &
   echo $! >"$st/operator.pid"

@@ -16,6 +16,8 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${BYOK_CACHE_DIR:-$HOME/.cache/byok-operator}
+# Where cargo put the release binaries (CARGO_TARGET_DIR when set, as in CI).
+RELEASE_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
 STATE=${BYOK_CLUSTER_DIR:-$REPO/target/cluster}
 IMAGES=$CACHE/images
 PAUSE_IMAGE=localhost/byok/pause:3.10
@@ -96,11 +98,11 @@ build_pause() {
 build_operator() {
   local bins=(byok-operator byok-judge byok-mock-provider) b
   for b in "${bins[@]}"; do
-    [[ -x "$REPO/target/release/$b" ]] || { log "target/release/$b missing: cargo build --release --bins"; exit 1; }
+    [[ -x "$RELEASE_DIR/$b" ]] || { log "target/release/$b missing: cargo build --release --bins"; exit 1; }
   done
   need_buildah
   local hash
-  hash=$(cd "$REPO/target/release" && sha256sum "${bins[@]}" | sha256sum | cut -c1-16)
+  hash=$(cd "$RELEASE_DIR" && sha256sum "${bins[@]}" | sha256sum | cut -c1-16)
   local out
   out=$(archive_for byok-operator-dev "$hash")
   if [[ ! -f "$out" ]]; then
@@ -109,11 +111,11 @@ build_operator() {
     tmp=$(mktemp -d)
     mkdir -p "$tmp/root/usr/local/bin" "$tmp/root/etc/ssl/certs" "$tmp/root/tmp" "$tmp/root/home/nonroot"
     for b in "${bins[@]}"; do
-      strip --strip-debug -o "$tmp/root/usr/local/bin/$b" "$REPO/target/release/$b"
+      strip --strip-debug -o "$tmp/root/usr/local/bin/$b" "$RELEASE_DIR/$b"
     done
     # glibc-linked (the machine has no musl target installed): ship exactly what ldd resolves.
     local lib
-    for lib in $(for b in "${bins[@]}"; do ldd "$REPO/target/release/$b"; done |
+    for lib in $(for b in "${bins[@]}"; do ldd "$RELEASE_DIR/$b"; done |
       awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u); do
       mkdir -p "$tmp/root$(dirname "$lib")"
       cp -L "$lib" "$tmp/root$lib"
