@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use byok_operator::crd::{ByokKey, ByokKeySpec, EvalJob, KeyPhase, Provider, SecretKeyRef, SourcePolicy};
+use byok_operator::crd::{ByokKey, ByokKeySpec, EvalJob, KeyPhase, Provider};
 use byok_operator::mock::{self, MockConfig};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -49,18 +49,7 @@ async fn main() -> anyhow::Result<()> {
     };
     secrets.create(&PostParams::default(), &s).await?;
     let keys: Api<ByokKey> = Api::namespaced(client.clone(), &ns);
-    let spec = ByokKeySpec {
-        provider: Provider::OpenAi,
-        display_name: None,
-        default: true,
-        secret_ref: Some(SecretKeyRef { name: "src".into(), key: "apiKey".into() }),
-        sealed: None,
-        source_policy: SourcePolicy::Delete,
-        model: None,
-        azure: None,
-        validation: None,
-        revoked: false,
-    };
+    let spec = ByokKeySpec { default: true, ..ByokKeySpec::from_secret(Provider::OpenAi, "src") };
     keys.create(&PostParams::default(), &ByokKey::new("key", spec)).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !keys.get("key").await?.status.is_some_and(|s| s.phase == Some(KeyPhase::Ready) && s.effective_default) {

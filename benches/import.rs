@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use byok_operator::crd::{ByokKey, ByokKeySpec, KeyPhase, Provider, SecretKeyRef, SourcePolicy};
+use byok_operator::crd::{ByokKey, ByokKeySpec, KeyPhase, Provider};
 use byok_operator::mock::{self, MockConfig};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -70,18 +70,7 @@ async fn create_keys(client: &Client, ns: &str, n: usize, par: usize) {
                 let name = format!("k{i:04}");
                 let value = format!("sk-proj-bench{i:04}{}", "x".repeat(32));
                 secrets.create(&PostParams::default(), &secret(&format!("{name}-src"), &value)).await?;
-                let spec = ByokKeySpec {
-                    provider: Provider::OpenAi,
-                    display_name: None,
-                    default: false,
-                    secret_ref: Some(SecretKeyRef { name: format!("{name}-src"), key: "apiKey".into() }),
-                    sealed: None,
-                    source_policy: SourcePolicy::Delete,
-                    model: None,
-                    azure: None,
-                    validation: None,
-                    revoked: false,
-                };
+                let spec = ByokKeySpec::from_secret(Provider::OpenAi, &format!("{name}-src"));
                 keys.create(&PostParams::default(), &ByokKey::new(&name, spec)).await.map(|_| ())
             }
         })

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use byok_operator::crd::{EvalJob, EvalPhase, KeyPhase, Provider};
 use byok_operator::judge::wire;
+use common::evaljobs::{create_evaljob, default_key, phase, wait_evaljob};
 use common::judge_pod::{LocalPod, judge_pods, pod_token};
 use common::{TIMEOUT, TestEnv, eventually};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
@@ -16,35 +17,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-
-async fn default_key(env: &mut TestEnv, name: &str, provider: Provider) -> String {
-    let key = common::fake_key(provider, "");
-    env.create_secret(&format!("{name}-src"), "apiKey", key.as_bytes()).await;
-    let mut spec = env.spec(provider, &format!("{name}-src"));
-    spec.default = true;
-    env.create_key(name, spec).await;
-    env.wait_key(name, "effective default", |k| k.status.as_ref().is_some_and(|s| s.effective_default)).await;
-    key
-}
-
-async fn create_evaljob(env: &TestEnv, name: &str, spec: serde_json::Value) -> EvalJob {
-    let api: Api<EvalJob> = Api::namespaced(env.client.clone(), &env.ns);
-    let ej: EvalJob = serde_json::from_value(json!({
-        "apiVersion": "launchgate.ai/v1alpha1", "kind": "EvalJob",
-        "metadata": { "name": name, "namespace": env.ns }, "spec": spec
-    }))
-    .expect("evaljob");
-    api.create(&PostParams::default(), &ej).await.expect("EvalJob created")
-}
-
-async fn wait_evaljob(env: &TestEnv, name: &str, what: &str, pred: impl Fn(&EvalJob) -> bool) -> EvalJob {
-    let api: Api<EvalJob> = Api::namespaced(env.client.clone(), &env.ns);
-    eventually(&format!("{name}: {what}"), TIMEOUT, || async { api.get(name).await.ok().filter(|e| pred(e)) }).await
-}
-
-fn phase(e: &EvalJob) -> Option<EvalPhase> {
-    e.status.as_ref().and_then(|s| s.phase)
-}
 
 fn judge_spec(provider: &str, cases: serde_json::Value) -> serde_json::Value {
     json!({

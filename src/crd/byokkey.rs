@@ -82,6 +82,24 @@ pub struct ByokKeySpec {
     pub revoked: bool,
 }
 
+impl ByokKeySpec {
+    /// A spec importing the `apiKey` of Secret `secret` with every other field at its default.
+    pub fn from_secret(provider: Provider, secret: &str) -> Self {
+        Self {
+            provider,
+            display_name: None,
+            default: false,
+            secret_ref: Some(SecretKeyRef { name: secret.into(), key: default_secret_key() }),
+            sealed: None,
+            source_policy: SourcePolicy::Delete,
+            model: None,
+            azure: None,
+            validation: None,
+            revoked: false,
+        }
+    }
+}
+
 /// A key inside a Secret of the ByokKey's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]

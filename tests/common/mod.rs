@@ -2,6 +2,7 @@
 //! process (watching only that namespace), against the local control plane in $KUBECONFIG.
 #![allow(dead_code)]
 
+pub mod evaljobs;
 pub mod judge_pod;
 pub mod node;
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use byok_operator::crd::{AzureSpec, ByokKey, ByokKeySpec, KeyPhase, Provider, SecretKeyRef, SourcePolicy};
+use byok_operator::crd::{AzureSpec, ByokKey, ByokKeySpec, KeyPhase, Provider};
 use byok_operator::mock::{self, MockConfig, MockHandle};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -199,18 +200,7 @@ impl TestEnv {
             deployment: "gpt-4o".into(),
             api_version: None,
         });
-        ByokKeySpec {
-            provider,
-            display_name: None,
-            default: false,
-            secret_ref: Some(SecretKeyRef { name: secret.into(), key: "apiKey".into() }),
-            sealed: None,
-            source_policy: SourcePolicy::Delete,
-            model: None,
-            azure,
-            validation: None,
-            revoked: false,
-        }
+        ByokKeySpec { azure, ..ByokKeySpec::from_secret(provider, secret) }
     }
 
     pub async fn create_key(&self, name: &str, spec: ByokKeySpec) -> ByokKey {

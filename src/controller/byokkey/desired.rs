@@ -165,25 +165,11 @@ pub fn parse_interval(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ByokKeySpec, ByokKeyStatus, Provider, SecretKeyRef, SourcePolicy};
+    use crate::crd::{ByokKeySpec, ByokKeyStatus, Provider};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
     fn key(name: &str, created: i64, default: bool, phase: Option<KeyPhase>) -> ByokKey {
-        let mut k = ByokKey::new(
-            name,
-            ByokKeySpec {
-                provider: Provider::OpenAi,
-                display_name: None,
-                default,
-                secret_ref: Some(SecretKeyRef { name: "s".into(), key: "apiKey".into() }),
-                sealed: None,
-                source_policy: SourcePolicy::Delete,
-                model: None,
-                azure: None,
-                validation: None,
-                revoked: false,
-            },
-        );
+        let mut k = ByokKey::new(name, ByokKeySpec { default, ..ByokKeySpec::from_secret(Provider::OpenAi, "s") });
         k.metadata.namespace = Some("ns".into());
         k.metadata.uid = Some(format!("uid-{name}"));
         let at = jiff::Timestamp::from_second(1_700_000_000 + created).expect("valid time");
