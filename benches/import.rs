@@ -28,7 +28,9 @@ async fn apiserver_writes(client: &Client) -> anyhow::Result<f64> {
     let text = client.request_text(req).await?;
     let mut total = 0.0;
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let mutating = ["POST", "PUT", "PATCH", "DELETE"].iter().any(|v| line.contains(&format!("verb=\"{v}\"")));
+        // Server-side apply is its own verb, APPLY.
+        let mutating =
+            ["POST", "PUT", "PATCH", "APPLY", "DELETE"].iter().any(|v| line.contains(&format!("verb=\"{v}\"")));
         if mutating {
             total += line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         }

@@ -225,3 +225,26 @@ async fn sealed_key_imports_only_into_the_byokkey_it_was_sealed_for() {
     env.wait_event("copy", "SealedKeyMismatch").await;
     env.assert_no_plaintext().await;
 }
+
+#[tokio::test]
+async fn log_level_changes_at_run_time_from_the_operator_configmap() {
+    let mut env = TestEnv::new("loglevel").await;
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": "byok-operator-config" }, "data": { "logLevel": "debug" }
+    }))
+    .expect("configmap");
+    cms.create(&Default::default(), &cm).await.expect("create");
+    let log = env.log_path.clone();
+    common::eventually("level changed to debug", common::TIMEOUT, || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines().any(|l| l.contains("log level changed") && l.contains("debug")).then_some(())
+    })
+    .await;
+    // Debug lines now appear, and still no key material.
+    env.add_key("k", Provider::OpenAi, "").await;
+    env.wait_phase("k", KeyPhase::Ready).await;
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("\"level\":\"DEBUG\""), "debug lines after the change");
+    env.assert_no_plaintext().await;
+}

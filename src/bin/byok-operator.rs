@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use byok_operator::cli::kek;
 use byok_operator::controller::OperatorConfig;
 use byok_operator::controller::leader::LeaseConfig;
+use byok_operator::controller::loglevel::SetLevel;
 use byok_operator::controller::operator::{self, BrokerConfig};
 use byok_operator::providers::{Endpoints, ModelTable};
 use clap::{Parser, Subcommand};
@@ -91,11 +92,18 @@ enum KekCommand {
     Remove { id: String },
 }
 
-fn init_logs(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" { builder.json().init() } else { builder.init() }
+/// Logs to stderr (JSON or text); the returned setter changes the level at run time.
+fn init_logs(format: &str) -> SetLevel {
+    use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, reload, util::SubscriberInitExt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if format == "json" { fmt.json().boxed() } else { fmt.boxed() };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    Box::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
@@ -159,11 +167,11 @@ fn broker_config(cli: &Cli) -> BrokerConfig {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logs(&cli.log_format);
+    let set_level = init_logs(&cli.log_format);
     let client = kube::Client::try_default().await.context("connecting to Kubernetes")?;
     let (ns, name) = (cli.namespace.as_str(), cli.keyring_secret.as_str());
     match &cli.command {
-        None | Some(Command::Run) => operator::run(client, config(&cli)?, broker_config(&cli)).await?,
+        None | Some(Command::Run) => operator::run(client, config(&cli)?, broker_config(&cli), Some(set_level)).await?,
         Some(Command::Kek(KekCommand::Status)) => print!("{}", kek::status(&client, ns, name).await?.render()),
         Some(Command::Kek(KekCommand::Rotate)) => {
             let id = kek::rotate(&client, ns, name).await?;

@@ -6,6 +6,7 @@ pub mod evaljob;
 pub mod keyring;
 pub mod labels;
 pub mod leader;
+pub mod loglevel;
 pub mod memo;
 pub mod names;
 pub mod operator;

@@ -31,8 +31,17 @@ pub struct BrokerConfig {
     pub lease: Option<super::leader::LeaseConfig>,
 }
 
-/// Runs every controller and the broker until SIGTERM/SIGINT.
-pub async fn run(client: Client, config: OperatorConfig, broker_config: BrokerConfig) -> Result<(), Error> {
+/// Runs every controller and the broker until SIGTERM/SIGINT. `set_level`, when given, lets the
+/// ConfigMap `byok-operator-config` change the log level at run time.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    broker_config: BrokerConfig,
+    set_level: Option<super::loglevel::SetLevel>,
+) -> Result<(), Error> {
+    if let Some(set) = set_level {
+        tokio::spawn(super::loglevel::follow(client.clone(), config.namespace.clone(), set));
+    }
     let reporter = Reporter { controller: "byok-operator".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
     let ring = keyring::load_or_create(&client, &config.namespace, &config.keyring_secret, &recorder).await?;
