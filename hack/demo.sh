@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The demo: builds what it needs, starts a local control plane, the mock provider and the
-# operator, applies deploy/samples/, shows the keys, and proves etcd holds no plaintext key.
+# The demo: builds what it needs, starts a local control plane (as root, with a real node), the
+# mock provider and the operator, applies deploy/samples/, shows the keys, proves etcd holds no
+# plaintext key, and runs a 20-case EvalJob whose judge pod runs on the node. BYOK_NODE=false (or
+# not root): no node, and the judge pod's containers run as local processes instead.
 # The cluster keeps running afterwards for you to explore; `hack/demo.sh down` stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,25 +20,38 @@ if [[ "${1:-}" == "down" ]]; then stop; exit 0; fi
 trap 'echo "[demo] failed; stopping"; stop' ERR
 
 bash hack/prereqs.sh
+if [[ -z "${BYOK_NODE:-}" && "$(id -u)" == 0 ]]; then BYOK_NODE=true; fi
+export BYOK_NODE=${BYOK_NODE:-false}
 echo "[demo] building byok-operator"
 cargo build --quiet --bins
+if [[ "$BYOK_NODE" == "true" ]]; then
+  cargo build --quiet --release --bins # what the judge image packages
+  bash hack/image.sh pause
+fi
 bash hack/cluster.sh up
 eval "$(bash hack/cluster.sh env)"
 mkdir -p "$STATE"
+# Judge pods reach the broker and the mock provider on the node's bridge address.
+host=127.0.0.1
+if [[ "$BYOK_NODE" == "true" ]]; then
+  bash hack/image.sh operator
+  host=10.244.0.1
+fi
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BIN"/byok-mock-provider --listen "127.0.0.1:$port" --latency-ms 50 >"$STATE/mock.log" 2>&1 &
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("'"$host"'",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+"$BIN"/byok-mock-provider --listen "$host:$port" --latency-ms 50 >"$STATE/mock.log" 2>&1 &
 echo $! >"$STATE/mock.pid"
-mock=http://127.0.0.1:$port
+mock=http://$host:$port
 
 kubectl apply --server-side -f deploy/crds/ >/dev/null
 kubectl wait --for condition=established crd/byokkeys.launchgate.ai crd/evaljobs.launchgate.ai --timeout=60s >/dev/null
 kubectl create namespace byok-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl create namespace byok-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-bport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BIN"/byok-operator --namespace byok-system --log-format text \
-  --broker-listen "127.0.0.1:$bport" --broker-url "https://127.0.0.1:$bport" \
+bport=$(free_port)
+"$BIN"/byok-operator --namespace byok-system --log-format text --judge-image localhost/byok/byok-operator:dev \
+  --broker-listen "$host:$bport" --broker-url "https://$host:$bport" \
   --openai-base-url "$mock/openai/v1" --anthropic-base-url "$mock/anthropic" \
   --google-base-url "$mock/google" --azure-base-url "$mock/azure" >"$STATE/operator.log" 2>&1 &
 echo $! >"$STATE/operator.pid"
@@ -80,37 +95,48 @@ for _ in $(seq 1 100); do
   [[ -n "$pod" ]] && break
   sleep 0.2
 done
-echo "[demo] Job $job created judge pod $pod (Pending: this local cluster has no node yet)."
-echo "[demo] Standing in for the kubelet: the pod's volumes are laid out in $STATE/pod, its tokens come from the"
-echo "       TokenRequest API bound to the real Pod, and its two containers run as local processes with the pod spec's commands."
-uid=$(kubectl get pod "$pod" -n byok-demo -o jsonpath='{.metadata.uid}')
-P=$STATE/pod; rm -rf "$P"; mkdir -p "$P"/{key,cases,ca,broker-token,results-token}
-cm=$(kubectl get pod "$pod" -n byok-demo -o jsonpath='{.spec.volumes[?(@.name=="cases")].configMap.name}')
-kubectl get cm "$cm" -n byok-demo -o jsonpath='{.data.cases\.jsonl}' >"$P/cases/cases.jsonl"
-kubectl get cm "$cm" -n byok-demo -o jsonpath='{.data.config\.json}' >"$P/cases/config.json"
-kubectl get cm byok-broker-ca -n byok-demo -o jsonpath='{.data.ca\.crt}' >"$P/ca/ca.crt"
-for aud in broker:byok-broker.launchgate.ai results:byok-results.launchgate.ai; do
-  kubectl create token default -n byok-demo --audience "${aud#*:}" --duration 10m \
-    --bound-object-kind Pod --bound-object-name "$pod" --bound-object-uid "$uid" >"$P/${aud%%:*}-token/token"
-done
-# The pod's commands, with /var/run/byok/ mapped to $P.
-podcmd() { kubectl get pod "$pod" -n byok-demo -o json | python3 -c '
-import json, sys
-pod = json.load(sys.stdin); name, root = sys.argv[1], sys.argv[2]
-cs = pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
-cmd = next(c["command"] for c in cs if c["name"] == name)
-print("\n".join(a.replace("/var/run/byok/", root + "/") for a in cmd[1:]))' "$1" "$P"; }
-mapfile -t fetch_args < <(podcmd fetch-key)
-mapfile -t judge_args < <(podcmd judge)
-POD_UID=$uid "$BIN"/byok-judge "${fetch_args[@]}"
-echo "[demo] key file: $(stat -c '%A %s bytes' "$P/key/key") (the pod mounts it from a memory-backed emptyDir)"
-POD_UID=$uid JOB_COMPLETION_INDEX=0 RUST_LOG=warn "$BIN"/byok-judge "${judge_args[@]}" &
-judge_pid=$!
-while kill -0 "$judge_pid" 2>/dev/null; do
-  kubectl get evaljob qa-smoke -n byok-demo --no-headers 2>/dev/null | sed 's/^/  progress: /'
-  sleep 1
-done
-wait "$judge_pid"
+if [[ "$BYOK_NODE" == "true" ]]; then
+  echo "[demo] Job $job created judge pod $pod; it runs on node byok-node (kubelet, containerd, runc):"
+  for _ in $(seq 1 120); do
+    kubectl get evaljob qa-smoke -n byok-demo --no-headers 2>/dev/null | sed 's/^/  progress: /'
+    phase=$(kubectl get evaljob qa-smoke -n byok-demo -o jsonpath='{.status.phase}')
+    [[ "$phase" == "Succeeded" || "$phase" == "Failed" ]] && break
+    sleep 1
+  done
+  kubectl get pods -n byok-demo -l "batch.kubernetes.io/job-name=$job" -o wide
+else
+  echo "[demo] Job $job created judge pod $pod (Pending: this local cluster has no node yet)."
+  echo "[demo] Standing in for the kubelet: the pod's volumes are laid out in $STATE/pod, its tokens come from the"
+  echo "       TokenRequest API bound to the real Pod, and its two containers run as local processes with the pod spec's commands."
+  uid=$(kubectl get pod "$pod" -n byok-demo -o jsonpath='{.metadata.uid}')
+  P=$STATE/pod; rm -rf "$P"; mkdir -p "$P"/{key,cases,ca,broker-token,results-token}
+  cm=$(kubectl get pod "$pod" -n byok-demo -o jsonpath='{.spec.volumes[?(@.name=="cases")].configMap.name}')
+  kubectl get cm "$cm" -n byok-demo -o jsonpath='{.data.cases\.jsonl}' >"$P/cases/cases.jsonl"
+  kubectl get cm "$cm" -n byok-demo -o jsonpath='{.data.config\.json}' >"$P/cases/config.json"
+  kubectl get cm byok-broker-ca -n byok-demo -o jsonpath='{.data.ca\.crt}' >"$P/ca/ca.crt"
+  for aud in broker:byok-broker.launchgate.ai results:byok-results.launchgate.ai; do
+    kubectl create token default -n byok-demo --audience "${aud#*:}" --duration 10m \
+      --bound-object-kind Pod --bound-object-name "$pod" --bound-object-uid "$uid" >"$P/${aud%%:*}-token/token"
+  done
+  # The pod's commands, with /var/run/byok/ mapped to $P.
+  podcmd() { kubectl get pod "$pod" -n byok-demo -o json | python3 -c '
+  import json, sys
+  pod = json.load(sys.stdin); name, root = sys.argv[1], sys.argv[2]
+  cs = pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+  cmd = next(c["command"] for c in cs if c["name"] == name)
+  print("\n".join(a.replace("/var/run/byok/", root + "/") for a in cmd[1:]))' "$1" "$P"; }
+  mapfile -t fetch_args < <(podcmd fetch-key)
+  mapfile -t judge_args < <(podcmd judge)
+  POD_UID=$uid "$BIN"/byok-judge "${fetch_args[@]}"
+  echo "[demo] key file: $(stat -c '%A %s bytes' "$P/key/key") (the pod mounts it from a memory-backed emptyDir)"
+  POD_UID=$uid JOB_COMPLETION_INDEX=0 RUST_LOG=warn "$BIN"/byok-judge "${judge_args[@]}" &
+  judge_pid=$!
+  while kill -0 "$judge_pid" 2>/dev/null; do
+    kubectl get evaljob qa-smoke -n byok-demo --no-headers 2>/dev/null | sed 's/^/  progress: /'
+    sleep 1
+  done
+  wait "$judge_pid"
+fi
 kubectl wait evaljob/qa-smoke -n byok-demo --for=jsonpath='{.status.phase}'=Succeeded --timeout=60s >/dev/null
 echo
 kubectl get evaljobs -n byok-demo
