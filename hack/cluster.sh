@@ -97,7 +97,7 @@ gen_certs() {
     cd "$d"
     openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=byok-local-ca" 2>/dev/null
     cat > server.ext <<EOF
-subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.0.0.1
+subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.0.0.1,IP:10.244.0.1
 extendedKeyUsage=serverAuth
 EOF
     openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=kube-apiserver" 2>/dev/null
@@ -184,13 +184,17 @@ cmd_up() {
     --initial-cluster="byok-local=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level=warn
   wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
   local pki=$STATE/pki
+  # in-cluster: with a node, pods reach the API server through the `kubernetes` Service, whose
+  # endpoint is the node's bridge address (10.244.0.1, the host); so listen beyond loopback.
+  local bind=127.0.0.1 advertise=127.0.0.1 reconciler=none
+  if [[ "${BYOK_NODE:-}" == "true" ]]; then bind=0.0.0.0 advertise=10.244.0.1 reconciler=lease; fi
   start kube-apiserver "$dir/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --secure-port="$api_port" --advertise-address=127.0.0.1 \
+    --bind-address="$bind" --secure-port="$api_port" --advertise-address="$advertise" \
     --cert-dir="$STATE/apiserver-certs" --tls-cert-file="$pki/server.crt" --tls-private-key-file="$pki/server.key" \
     --client-ca-file="$pki/ca.crt" --authorization-mode=RBAC,Node \
     --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" --api-audiences=https://kubernetes.default.svc \
-    --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true --endpoint-reconciler-type=none \
+    --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true --endpoint-reconciler-type="$reconciler" \
     --enable-priority-and-fairness=false --storage-media-type=application/json \
     --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
     --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP # node: hack/node.sh

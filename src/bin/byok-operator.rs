@@ -29,47 +29,47 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    #[arg(long, env = "BYOK_OPENAI_BASE_URL")]
+    #[arg(long, global = true, env = "BYOK_OPENAI_BASE_URL")]
     openai_base_url: Option<String>,
-    #[arg(long, env = "BYOK_ANTHROPIC_BASE_URL")]
+    #[arg(long, global = true, env = "BYOK_ANTHROPIC_BASE_URL")]
     anthropic_base_url: Option<String>,
-    #[arg(long, env = "BYOK_GOOGLE_BASE_URL")]
+    #[arg(long, global = true, env = "BYOK_GOOGLE_BASE_URL")]
     google_base_url: Option<String>,
     /// Replaces every Azure OpenAI endpoint (a gateway, or the mock provider).
-    #[arg(long, env = "BYOK_AZURE_BASE_URL")]
+    #[arg(long, global = true, env = "BYOK_AZURE_BASE_URL")]
     azure_base_url: Option<String>,
     /// Default judge model per provider, e.g. `openai=gpt-4o,anthropic=claude-sonnet-4-6`.
-    #[arg(long, env = "BYOK_DEFAULT_MODELS")]
+    #[arg(long, global = true, env = "BYOK_DEFAULT_MODELS")]
     default_models: Option<String>,
     /// Reconciles in flight at once.
-    #[arg(long, env = "BYOK_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, global = true, env = "BYOK_CONCURRENCY", default_value_t = 64)]
     concurrency: u16,
     /// Watch only this namespace instead of the whole cluster.
-    #[arg(long, env = "BYOK_WATCH_NAMESPACE")]
+    #[arg(long, global = true, env = "BYOK_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
     /// Address the key broker listens on (HTTPS).
-    #[arg(long, env = "BYOK_BROKER_LISTEN", default_value = "0.0.0.0:8443")]
+    #[arg(long, global = true, env = "BYOK_BROKER_LISTEN", default_value = "0.0.0.0:8443")]
     broker_listen: std::net::SocketAddr,
     /// URL judge pods reach the broker at; default https://byok-broker.<namespace>.svc:8443.
-    #[arg(long, env = "BYOK_BROKER_URL")]
+    #[arg(long, global = true, env = "BYOK_BROKER_URL")]
     broker_url: Option<String>,
     /// Service name of the broker, for its certificate and default URL.
-    #[arg(long, env = "BYOK_BROKER_SERVICE", default_value = "byok-broker")]
+    #[arg(long, global = true, env = "BYOK_BROKER_SERVICE", default_value = "byok-broker")]
     broker_service: String,
     /// Secret of the broker CA (created on first start).
-    #[arg(long, env = "BYOK_BROKER_CA_SECRET", default_value = "byok-broker-ca")]
+    #[arg(long, global = true, env = "BYOK_BROKER_CA_SECRET", default_value = "byok-broker-ca")]
     broker_ca_secret: String,
     /// Run the controllers only while holding a Lease, so several replicas can run (HA).
-    #[arg(long, env = "BYOK_LEADER_ELECT")]
+    #[arg(long, global = true, env = "BYOK_LEADER_ELECT")]
     leader_elect: bool,
     /// Name of the leader Lease in the operator namespace.
-    #[arg(long, env = "BYOK_LEASE_NAME", default_value = "byok-operator-leader")]
+    #[arg(long, global = true, env = "BYOK_LEASE_NAME", default_value = "byok-operator-leader")]
     lease_name: String,
     /// Seconds a leader's lease lasts without renewal.
-    #[arg(long, env = "BYOK_LEASE_SECONDS", default_value_t = 15)]
+    #[arg(long, global = true, env = "BYOK_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
     /// Image holding the byok-judge binary, for judge pods.
-    #[arg(long, env = "BYOK_JUDGE_IMAGE", default_value = concat!("byok-operator:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, global = true, env = "BYOK_JUDGE_IMAGE", default_value = concat!("byok-operator:", env!("CARGO_PKG_VERSION")))]
     judge_image: String,
 }
 

@@ -167,3 +167,13 @@ pub async fn collect_pod_logs(env: &mut TestEnv) -> usize {
     }
     judge_bytes
 }
+
+/// Directory of the cluster's binaries (kubectl), as `hack/cluster.sh bin` prints it.
+pub fn bin_dir() -> String {
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/cluster.sh"))
+        .arg("bin")
+        .output()
+        .expect("hack/cluster.sh bin");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
