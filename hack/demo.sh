@@ -49,12 +49,29 @@ kubectl wait --for condition=established crd/byokkeys.launchgate.ai crd/evaljobs
 kubectl create namespace byok-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl create namespace byok-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-bport=$(free_port)
-"$BIN"/byok-operator --namespace byok-system --log-format text --judge-image localhost/byok/byok-operator:dev \
-  --broker-listen "$host:$bport" --broker-url "https://$host:$bport" \
-  --openai-base-url "$mock/openai/v1" --anthropic-base-url "$mock/anthropic" \
-  --google-base-url "$mock/google" --azure-base-url "$mock/azure" >"$STATE/operator.log" 2>&1 &
-echo $! >"$STATE/operator.pid"
+if [[ "$BYOK_NODE" == "true" ]]; then
+  # The operator runs in the cluster: the Helm chart (2 replicas, one leader), rendered by the
+  # pinned helm that hack/helm.sh builds, with the image built by hack/image.sh.
+  helm=$(bash hack/helm.sh build | tail -1)
+  "$helm" template byok-operator charts/byok-operator -n byok-system \
+    --set image.repository=localhost/byok/byok-operator --set image.tag=dev --set image.pullPolicy=Never \
+    --set logFormat=text --set providers.openai.baseURL="$mock/openai/v1" \
+    --set providers.anthropic.baseURL="$mock/anthropic" --set providers.google.baseURL="$mock/google" \
+    --set providers.azureOpenAI.baseURL="$mock/azure" | kubectl apply --server-side -f - >/dev/null
+  echo "[demo] operator Deployment applied from charts/byok-operator; waiting for the leader to be Ready"
+  for _ in $(seq 1 120); do
+    [[ "$(kubectl get deploy byok-operator -n byok-system -o jsonpath='{.status.readyReplicas}')" == "1" ]] && break
+    sleep 1
+  done
+  kubectl get pods -n byok-system -o wide
+else
+  bport=$(free_port)
+  "$BIN"/byok-operator --namespace byok-system --log-format text --judge-image localhost/byok/byok-operator:dev \
+    --broker-listen "$host:$bport" --broker-url "https://$host:$bport" \
+    --openai-base-url "$mock/openai/v1" --anthropic-base-url "$mock/anthropic" \
+    --google-base-url "$mock/google" --azure-base-url "$mock/azure" >"$STATE/operator.log" 2>&1 &
+  echo $! >"$STATE/operator.pid"
+fi
 
 echo "[demo] applying deploy/samples/byokkeys.yaml (4 providers, one invalid key)"
 kubectl apply -f deploy/samples/byokkeys.yaml >/dev/null
@@ -148,4 +165,5 @@ echo "[demo] etcd after the evaluation (the key went to the pod only through the
 python3 hack/etcd-scan.py --control launchgate.ai/encrypted-key "$BYOK_ETCD_ENDPOINT" $keys | tail -2
 echo "[demo] per-case results: kubectl get cm -n byok-demo $(kubectl get evaljob qa-smoke -n byok-demo -o jsonpath='{range .status.resultsRef.configMaps[*]}{@} {end}')"
 echo
-echo "[demo] done. KUBECONFIG=$KUBECONFIG; operator log: $STATE/operator.log; stop with: hack/demo.sh down"
+if [[ "$BYOK_NODE" == "true" ]]; then oplog="kubectl logs -n byok-system deploy/byok-operator"; else oplog=$STATE/operator.log; fi
+echo "[demo] done. KUBECONFIG=$KUBECONFIG; operator log: $oplog; stop with: hack/demo.sh down"
