@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use byok_operator::crd::{EvalJob, EvalPhase, KeyPhase, Provider};
 use byok_operator::mock::MockConfig;
-use common::evaljobs::{create_evaljob, default_key, phase, wait_evaljob_within};
+use common::evaljobs::{cases, create_evaljob, default_key, judge_spec, phase, wait_evaljob_within};
 use common::node::{self, POD_TIMEOUT, note};
 use common::{TestEnv, eventually};
 use k8s_openapi::api::batch::v1::Job;
@@ -42,28 +42,6 @@ async fn wait_succeeded(env: &TestEnv, name: &str) -> EvalJob {
     .await;
     assert_eq!(phase(&ej), Some(EvalPhase::Succeeded), "{name}: {:?}", ej.status);
     ej
-}
-
-fn judge_spec(provider: &str, cases: serde_json::Value) -> serde_json::Value {
-    json!({
-        "provider": provider,
-        "scorers": [
-            { "type": "llm_judge", "rubric": "The answer is correct and polite.", "passThreshold": 0.5 },
-            { "type": "contains", "value": "answer" }
-        ],
-        "cases": cases
-    })
-}
-
-fn cases(n: usize) -> serde_json::Value {
-    // Even cases score 0.9 (pass), odd ones 0.2 (fail): the mock's verdicts are predictable.
-    let v: Vec<_> = (0..n)
-        .map(|i| {
-            let score = if i % 2 == 0 { "0.9" } else { "0.2" };
-            json!({ "id": format!("c{i}"), "input": "q", "output": format!("the answer mock-score={score}") })
-        })
-        .collect();
-    json!(v)
 }
 
 /// All per-case results of a finished EvalJob (its results ConfigMaps, JUnit first).

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use byok_operator::crd::{EvalJob, EvalPhase, KeyPhase, Provider};
 use byok_operator::judge::wire;
-use common::evaljobs::{create_evaljob, default_key, phase, wait_evaljob};
+use common::evaljobs::{cases, create_evaljob, default_key, judge_spec, phase, wait_evaljob};
 use common::judge_pod::{LocalPod, judge_pods, pod_token};
 use common::{TIMEOUT, TestEnv, eventually};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
@@ -17,28 +17,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-
-fn judge_spec(provider: &str, cases: serde_json::Value) -> serde_json::Value {
-    json!({
-        "provider": provider,
-        "scorers": [
-            { "type": "llm_judge", "rubric": "The answer is correct and polite.", "passThreshold": 0.5 },
-            { "type": "contains", "value": "answer" }
-        ],
-        "cases": cases
-    })
-}
-
-fn cases(n: usize) -> serde_json::Value {
-    // Even cases score 0.9 (pass), odd ones 0.2 (fail): the mock's verdicts are predictable.
-    let v: Vec<_> = (0..n)
-        .map(|i| {
-            let score = if i % 2 == 0 { "0.9" } else { "0.2" };
-            json!({ "id": format!("c{i}"), "input": "q", "output": format!("the answer mock-score={score}") })
-        })
-        .collect();
-    json!(v)
-}
 
 #[tokio::test]
 async fn judge_pod_spec_is_admitted_under_restricted_pod_security() {
@@ -125,15 +103,20 @@ async fn waits_for_a_key_and_resumes_when_one_appears() {
     env.assert_no_plaintext().await;
 }
 
-/// Calls the broker's key endpoint like fetch-key does; returns (HTTP status, refusal reason or key).
-async fn ask_broker(env: &TestEnv, token: &str, pod_uid: &str) -> (u16, String) {
+/// An HTTPS client that trusts only the broker CA published to the test namespace, as judge pods do.
+async fn broker_client(env: &TestEnv) -> reqwest::Client {
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
     let ca = cms.get("byok-broker-ca").await.expect("CA bundle").data.expect("data")["ca.crt"].clone();
-    let http = reqwest::Client::builder()
+    reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("ca"))
         .tls_built_in_root_certs(false)
         .build()
-        .expect("client");
+        .expect("client")
+}
+
+/// Calls the broker's key endpoint like fetch-key does; returns (HTTP status, refusal reason or key).
+async fn ask_broker(env: &TestEnv, token: &str, pod_uid: &str) -> (u16, String) {
+    let http = broker_client(env).await;
     let url = format!("https://127.0.0.1:{}{}", env.broker_port, wire::KEY_PATH);
     let resp =
         http.post(url).bearer_auth(token).json(&json!({ "podUid": pod_uid })).send().await.expect("broker answers");
@@ -144,13 +127,7 @@ async fn ask_broker(env: &TestEnv, token: &str, pod_uid: &str) -> (u16, String) 
 }
 
 async fn broker_get(env: &TestEnv, path: &str) -> String {
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
-    let ca = cms.get("byok-broker-ca").await.expect("CA bundle").data.expect("data")["ca.crt"].clone();
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("ca"))
-        .tls_built_in_root_certs(false)
-        .build()
-        .expect("client");
+    let http = broker_client(env).await;
     let url = format!("https://127.0.0.1:{}{path}", env.broker_port);
     http.get(url).send().await.expect("broker answers").text().await.expect("text")
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::config::{join, segment};
 use super::error::{CallError, FailureKind};
-use super::http::{self, ErrorBody, call, secret_header};
+use super::http::{self, ErrorBody, call, judge_call, secret_header};
 use super::verdict::{VERDICT_NAME, count, parse_verdict_text, verdict_from_value, verdict_schema};
 use super::{CheckOutcome, Endpoints, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, request_id, unexpected_body};
 
@@ -132,11 +132,7 @@ pub(super) async fn judge(
     request: &JudgeRequest<'_>,
 ) -> Result<(Verdict, Usage), JudgeError> {
     let builder = http.post(join(&endpoints.anthropic, "v1/messages")).json(&messages_body(request));
-    let reply = match authed(builder, request.key) {
-        Ok(builder) => call(builder, request.timeout, request.key, classify).await,
-        Err(e) => Err(e),
-    }
-    .map_err(|e| e.into_judge_error(request.model))?;
+    let reply = judge_call(authed(builder, request.key), request.timeout, request.key, request.model, classify).await?;
     parse_messages_response(&reply.body)
 }
 

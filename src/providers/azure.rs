@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::config::{join, segment};
 use super::error::CallError;
-use super::http::{call, secret_header};
+use super::http::{call, judge_call, secret_header};
 use super::openai::{chat_body, classify, model_ids, parse_chat_response};
 use super::{
     CheckOutcome, Endpoints, InvalidReason, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, request_id,
@@ -109,11 +109,7 @@ pub(super) async fn judge(
             request,
         )),
     };
-    let reply = match authed(builder, request.key) {
-        Ok(builder) => call(builder, request.timeout, request.key, classify).await,
-        Err(e) => Err(e),
-    }
-    .map_err(|e| e.into_judge_error(deployment))?;
+    let reply = judge_call(authed(builder, request.key), request.timeout, request.key, deployment, classify).await?;
     parse_chat_response(&reply.body)
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::config::{join, segment};
 use super::error::{CallError, FailureKind};
-use super::http::{self, ErrorBody, call, secret_header};
+use super::http::{self, ErrorBody, call, judge_call, secret_header};
 use super::retry::MAX_RETRY_AFTER;
 use super::verdict::{count, gemini_verdict_schema, parse_verdict_text};
 use super::{CheckOutcome, Endpoints, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, unexpected_body};
@@ -148,11 +148,7 @@ pub(super) async fn judge(
 ) -> Result<(Verdict, Usage), JudgeError> {
     let url = join(&endpoints.google, &format!("{}:generateContent", model_path(request.model)));
     let builder = http.post(url).json(&generate_body(request));
-    let reply = match authed(builder, request.key) {
-        Ok(builder) => call(builder, request.timeout, request.key, classify).await,
-        Err(e) => Err(e),
-    }
-    .map_err(|e| e.into_judge_error(request.model))?;
+    let reply = judge_call(authed(builder, request.key), request.timeout, request.key, request.model, classify).await?;
     parse_generate_response(&reply.body)
 }
 

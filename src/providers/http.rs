@@ -78,6 +78,22 @@ pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, CallError> {
     Ok(header)
 }
 
+/// A judge call: the authenticated request (or why it could not be built) sent with [`call`],
+/// failures turned into the [`super::JudgeError`] for `model`.
+pub(crate) async fn judge_call(
+    authed: Result<RequestBuilder, CallError>,
+    timeout: Duration,
+    key: &SecretString,
+    model: &str,
+    classify: fn(u16, &str) -> ErrorBody,
+) -> Result<Reply, super::JudgeError> {
+    match authed {
+        Ok(builder) => call(builder, timeout, key, classify).await,
+        Err(e) => Err(e),
+    }
+    .map_err(|e| e.into_judge_error(model))
+}
+
 /// Sends the request and reads the body. 2xx comes back as a [`Reply`]; any other status is
 /// classified by the provider's `classify` function into a redacted [`Failure`].
 pub(crate) async fn call(

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::config::join;
 use super::error::{CallError, FailureKind};
-use super::http::{self, ErrorBody, call, secret_header};
+use super::http::{self, ErrorBody, call, judge_call, secret_header};
 use super::verdict::{count, parse_verdict_text, verdict_schema};
 use super::{CheckOutcome, Endpoints, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, request_id, unexpected_body};
 
@@ -154,11 +154,7 @@ pub(super) async fn judge(
 ) -> Result<(Verdict, Usage), JudgeError> {
     let body = chat_body(Some(request.model), request.model, request);
     let builder = http.post(join(&endpoints.openai, "chat/completions")).json(&body);
-    let reply = match bearer(builder, request.key) {
-        Ok(builder) => call(builder, request.timeout, request.key, classify).await,
-        Err(e) => Err(e),
-    }
-    .map_err(|e| e.into_judge_error(request.model))?;
+    let reply = judge_call(bearer(builder, request.key), request.timeout, request.key, request.model, classify).await?;
     parse_chat_response(&reply.body)
 }
 

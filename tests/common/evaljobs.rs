@@ -48,3 +48,26 @@ pub async fn wait_evaljob(env: &TestEnv, name: &str, what: &str, pred: impl Fn(&
 pub fn phase(e: &EvalJob) -> Option<EvalPhase> {
     e.status.as_ref().and_then(|s| s.phase)
 }
+
+/// An EvalJob spec with an `llm_judge` and a `contains` scorer over `cases`.
+pub fn judge_spec(provider: &str, cases: serde_json::Value) -> serde_json::Value {
+    json!({
+        "provider": provider,
+        "scorers": [
+            { "type": "llm_judge", "rubric": "The answer is correct and polite.", "passThreshold": 0.5 },
+            { "type": "contains", "value": "answer" }
+        ],
+        "cases": cases
+    })
+}
+
+/// `n` cases: even ones score 0.9 (pass), odd ones 0.2 (fail): the mock's verdicts are predictable.
+pub fn cases(n: usize) -> serde_json::Value {
+    let v: Vec<_> = (0..n)
+        .map(|i| {
+            let score = if i % 2 == 0 { "0.9" } else { "0.2" };
+            json!({ "id": format!("c{i}"), "input": "q", "output": format!("the answer mock-score={score}") })
+        })
+        .collect();
+    json!(v)
+}
