@@ -48,6 +48,7 @@ kubectl apply --server-side -f deploy/crds/ >/dev/null
 kubectl wait --for condition=established crd/byokkeys.launchgate.ai crd/evaljobs.launchgate.ai --timeout=60s >/dev/null
 kubectl create namespace byok-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl create namespace byok-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl label namespace byok-demo launchgate.ai/evaljobs=enabled --overwrite >/dev/null # judge Jobs (byok-operator-jobs)
 
 if [[ "$BYOK_NODE" == "true" ]]; then
   # The operator runs in the cluster: the Helm chart (2 replicas, one leader), rendered by the

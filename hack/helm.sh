@@ -8,7 +8,11 @@
 #   hack/helm.sh template   render default, namespaced and all-options into target/helm/
 #   hack/helm.sh manifests  copy deploy/crds into the chart and regenerate deploy/manifests
 #   hack/helm.sh check      fail when the chart's CRDs or deploy/manifests differ from what they should be
-#   hack/helm.sh validate   server-side dry-run of the renders on the local control plane, then RBAC checks
+#   hack/helm.sh validate   server-side dry-run of the renders on the local control plane, then RBAC checks,
+#                           then the admission policies (byok-judge-pods, byok-operator-jobs) applied and
+#                           exercised for real: a Job's pods are created; a judge pod made by admin, an
+#                           image patch, a label change, kubectl debug, exec, and off-policy Jobs of the
+#                           operator's ServiceAccount are refused
 #   hack/helm.sh smoke      run target/debug/byok-operator as the chart's ServiceAccount (both RBAC
 #                           modes) against the mock provider: keys imported, EvalJob started, no 403
 #   hack/helm.sh helm ARGS  run the pinned helm
@@ -87,7 +91,16 @@ ALL_OPTIONS=(
   --set podDisruptionBudget.minAvailable=1 --set serviceMonitor.enabled=true --set logFormat=text
   --set priorityClassName=system-cluster-critical --set extraArgs='{--concurrency=32}'
   --set namespace.create=true
+  --set azure.allowedEndpointHosts='{gw.example.com,*.openai.azure.com}'
+  --set serviceMonitor.bearerTokenSecret.name=prometheus-token --set serviceMonitor.bearerTokenSecret.key=tok
+  --set judgePolicy.jobControllerUsers='{system:kube-controller-manager}' --set judgePolicy.requireNamespaceOptIn=false
 )
+# What the defaults and all-options leave out: the chart-made metrics scraper identity (scraper),
+# and everything optional switched off (off).
+SCRAPER_OPTIONS=(--set serviceMonitor.enabled=true)
+OFF_OPTIONS=(--set judgePolicy.enabled=false --set metrics.authorization=false --set rbac.create=false
+  --set serviceAccount.create=false --set serviceAccount.name=byok-operator --set networkPolicy.judge.enabled=false
+  --set podDisruptionBudget.enabled=false)
 
 cmd_lint() {
   cmd_build
@@ -98,6 +111,14 @@ cmd_lint() {
   # The schema refuses unknown values and bad enums.
   if helm_ template x "$CHART" --set no.such.value=1 >/dev/null 2>&1; then die "values.schema.json accepted an unknown value"; fi
   if helm_ template x "$CHART" --set logFormat=xml >/dev/null 2>&1; then die "values.schema.json accepted logFormat=xml"; fi
+  if helm_ template x "$CHART" --set 'azure.allowedEndpointHosts=' >/dev/null 2>&1 ||
+    helm_ template x "$CHART" --set 'azure.allowedEndpointHosts={https://x.example}' >/dev/null 2>&1; then
+    die "values.schema.json accepted an empty or malformed azure.allowedEndpointHosts"
+  fi
+  # The operator refuses to import keys from its own namespace: the chart refuses to render that.
+  if helm_ template x "$CHART" --namespace "$NAMESPACE" --set watchNamespace="$NAMESPACE" >/dev/null 2>&1; then
+    die "the chart rendered with watchNamespace == the release namespace"
+  fi
   log "lint ok"
 }
 
@@ -106,10 +127,79 @@ cmd_template() {
   render default
   render namespaced --set watchNamespace=$WATCH_NS
   render all-options "${ALL_OPTIONS[@]}"
+  render scraper "${SCRAPER_OPTIONS[@]}"
+  render off "${OFF_OPTIONS[@]}"
   render manifests --set namespace.create=true
-  for f in default namespaced all-options; do
+  render_checks
+  for f in default namespaced all-options scraper off; do
     log "rendered $f: $(grep -c '^kind:' "$OUT/$f.yaml") objects ($(grep '^kind:' "$OUT/$f.yaml" | sort | uniq -c | awk '{printf "%s %s, ", $1, $3}' | sed 's/, $//'))"
   done
+}
+
+# What the renders must hold that a dry-run cannot tell: the policies, the new settings, the
+# metrics RBAC, and the judge image the policy enforces being the one the operator is given.
+render_checks() {
+  python3 - "$OUT" <<'PY'
+import re, sys
+out = sys.argv[1]
+def text(name):
+    return open(f'{out}/{name}.yaml').read()
+def docs(name):
+    return [d for d in re.split(r'^---\s*$', text(name), flags=re.M) if re.search(r'^kind:', d, flags=re.M)]
+def doc(name, kind, obj):
+    for d in docs(name):
+        if re.search(rf'^kind: {kind}$', d, flags=re.M) and re.search(rf'^  name: {obj}$', d, flags=re.M):
+            return d
+    return None
+def env(name, var):
+    m = re.search(r'- name: ' + var + r'\n\s+value: (.*)', text(name))
+    return m and m.group(1)
+def fail(msg):
+    print(f'[helm] FAIL: render {msg}', file=sys.stderr)
+    sys.exit(1)
+for name in ['default', 'namespaced', 'all-options', 'scraper']:
+    for kind in ['ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']:
+        for obj in ['byok-judge-pods', 'byok-operator-jobs']:
+            if not doc(name, kind, obj):
+                fail(f'{name}: no {kind} {obj}')
+    if 'subjectaccessreviews' not in text(name) or not doc(name, 'ClusterRole', 'byok-operator-metrics-reader'):
+        fail(f'{name}: no subjectaccessreviews rule or no ClusterRole byok-operator-metrics-reader')
+    if not doc(name, 'Role', 'byok-operator-grants'):
+        fail(f'{name}: no Role byok-operator-grants (grant record ConfigMaps)')
+    if env(name, 'BYOK_METRICS_AUTH') != '"true"':
+        fail(f'{name}: BYOK_METRICS_AUTH is {env(name, "BYOK_METRICS_AUTH")}')
+    # The judge image byok-operator-jobs enforces is BYOK_JUDGE_IMAGE (the full reference by digest when pinned).
+    if f"expression: '{env(name, 'BYOK_JUDGE_IMAGE')}'" not in doc(name, 'ValidatingAdmissionPolicy', 'byok-operator-jobs'):
+        fail(f'{name}: byok-operator-jobs does not compare images with BYOK_JUDGE_IMAGE {env(name, "BYOK_JUDGE_IMAGE")}')
+    jobs = doc(name, 'ValidatingAdmissionPolicy', 'byok-operator-jobs')
+    if 'request.userInfo.username == "system:serviceaccount:byok-system:byok-operator"' not in jobs:
+        fail(f'{name}: byok-operator-jobs does not match the operator ServiceAccount')
+    optin = 'launchgate.ai/evaljobs"] == "enabled"' in jobs
+    if optin != (name != 'all-options'):
+        fail(f'{name}: namespace opt-in check {"present" if optin else "missing"}')
+if env('all-options', 'BYOK_JUDGE_IMAGE') != '"registry.example/byok-judge:0.1.0"':
+    fail('all-options: judge.image not passed as BYOK_JUDGE_IMAGE')
+if env('default', 'BYOK_AZURE_ENDPOINT_ALLOW') != '"*.openai.azure.com,*.cognitiveservices.azure.com"':
+    fail(f'default: BYOK_AZURE_ENDPOINT_ALLOW is {env("default", "BYOK_AZURE_ENDPOINT_ALLOW")}')
+if env('all-options', 'BYOK_AZURE_ENDPOINT_ALLOW') != '"gw.example.com,*.openai.azure.com"':
+    fail(f'all-options: BYOK_AZURE_ENDPOINT_ALLOW is {env("all-options", "BYOK_AZURE_ENDPOINT_ALLOW")}')
+if 'in ["system:kube-controller-manager"]' not in doc('all-options', 'ValidatingAdmissionPolicy', 'byok-judge-pods'):
+    fail('all-options: judgePolicy.jobControllerUsers not in byok-judge-pods')
+off = text('off')
+if 'ValidatingAdmissionPolicy' in off or 'subjectaccessreviews' in off or env('off', 'BYOK_METRICS_AUTH') != '"false"':
+    fail('off: judgePolicy.enabled=false / metrics.authorization=false still render policies or SubjectAccessReview')
+sm = text('scraper')
+for want in ['type: kubernetes.io/service-account-token', 'kubernetes.io/service-account.name: byok-operator-metrics',
+             'type: Bearer', 'name: byok-operator-metrics-token\n          key: token']:
+    if want not in sm:
+        fail(f'scraper: missing {want!r}')
+if not doc('scraper', 'ClusterRoleBinding', 'byok-operator-metrics-reader'):
+    fail('scraper: no ClusterRoleBinding byok-operator-metrics-reader')
+opts = text('all-options')
+if 'name: prometheus-token\n          key: tok' not in opts or 'service-account-token' in opts:
+    fail('all-options: the ServiceMonitor does not use serviceMonitor.bearerTokenSecret')
+PY
+  log "render checks ok: admission policies (judge image == BYOK_JUDGE_IMAGE), BYOK_AZURE_ENDPOINT_ALLOW, BYOK_METRICS_AUTH, metrics and grant RBAC"
 }
 
 # Splits a render into one file per template (CRDs: one per CRD) plus a kustomization.yaml.
@@ -169,6 +259,12 @@ cmd_check() {
     head -50 "$tmp/manifests.diff" >&2
     die "deploy/manifests differs from what the chart renders: run hack/helm.sh manifests"
   fi
+  # Tests `kubectl apply` this file as it is: cluster-scoped objects only, no namespace named.
+  local vap=$MANIFESTS/admission-judge-pods.yaml
+  [[ -f $vap ]] || die "$vap missing"
+  if grep -Eq '^\s*namespace:' "$vap"; then die "$vap names a namespace"; fi
+  [[ $(grep -c '^kind: ValidatingAdmissionPolicy$' "$vap") == 1 && $(grep -c '^kind: ValidatingAdmissionPolicyBinding$' "$vap") == 1 ]] ||
+    die "$vap: expected one ValidatingAdmissionPolicy and one ValidatingAdmissionPolicyBinding"
   log "check ok: chart CRDs == deploy/crds, deploy/manifests == chart defaults"
 }
 
@@ -258,7 +354,10 @@ rbac_checks() { # mode
     can no create events "$ns"
   done
   can yes create tokenreviews.authentication.k8s.io
-  can no create subjectaccessreviews.authorization.k8s.io
+  can yes create subjectaccessreviews.authorization.k8s.io # GET /metrics (metrics.authorization)
+  # Grant records (ConfigMaps byok-grant-*) in the operator's own namespace, both modes.
+  for v in get list watch create delete; do can yes $v configmaps $NAMESPACE; done
+  can no update configmaps $NAMESPACE; can no delete configmaps $other
   can no list namespaces; can no list nodes
   if [[ $mode == namespaced ]]; then
     # Nothing outside the watch namespace and the keyring/CA Secrets of the operator namespace.
@@ -296,13 +395,16 @@ for d in re.split(r"^---\s*$", open(sys.argv[1]).read(), flags=re.M):
   dry_run default -f "$OUT/default.yaml"
   dry_run namespaced -f "$OUT/namespaced.yaml"
   # The ServiceMonitor CRD (Prometheus Operator) is not on this cluster: rendered and linted only.
-  python3 -c '
+  for f in all-options scraper; do
+    python3 -c '
 import re,sys
 docs=[d for d in re.split(r"^---\s*$", open(sys.argv[1]).read(), flags=re.M) if re.search(r"^kind:", d, flags=re.M)]
 print("---".join(d for d in docs if not re.search(r"^kind: ServiceMonitor$", d, flags=re.M)))' \
-    "$OUT/all-options.yaml" >"$OUT/all-options-no-servicemonitor.yaml"
-  grep -q '^kind: ServiceMonitor$' "$OUT/all-options.yaml" || die "all-options render has no ServiceMonitor"
-  dry_run all-options -f "$OUT/all-options-no-servicemonitor.yaml"
+      "$OUT/$f.yaml" >"$OUT/$f-no-servicemonitor.yaml"
+    grep -q '^kind: ServiceMonitor$' "$OUT/$f.yaml" || die "$f render has no ServiceMonitor"
+    dry_run "$f" -f "$OUT/$f-no-servicemonitor.yaml"
+  done
+  dry_run off -f "$OUT/off.yaml"
   dry_run kustomize -k "$MANIFESTS"
   # The Pod Security check above is live: a non-restricted pod template is reported.
   render_no_crds not-restricted --set podSecurityContext.runAsNonRoot=false --set securityContext.allowPrivilegeEscalation=true
@@ -324,6 +426,140 @@ print("---".join(d for d in docs if not re.search(r"^kind: ServiceMonitor$", d, 
   k delete -f "$OUT/rbac-default.yaml" --ignore-not-found >/dev/null
   k apply -f "$OUT/rbac-namespaced.yaml" >/dev/null
   rbac_checks namespaced
+  # The chart-made scraper identity may GET /metrics; the operator itself may not.
+  rbac_only "$OUT/scraper.yaml" >"$OUT/rbac-scraper.yaml"
+  k apply -f "$OUT/rbac-scraper.yaml" >/dev/null
+  [[ $(k auth can-i get /metrics --as="system:serviceaccount:$NAMESPACE:$RELEASE-metrics" 2>/dev/null) == yes ]] ||
+    die "RBAC: the ServiceMonitor's ServiceAccount $RELEASE-metrics cannot get /metrics"
+  [[ $(k auth can-i get /metrics --as="system:serviceaccount:$NAMESPACE:$RELEASE" 2>/dev/null) == no ]] ||
+    die "RBAC: the operator's ServiceAccount can get /metrics"
+  k delete -f "$OUT/rbac-scraper.yaml" --ignore-not-found >/dev/null
+  log "RBAC metrics: ClusterRole $RELEASE-metrics-reader lets the ServiceMonitor's token get /metrics"
+  k delete -f "$OUT/rbac-namespaced.yaml" --ignore-not-found >/dev/null
+  k apply -f "$OUT/rbac-default.yaml" >/dev/null
+  trap 'policy_cleanup; cluster_down' EXIT
+  policy_checks
+  policy_cleanup
+}
+
+# The admission policies, for real on the local control plane: byok-judge-pods from
+# deploy/manifests/admission-judge-pods.yaml (the file tests apply), byok-operator-jobs from the
+# default render. In namespaces of their own; policies and namespaces are deleted afterwards.
+POLICY_NS=chart-chk-policy
+POLICY_OPTIN_NS=chart-chk-optin
+PCHECKS=0
+
+policy_cleanup() {
+  [[ -n "${KUBECTL:-}" && -f "$OUT/policy-operator-jobs.yaml" ]] || return 0
+  k delete -f "$MANIFESTS/admission-judge-pods.yaml" -f "$OUT/policy-operator-jobs.yaml" --ignore-not-found >/dev/null 2>&1 || true
+  k delete namespace $POLICY_NS $POLICY_OPTIN_NS --ignore-not-found --wait=false >/dev/null 2>&1 || true
+}
+
+# refused WHAT MESSAGE-PART kubectl-args...: the request fails, with the policy's message.
+refused() {
+  local what=$1 msg=$2 err
+  shift 2
+  if err=$(k "$@" 2>&1 </dev/null); then die "policy: $what was allowed"; fi
+  [[ $err == *"$msg"* ]] || { printf '%s\n' "$err" >&2; die "policy: $what was refused, but not with: $msg"; }
+  PCHECKS=$((PCHECKS + 1))
+}
+
+allowed() { # WHAT kubectl-args...
+  local what=$1 err
+  shift
+  err=$(k "$@" 2>&1 </dev/null) || { printf '%s\n' "$err" >&2; die "policy: $what was refused"; }
+  PCHECKS=$((PCHECKS + 1))
+}
+
+# A judge-like Job: judge_job NAME NAMESPACE IMAGE [POD-SPEC-YAML-LINES...] (spec lines at 6 spaces);
+# JUDGE_EXTRA is appended to the judge container's fields (e.g. ", securityContext: {...}").
+judge_job() {
+  local name=$1 ns=$2 image=$3
+  shift 3
+  printf '%s\n' "apiVersion: batch/v1" "kind: Job" "metadata: {name: $name, namespace: $ns}" "spec:" \
+    "  completionMode: Indexed" "  completions: 1" "  template:" \
+    "    metadata: {labels: {launchgate.ai/evaljob-uid: $name}}" "    spec:" "      restartPolicy: Never" \
+    "      initContainers: [{name: fetch-key, image: \"$image\"}]" "      containers: [{name: judge, image: \"$image\"${JUDGE_EXTRA:-}}]" "$@"
+}
+
+policy_checks() {
+  local ns=$POLICY_NS optin=$POLICY_OPTIN_NS sa="system:serviceaccount:$NAMESPACE:$RELEASE" img pod i
+  PCHECKS=0
+  python3 -c '
+import re,sys
+print("---".join(d for d in re.split(r"^---\s*$", open(sys.argv[1]).read(), flags=re.M)
+      if re.search(r"^kind: ValidatingAdmissionPolicy(Binding)?$", d, flags=re.M) and re.search(r"^  name: byok-operator-jobs$", d, flags=re.M)))' \
+    "$OUT/default.yaml" >"$OUT/policy-operator-jobs.yaml"
+  img=$(python3 -c 'import re,sys; print(re.search(r"name: BYOK_JUDGE_IMAGE\n\s+value: \"(.*)\"", open(sys.argv[1]).read()).group(1))' "$OUT/default.yaml")
+  k delete namespace $ns $optin --ignore-not-found --wait=true --timeout=60s >/dev/null
+  k create namespace $ns >/dev/null
+  k create namespace $optin >/dev/null
+  k label namespace $optin launchgate.ai/evaljobs=enabled >/dev/null
+  k apply -f "$MANIFESTS/admission-judge-pods.yaml" -f "$OUT/policy-operator-jobs.yaml" >/dev/null
+  # A new policy takes effect once the API server has loaded (and type-checked) it.
+  for i in $(seq 1 60); do
+    if ! k -n $ns run probe --image=x --restart=Never --labels=launchgate.ai/evaljob-uid=x --dry-run=server >/dev/null 2>&1 &&
+      ! judge_job probe $ns "$img" | k create --as="$sa" --dry-run=server -f - >/dev/null 2>&1; then break; fi
+    sleep 0.5
+  done
+  local typewarn
+  typewarn=$(k get validatingadmissionpolicy byok-judge-pods byok-operator-jobs -o jsonpath='{.items[*].status.typeChecking.expressionWarnings}')
+  [[ -z $typewarn ]] || { printf '%s\n' "$typewarn" >&2; die "policy: type-checking warnings"; }
+
+  # byok-judge-pods: only the Job controller makes judge pods, and they stay as it made them.
+  refused "admin creating a judge pod" "only the Job controller may create judge pods" \
+    -n $ns run fake-judge-0-abcde --image=x --restart=Never --labels=launchgate.ai/evaljob-uid=x
+  allowed "admin creating an ordinary pod" -n $ns run plain --image=x --restart=Never
+  judge_job chk-judge $ns registry.example/judge:1 "      automountServiceAccountToken: false" | k apply -f - >/dev/null
+  pod=""
+  for i in $(seq 1 120); do
+    pod=$(k -n $ns get pods -l batch.kubernetes.io/job-name=chk-judge -o jsonpath='{.items[0].metadata.name}' 2>/dev/null || true)
+    [[ -n $pod ]] && break
+    sleep 0.5
+  done
+  [[ -n $pod ]] || die "policy: the Job controller did not create chk-judge's pod (byok-judge-pods refused it?)"
+  [[ $pod =~ -judge-[0-9]+-[a-z0-9]{5}$ ]] || die "policy: judge pod name $pod does not match -judge-<index>-<5>"
+  PCHECKS=$((PCHECKS + 1))
+  refused "changing a judge pod's image" "images of a judge pod's containers and init containers cannot be changed" \
+    -n $ns set image "pod/$pod" judge=registry.example/other:1
+  refused "changing a judge pod's init container image" "images of a judge pod's containers and init containers cannot be changed" \
+    -n $ns patch pod "$pod" --type=json -p '[{"op":"replace","path":"/spec/initContainers/0/image","value":"registry.example/other:1"}]'
+  refused "changing a judge pod's label" "launchgate.ai/evaljob-uid label cannot be added" \
+    -n $ns label pod "$pod" launchgate.ai/evaljob-uid=other --overwrite
+  refused "removing a judge pod's label" "launchgate.ai/evaljob-uid label cannot be added" \
+    -n $ns label pod "$pod" launchgate.ai/evaljob-uid-
+  refused "labelling an ordinary pod as a judge pod" "launchgate.ai/evaljob-uid label cannot be added" \
+    -n $ns label pod plain launchgate.ai/evaljob-uid=x
+  allowed "annotating a judge pod" -n $ns annotate pod "$pod" chart-chk=1
+  refused "kubectl debug (an ephemeral container) on a judge pod" "ephemeral containers cannot be added to a judge pod" \
+    -n $ns debug "$pod" --image=x -c debugger --profile=general
+  refused "kubectl exec into a judge pod" "exec/attach/port-forward are refused" -n $ns exec "$pod" -c judge -- true
+  refused "attach to a judge pod" "exec/attach/port-forward are refused" \
+    create --raw "/api/v1/namespaces/$ns/pods/$pod/attach?container=judge&stdout=true" -f /dev/null
+  refused "port-forward to a judge pod" "exec/attach/port-forward are refused" \
+    create --raw "/api/v1/namespaces/$ns/pods/$pod/portforward?ports=8080" -f /dev/null
+
+  # byok-operator-jobs: what the operator's ServiceAccount may create.
+  local ok=("      automountServiceAccountToken: false")
+  allowed "the operator's judge Job in an opted-in namespace" create --as="$sa" --dry-run=server -f <(judge_job ok $optin "$img" "${ok[@]}")
+  refused "the operator's Job in a namespace that did not opt in" "label the namespace launchgate.ai/evaljobs=enabled" \
+    create --as="$sa" --dry-run=server -f <(judge_job no-optin $ns "$img" "${ok[@]}")
+  refused "the operator's Job in kube-system" "never run in kube-system" \
+    create --as="$sa" --dry-run=server -f <(judge_job ks kube-system "$img" "${ok[@]}")
+  refused "the operator's Job with another image" "judge Jobs run only the judge image $img" \
+    create --as="$sa" --dry-run=server -f <(judge_job other-image $optin registry.example/other:1 "${ok[@]}")
+  refused "the operator's Job with a service-account token" "automountServiceAccountToken: false" \
+    create --as="$sa" --dry-run=server -f <(judge_job token $optin "$img")
+  refused "the operator's Job with a hostPath volume" "may not mount hostPath volumes" \
+    create --as="$sa" --dry-run=server -f <(judge_job hostpath $optin "$img" "${ok[@]}" "      volumes: [{name: h, hostPath: {path: /}}]")
+  refused "the operator's Job on the host network" "may not use hostNetwork, hostPID or hostIPC" \
+    create --as="$sa" --dry-run=server -f <(judge_job hostnet $optin "$img" "${ok[@]}" "      hostPID: true")
+  refused "the operator's Job with a privileged container" "may not run privileged containers" \
+    create --as="$sa" --dry-run=server -f <(JUDGE_EXTRA=", securityContext: {privileged: true}" judge_job priv $optin "$img" "${ok[@]}")
+  allowed "someone else's Job (not the operator's ServiceAccount)" create --dry-run=server -f <(judge_job other $ns registry.example/other:1)
+  log "admission policies: $PCHECKS live checks passed (byok-judge-pods: a Job's pods created, admin's judge pod," \
+    "image/label changes, kubectl debug, exec, attach, port-forward refused; byok-operator-jobs: image, token, host," \
+    "privileged, namespace opt-in, kube-system)"
 }
 
 # The real operator (target/debug, built by `cargo build --bins`) run on this machine as the chart's
@@ -376,6 +612,7 @@ smoke_mode() { # cluster|namespaced
   k delete -f "$OUT/rbac-default.yaml" -f "$OUT/rbac-namespaced.yaml" --ignore-not-found >/dev/null 2>&1 || true
   k get namespace "$NAMESPACE" >/dev/null 2>&1 || k create namespace "$NAMESPACE" >/dev/null
   k create namespace "$ns" >/dev/null
+  k label namespace "$ns" launchgate.ai/evaljobs=enabled >/dev/null # byok-operator-jobs, when installed
   k -n "$NAMESPACE" delete secret byok-operator-kek byok-broker-ca --ignore-not-found >/dev/null
   k apply -f "$OUT/rbac-$render.yaml" >/dev/null
   local token server
