@@ -97,6 +97,7 @@ async fn bench() -> anyhow::Result<()> {
             anthropic: endpoints.anthropic,
             google: endpoints.google,
             azure: endpoints.azure,
+            azure_allowed_hosts: endpoints.azure_allowed_hosts,
         },
     };
     std::fs::write(path("config.json"), serde_json::to_vec(&config)?)?;
@@ -111,11 +112,15 @@ async fn bench() -> anyhow::Result<()> {
     std::fs::write(path("cases.jsonl"), cases)?;
 
     let p = |name: &str| path(name).display().to_string();
+    let sha = |file: &str| std::fs::read(file).map(|b| byok_operator::judge::pin::sha256_hex(&b));
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_byok-judge"))
         .args(["run", "--config", &p("config.json"), "--cases", &p("cases.jsonl"), "--key-file", &p("key")])
         .args(["--shard", "0", "--broker", &broker, "--results-token-file", &p("results-token")])
         .args(["--ca-file", &p("ca.crt"), "--pod-uid", "bench-pod"])
+        // The pins the operator would put in the Job's command.
+        .args(["--config-sha256", &sha(&p("config.json"))?, "--cases-sha256", &sha(&p("cases.jsonl"))?])
+        .args(["--ca-sha256", &sha(&p("ca.crt"))?])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;

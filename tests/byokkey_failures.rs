@@ -27,7 +27,7 @@ async fn kek_rotation_reencrypts_every_key_and_frees_the_old_kek() {
         let k = env.wait_phase(&format!("k{i}"), KeyPhase::Ready).await;
         old = k.status.and_then(|s| s.kek_id).expect("kekId");
     }
-    let new = kek::rotate(&env.client, &env.ns, KEYRING).await.expect("rotate");
+    let new = kek::rotate(&env.client, &env.op_ns, KEYRING).await.expect("rotate");
     assert_ne!(new, old);
     for i in 0..3 {
         let name = format!("k{i}");
@@ -38,11 +38,11 @@ async fn kek_rotation_reencrypts_every_key_and_frees_the_old_kek() {
         assert!(envelope.starts_with(&format!("byok1.{new}.")), "ciphertext sealed under the new KEK");
         assert_eq!(enc.annotations().get(KEK_ID_ANNOTATION), Some(&new));
     }
-    let usage = kek::status(&env.client, &env.ns, KEYRING).await.expect("status");
+    let usage = kek::status(&env.client, &env.op_ns, KEYRING).await.expect("status");
     assert_eq!(usage.active, new);
     assert_eq!(usage.unused(), vec![old.as_str()], "the old KEK is reported unused:\n{}", usage.render());
-    kek::remove(&env.client, &env.ns, KEYRING, &old).await.expect("old KEK removed");
-    assert!(kek::remove(&env.client, &env.ns, KEYRING, &new).await.is_err(), "the active KEK cannot be removed");
+    kek::remove(&env.client, &env.op_ns, KEYRING, &old).await.expect("old KEK removed");
+    assert!(kek::remove(&env.client, &env.op_ns, KEYRING, &new).await.is_err(), "the active KEK cannot be removed");
     // Keys still open under the remaining KEK: a requested test passes.
     let patch = json!({ "metadata": { "annotations": { "launchgate.ai/test-requested": "after-rotation" } } });
     env.keys().patch("k0", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");

@@ -201,15 +201,16 @@ async fn revoke_by_spec_and_by_delete_removes_the_ciphertext() {
 #[tokio::test]
 async fn sealed_key_imports_only_into_the_byokkey_it_was_sealed_for() {
     let mut env = TestEnv::new("sealed").await;
-    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(env.client.clone(), &env.op_ns);
     let public = common::eventually("sealing public key published", common::TIMEOUT, || async {
         cms.get_opt("byok-sealing-key").await.ok().flatten()?.data?.get("publicKey").cloned()
     })
     .await;
     let key = common::fake_key(Provider::Anthropic, "");
     env.plaintexts.push(key.clone());
-    let sealed = byok_operator::crypto::sealing::seal(&public, &env.ns, "claude", "anthropic", &key.clone().into())
-        .expect("seal");
+    let sealed =
+        byok_operator::crypto::sealing::seal(&public, &env.ns, "claude", "anthropic", None, &key.clone().into())
+            .expect("seal");
     assert!(!sealed.contains(&key[8..]), "the sealed text is safe to commit");
     let mut spec = env.spec(Provider::Anthropic, "unused");
     spec.secret_ref = None;
@@ -229,7 +230,7 @@ async fn sealed_key_imports_only_into_the_byokkey_it_was_sealed_for() {
 #[tokio::test]
 async fn log_level_changes_at_run_time_from_the_operator_configmap() {
     let mut env = TestEnv::new("loglevel").await;
-    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(env.client.clone(), &env.op_ns);
     let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
         "metadata": { "name": "byok-operator-config" }, "data": { "logLevel": "debug" }
     }))

@@ -18,7 +18,7 @@ use common::node::{self, POD_TIMEOUT, note};
 use common::{TestEnv, eventually};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -318,18 +318,17 @@ async fn node_operator_deployment_from_the_chart_runs_an_evaljob() {
     }
     let mut env = node::node_env("e2e-incluster", MockConfig::default()).await;
     // The host operator of the harness gives way to the chart's Deployment.
-    let secrets = env.secrets();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), &env.op_ns);
     eventually("harness keyring", common::TIMEOUT, || async {
         secrets.get_opt("byok-operator-kek").await.ok().flatten()
     })
     .await;
     env.kill_operator();
-    let op_ns = format!("{}-op", env.ns);
+    // The chart goes into the harness's operator namespace: the keyring made there is reused.
+    let op_ns = env.op_ns.clone();
     let nsapi: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
-    let ns_obj = serde_json::from_value(json!({ "metadata": { "name": op_ns,
-        "labels": { "pod-security.kubernetes.io/enforce": "restricted" } } }))
-    .expect("namespace");
-    nsapi.create(&PostParams::default(), &ns_obj).await.expect("operator namespace");
+    let restricted = json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": "restricted" } } });
+    nsapi.patch(&op_ns, &PatchParams::default(), &Patch::Merge(&restricted)).await.expect("operator namespace");
     let release = format!("op-{}", &env.ns[env.ns.len() - 6..]);
     let manifests = install_chart(&release, &op_ns, &env.ns, &env.mock.endpoints());
     let kubectl = std::process::Command::new(format!("{}/kubectl", node::bin_dir()))

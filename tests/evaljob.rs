@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use byok_operator::crd::{EvalJob, EvalPhase, KeyPhase, Provider};
 use byok_operator::judge::wire;
+use common::broker::{ask_broker, metrics, report_pod_address};
 use common::evaljobs::{cases, create_evaljob, default_key, judge_spec, phase, wait_evaljob};
 use common::judge_pod::{LocalPod, judge_pods, pod_token};
 use common::{TIMEOUT, TestEnv, eventually};
@@ -103,35 +104,6 @@ async fn waits_for_a_key_and_resumes_when_one_appears() {
     env.assert_no_plaintext().await;
 }
 
-/// An HTTPS client that trusts only the broker CA published to the test namespace, as judge pods do.
-async fn broker_client(env: &TestEnv) -> reqwest::Client {
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
-    let ca = cms.get("byok-broker-ca").await.expect("CA bundle").data.expect("data")["ca.crt"].clone();
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("ca"))
-        .tls_built_in_root_certs(false)
-        .build()
-        .expect("client")
-}
-
-/// Calls the broker's key endpoint like fetch-key does; returns (HTTP status, refusal reason or key).
-async fn ask_broker(env: &TestEnv, token: &str, pod_uid: &str) -> (u16, String) {
-    let http = broker_client(env).await;
-    let url = format!("https://127.0.0.1:{}{}", env.broker_port, wire::KEY_PATH);
-    let resp =
-        http.post(url).bearer_auth(token).json(&json!({ "podUid": pod_uid })).send().await.expect("broker answers");
-    let status = resp.status().as_u16();
-    let body: serde_json::Value = resp.json().await.expect("json body");
-    let text = body.get("reason").or_else(|| body.get("key")).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-    (status, text)
-}
-
-async fn broker_get(env: &TestEnv, path: &str) -> String {
-    let http = broker_client(env).await;
-    let url = format!("https://127.0.0.1:{}{path}", env.broker_port);
-    http.get(url).send().await.expect("broker answers").text().await.expect("text")
-}
-
 fn owner_job(pod: &Pod) -> OwnerReference {
     pod.owner_references().iter().find(|o| o.kind == "Job").cloned().expect("job owner")
 }
@@ -158,6 +130,8 @@ async fn broker_refuses_every_wrong_caller_with_its_reason() {
     create_evaljob(&env, "eval", judge_spec("openai", cases(2))).await;
     let ej = wait_evaljob(&env, "eval", "Running", |e| phase(e) == Some(EvalPhase::Running)).await;
     let pod = judge_pods(&env, &ej.status.and_then(|s| s.job_name).expect("job"), 1).await.remove(0);
+    // Its containers would run here: the kubelet would report this address for it.
+    let pod = report_pod_address(&env, &pod, "127.0.0.1").await;
     let uid = pod.uid().expect("uid");
     let ns = env.ns.clone();
     let token = pod_token(&env, &ns, &pod, wire::KEY_AUDIENCE).await;
@@ -200,7 +174,7 @@ async fn broker_refuses_every_wrong_caller_with_its_reason() {
     other_pods.patch("borrower", &PatchParams::default(), &Patch::Merge(&claim)).await.expect("claim the Job");
     assert_eq!(ask_broker(&env, &t, &borrower.uid().expect("uid")).await, (403, "PodInOtherNamespace".into()));
     // Every refusal is counted under its own reason.
-    let metrics = broker_get(&env, "/metrics").await;
+    let metrics = metrics(&env).await;
     for reason in ["ReplayFromOtherPod", "WrongAudience", "InvalidToken", "NotOwnedByEvalJob", "PodInOtherNamespace"] {
         let line = format!("byok_broker_requests_total{{endpoint=\"key\",outcome=\"{reason}\"}}");
         assert!(metrics.contains(&line), "{line} missing in:\n{metrics}");

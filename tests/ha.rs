@@ -27,9 +27,10 @@ fn spawn_replica(env: &TestEnv, identity: &str) -> Replica {
     let ep = env.mock.endpoints();
     let broker = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_byok-operator"))
-        .args(["--namespace", &env.ns, "--watch-namespace", &env.ns, "--leader-elect", "--lease-seconds", "6"])
+        .args(["--namespace", &env.op_ns, "--watch-namespace", &env.ns, "--leader-elect", "--lease-seconds", "6"])
         .args(["--broker-listen", &broker, "--broker-url", &format!("https://{broker}")])
         .args(["--openai-base-url", &ep.openai, "--anthropic-base-url", &ep.anthropic, "--google-base-url", &ep.google])
+        .args(["--metrics-auth=false"])
         .env("POD_NAME", identity)
         .env("RUST_LOG", "info,kube=warn")
         .stdout(Stdio::null())
@@ -40,7 +41,7 @@ fn spawn_replica(env: &TestEnv, identity: &str) -> Replica {
 }
 
 async fn holder(env: &TestEnv) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.op_ns);
     leases.get_opt("byok-operator-leader").await.ok()??.spec?.holder_identity
 }
 
@@ -67,7 +68,7 @@ async fn running(env: &TestEnv, name: &str) -> EvalJob {
 async fn leader_killed_another_replica_takes_over_within_15s_without_duplicates() {
     let mut env = TestEnv::new("ha").await;
     // The harness's single operator makes the keyring; replicas with leader election replace it.
-    let secrets = env.secrets();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), &env.op_ns);
     eventually("keyring created", TIMEOUT, || async { secrets.get_opt("byok-operator-kek").await.ok().flatten() })
         .await;
     env.kill_operator();

@@ -145,6 +145,11 @@ impl Pod {
         self.dir.path().join(name)
     }
 
+    /// The pin the operator would put in the Job's command for this file, as it is now.
+    fn sha(&self, name: &str) -> String {
+        byok_operator::judge::pin::sha256_hex(&std::fs::read(self.path(name)).unwrap_or_default())
+    }
+
     /// Runs the judge binary to completion (off the runtime, which keeps serving meanwhile).
     async fn judge(&self, args: Vec<String>) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_byok-judge"));
@@ -162,6 +167,7 @@ impl Pod {
             ["fetch-key", "--broker", &self.broker_url, "--token-file", &p("key-token"), "--ca-file", &p("ca.crt")];
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         args.extend(["--pod-uid".into(), POD_UID.into(), "--out".into(), p("key")]);
+        args.extend(["--ca-sha256".into(), self.sha("ca.crt")]);
         self.judge(args).await
     }
 
@@ -190,7 +196,13 @@ impl Pod {
             "--results-out",
             &p("results.jsonl"),
         ];
-        self.judge(args.iter().map(|s| s.to_string()).collect()).await
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        for (flag, file) in
+            [("--config-sha256", "config.json"), ("--cases-sha256", "cases.jsonl"), ("--ca-sha256", "ca.crt")]
+        {
+            args.extend([flag.to_string(), self.sha(file)]);
+        }
+        self.judge(args).await
     }
 
     /// The final report the broker accepted, checked against the local results file.
@@ -244,6 +256,7 @@ fn config(pod: &Pod, provider: Provider, scorers: Vec<Scorer>, concurrency: u32)
             anthropic: endpoints.anthropic,
             google: endpoints.google,
             azure: endpoints.azure,
+            azure_allowed_hosts: endpoints.azure_allowed_hosts,
         },
     }
 }

@@ -32,7 +32,7 @@ impl std::fmt::Debug for Ran {
 /// off the runtime thread so the in-process mock provider keeps serving.
 async fn byok(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Ran {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-byok"));
-    cmd.args(["-n", &env.ns, "--operator-namespace", &env.ns])
+    cmd.args(["-n", &env.ns, "--operator-namespace", &env.op_ns])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -168,7 +168,7 @@ async fn apply_manifest(env: &TestEnv, yaml: &str, rename: Option<&str>) -> Stri
 #[tokio::test]
 async fn plugin_sealed_manifest_imports_and_is_refused_under_another_name() {
     let mut env = TestEnv::new("plugin-seal").await;
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.op_ns);
     let published = eventually("sealing public key published", TIMEOUT, || async {
         cms.get_opt("byok-sealing-key").await.ok().flatten()?.data?.get("publicKey").cloned()
     })
@@ -250,10 +250,10 @@ async fn plugin_eval_run_watch_and_results() {
     assert!(ej.spec.cases_from.is_some(), "cases come from the ConfigMap the plugin wrote");
 
     // Watch while the judge pod's containers run as local processes (no node runs pods yet).
-    let watch_env = (env.ns.clone(), env!("CARGO_BIN_EXE_kubectl-byok"));
+    let watch_env = (env.ns.clone(), env!("CARGO_BIN_EXE_kubectl-byok"), env.op_ns.clone());
     let watcher = tokio::task::spawn_blocking(move || {
         Command::new(watch_env.1)
-            .args(["-n", &watch_env.0, "--operator-namespace", &watch_env.0, "eval", "watch", "smoke"])
+            .args(["-n", &watch_env.0, "--operator-namespace", &watch_env.2, "eval", "watch", "smoke"])
             .args(["--timeout", "120s"])
             .output()
             .expect("watch runs")
@@ -315,7 +315,10 @@ async fn plugin_kek_status_rotate_and_completion() {
     let ran = byok(&env, &["kek", "status"], None).await;
     assert!(ran.ok && ran.stdout.contains("REMOVABLE"), "{ran:?}");
     let ran = byok(&env, &["kek", "backup-help"], None).await;
-    assert!(ran.ok && ran.stdout.contains(&format!("kubectl get secret byok-operator-kek -n {}", env.ns)), "{ran:?}");
+    assert!(
+        ran.ok && ran.stdout.contains(&format!("kubectl get secret byok-operator-kek -n {}", env.op_ns)),
+        "{ran:?}"
+    );
     for shell in ["bash", "zsh", "fish"] {
         let ran = byok(&env, &["completion", shell], None).await;
         assert!(ran.ok && ran.stdout.contains("set-default"), "{shell}: {ran:?}");

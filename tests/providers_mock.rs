@@ -398,6 +398,7 @@ async fn the_plaintext_key_never_appears_in_results() {
         anthropic: gateway.clone(),
         google: gateway.clone(),
         azure: Some(gateway.clone()),
+        ..Endpoints::default()
     };
     let http = reqwest::Client::new();
     let secret = "sk-live-SuperSecretValue-0123456789abcdef";

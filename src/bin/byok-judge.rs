@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail};
 use byok_operator::crd::ScorerType;
 use byok_operator::judge::cases::parse_shard;
 use byok_operator::judge::client::{HttpReporter, fetch_key, read_key_file, write_key_file};
+use byok_operator::judge::pin::PinnedFile;
 use byok_operator::judge::runner::{ReportPacing, ShardRun, run_shard};
 use byok_operator::judge::scorers::scorer_names;
 use byok_operator::judge::summary::{summarize, usage};
@@ -47,6 +48,9 @@ struct FetchKey {
     /// CA bundle that signed the broker's serving certificate (the only roots trusted).
     #[arg(long)]
     ca_file: PathBuf,
+    /// SHA-256 the CA bundle must have (pinned by the operator in the Job spec).
+    #[arg(long)]
+    ca_sha256: String,
     /// This pod's uid (downward API).
     #[arg(long, env = "POD_UID")]
     pod_uid: String,
@@ -60,9 +64,15 @@ struct Run {
     /// The judge configuration (config.json, a JudgeConfig).
     #[arg(long)]
     config: PathBuf,
+    /// SHA-256 the config must have (pinned by the operator in the Job spec).
+    #[arg(long)]
+    config_sha256: String,
     /// The cases, JSON Lines.
     #[arg(long)]
     cases: PathBuf,
+    /// SHA-256 the cases must have.
+    #[arg(long)]
+    cases_sha256: String,
     /// The key file written by fetch-key; needed only when an llm_judge scorer is configured.
     #[arg(long)]
     key_file: PathBuf,
@@ -78,6 +88,9 @@ struct Run {
     /// CA bundle that signed the broker's serving certificate.
     #[arg(long)]
     ca_file: PathBuf,
+    /// SHA-256 the CA bundle must have.
+    #[arg(long)]
+    ca_sha256: String,
     /// This pod's uid (downward API).
     #[arg(long, env = "POD_UID")]
     pod_uid: String,
@@ -123,7 +136,8 @@ fn main() -> ExitCode {
 }
 
 async fn fetch(args: FetchKey) -> anyhow::Result<()> {
-    let mut response = fetch_key(&args.broker, &args.token_file, &args.ca_file, &args.pod_uid).await?;
+    let ca = PinnedFile::new(&args.ca_file, &args.ca_sha256);
+    let mut response = fetch_key(&args.broker, &args.token_file, &ca, &args.pod_uid).await?;
     let written = write_key_file(&args.out, &response);
     // The key now lives only in the file: wipe our copy whatever happened.
     response.key.zeroize();
@@ -135,16 +149,15 @@ async fn fetch(args: FetchKey) -> anyhow::Result<()> {
 }
 
 async fn run(args: Run) -> anyhow::Result<()> {
-    let config_text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("cannot read the config {}", args.config.display()))?;
+    // Both come from a ConfigMap a tenant can write: only the bytes the operator pinned are used.
+    let config_text = PinnedFile::new(&args.config, &args.config_sha256).read_text()?;
     let config: JudgeConfig = serde_json::from_str(&config_text)
         .with_context(|| format!("{} is not a judge config", args.config.display()))?;
     let shards = config.shards.max(1);
     if args.shard >= shards {
         bail!("shard {} does not exist: the config has {shards} shard(s)", args.shard);
     }
-    let jsonl = std::fs::read_to_string(&args.cases)
-        .with_context(|| format!("cannot read the cases {}", args.cases.display()))?;
+    let jsonl = PinnedFile::new(&args.cases, &args.cases_sha256).read_text()?;
     let cases = parse_shard(&jsonl, args.shard, shards);
     drop(jsonl);
 
@@ -158,9 +171,12 @@ async fn run(args: Run) -> anyhow::Result<()> {
         } else {
             None
         };
-    let reporter = HttpReporter::new(&args.broker, &args.results_token_file, &args.ca_file)?;
+    let ca = PinnedFile::new(&args.ca_file, &args.ca_sha256);
+    let reporter = HttpReporter::new(&args.broker, &args.results_token_file, &ca)?;
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
+        // A redirect would carry the key's header to wherever the answer points.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("cannot build the provider HTTP client")?;
     let run = ShardRun { shard: args.shard, pod_uid: args.pod_uid.clone(), http, pacing: ReportPacing::default() };

@@ -38,6 +38,15 @@ struct RunArgs {
     /// Replaces every Azure OpenAI endpoint (a gateway, or the mock provider).
     #[arg(long, global = true, env = "BYOK_AZURE_BASE_URL")]
     azure_base_url: Option<String>,
+    /// Hosts a ByokKey's Azure endpoint may name, comma-separated (`*.suffix` or exact hosts):
+    /// the key is sent there.
+    #[arg(long, global = true, env = "BYOK_AZURE_ENDPOINT_ALLOW", value_delimiter = ',',
+        default_values_t = byok_operator::providers::DEFAULT_AZURE_HOSTS.map(String::from))]
+    azure_endpoint_allow: Vec<String>,
+    /// /metrics needs a bearer token allowed to `get` the nonResourceURL /metrics (TokenReview +
+    /// SubjectAccessReview), as controller-runtime's secure metrics do.
+    #[arg(long, global = true, env = "BYOK_METRICS_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
+    metrics_auth: bool,
     /// Default judge model per provider, e.g. `openai=gpt-4o,anthropic=claude-sonnet-4-6`.
     #[arg(long, global = true, env = "BYOK_DEFAULT_MODELS")]
     default_models: Option<String>,
@@ -119,6 +128,8 @@ fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
         endpoints.google = u.clone();
     }
     endpoints.azure = r.azure_base_url.clone();
+    endpoints.azure_allowed_hosts =
+        r.azure_endpoint_allow.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
     let models = match &r.default_models {
         Some(s) => ModelTable::parse(s).context("--default-models")?,
         None => ModelTable::default(),
@@ -160,6 +171,7 @@ fn broker_config(cli: &Cli) -> BrokerConfig {
         names,
         ca_secret: r.broker_ca_secret.clone(),
         judge_image: r.judge_image.clone(),
+        metrics_auth: r.metrics_auth,
         lease,
     }
 }

@@ -79,6 +79,40 @@ pub async fn authenticate(client: &Client, token: &str, audience: &str) -> Resul
     identity(user.username.as_deref().unwrap_or_default(), user.extra.as_ref())
 }
 
+/// Whether the bearer token's user may `get` the non-resource `path` (TokenReview with the API
+/// server's own audiences, then a SubjectAccessReview): how /metrics is protected.
+pub async fn authorize_non_resource(client: &Client, token: Result<&str, Refusal>, path: &str) -> Result<(), Refusal> {
+    use k8s_openapi::api::authorization::v1::{NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    let review = TokenReview {
+        spec: TokenReviewSpec { token: Some(token?.to_string()), audiences: None },
+        ..Default::default()
+    };
+    let answer =
+        Api::<TokenReview>::all(client.clone()).create(&PostParams::default(), &review).await.map_err(|e| {
+            tracing::warn!(error = %e, "TokenReview failed");
+            Refusal::Unavailable
+        })?;
+    let status = answer.status.filter(|s| s.authenticated == Some(true)).ok_or(Refusal::Unauthorized)?;
+    let user = status.user.ok_or(Refusal::Unauthorized)?;
+    let sar = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: user.username,
+            groups: user.groups,
+            uid: user.uid,
+            extra: user.extra,
+            non_resource_attributes: Some(NonResourceAttributes { path: Some(path.into()), verb: Some("get".into()) }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let decided =
+        Api::<SubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &sar).await.map_err(|e| {
+            tracing::warn!(error = %e, "SubjectAccessReview failed");
+            Refusal::Unavailable
+        })?;
+    if decided.status.is_some_and(|s| s.allowed) { Ok(()) } else { Err(Refusal::Forbidden) }
+}
+
 /// The identity in a verified TokenReview user: a service account, with the pod it is bound to.
 pub fn identity(
     username: &str,

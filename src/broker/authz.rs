@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::Refusal;
 use super::authn::PodIdentity;
+use crate::controller::evaljob::desired::EVALJOB_UID_LABEL;
 use crate::crd::{EvalJob, EvalPhase};
 
 /// A pod proven to belong to an EvalJob's current Job.
@@ -72,6 +73,70 @@ pub fn authorize(
         return Err(Refusal::JobFinished);
     }
     Ok(Grant { pod, job, evaljob })
+}
+
+/// The pod is the Job controller's copy of the Job's template: same containers (images,
+/// commands, mounts), volumes and service account, no ephemeral containers, the EvalJob's label.
+/// A pod someone else made, or changed afterwards, is refused whatever its owner references say.
+pub fn matches_template(pod: &Pod, job: &Job, evaljob: &EvalJob) -> Result<(), Refusal> {
+    let no = Err(Refusal::PodNotFromJobTemplate);
+    let Some(template) = job.spec.as_ref().map(|s| &s.template) else { return no };
+    let (Some(want), Some(have)) = (template.spec.as_ref(), pod.spec.as_ref()) else { return no };
+    let label = |labels: Option<&std::collections::BTreeMap<String, String>>| {
+        labels.and_then(|l| l.get(EVALJOB_UID_LABEL)).cloned()
+    };
+    let template_label = label(template.metadata.as_ref().and_then(|m| m.labels.as_ref()));
+    if label(pod.metadata.labels.as_ref()) != evaljob.uid() || template_label != evaljob.uid() {
+        return no;
+    }
+    let shape = |cs: &[Container]| {
+        let mut v: Vec<_> = cs
+            .iter()
+            .map(|c| (c.name.clone(), c.image.clone(), c.command.clone(), c.args.clone(), c.volume_mounts.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let same = shape(&want.containers) == shape(&have.containers)
+        && shape(want.init_containers.as_deref().unwrap_or_default())
+            == shape(have.init_containers.as_deref().unwrap_or_default())
+        && want.volumes == have.volumes
+        && want.service_account_name.as_deref().unwrap_or("default")
+            == have.service_account_name.as_deref().unwrap_or("default")
+        && have.automount_service_account_token == Some(false)
+        && have.ephemeral_containers.as_ref().is_none_or(Vec::is_empty);
+    if same { Ok(()) } else { no }
+}
+
+/// The pod may ask for its key only while it is starting (fetch-key is an init container) and
+/// not being deleted.
+pub fn starting(pod: &Pod) -> Result<(), Refusal> {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if pod.metadata.deletion_timestamp.is_some() || matches!(phase, Some("Succeeded" | "Failed" | "Running")) {
+        return Err(Refusal::PodNotStarting);
+    }
+    Ok(())
+}
+
+/// The request came from the pod's own address: a token minted for the pod (the `edit` role may
+/// mint one) is useless anywhere else. An address the kubelet has not reported yet is retryable.
+pub fn from_pod_address(pod: &Pod, peer: std::net::IpAddr) -> Result<(), Refusal> {
+    let status = pod.status.as_ref();
+    let mut ips: Vec<String> =
+        status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().map(|p| p.ip.clone()).collect();
+    ips.extend(status.and_then(|s| s.pod_ip.clone()));
+    if ips.is_empty() {
+        return Err(Refusal::PodAddressUnknown);
+    }
+    let peer = match peer {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    if ips.iter().any(|ip| ip.parse::<std::net::IpAddr>().ok() == Some(peer)) {
+        Ok(())
+    } else {
+        Err(Refusal::NotFromPodAddress)
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +212,74 @@ mod tests {
         let (jobs, ejs) = stores("a");
         let p = pod("a", "pod-uid", vec![owner("Job", "ej-judge", "job-uid")]);
         assert!(authorize(&id("a"), "pod-uid", Some(p), &jobs, &ejs, true).is_ok());
+    }
+
+    fn templated() -> (Pod, Job, EvalJob) {
+        let spec: crate::crd::EvalJobSpec = serde_json::from_value(serde_json::json!({
+            "provider": "openai", "scorers": [{"type": "llm_judge", "rubric": "r"}], "cases": [{"output": "x"}]
+        }))
+        .expect("spec");
+        let ej = meta(EvalJob::new("ej", spec), "a", "ej", "ej-uid", vec![]);
+        let settings = crate::controller::evaljob::JudgeSettings {
+            image: "judge:1".into(),
+            broker_url: "https://b".into(),
+            endpoints: Default::default(),
+        };
+        let pins = crate::controller::evaljob::desired::Pins {
+            config_sha256: "1".into(),
+            cases_sha256: "2".into(),
+            ca_sha256: "3".into(),
+        };
+        let job = crate::controller::evaljob::desired::judge_job(&ej, &settings, &pins);
+        let template = job.spec.clone().expect("spec").template;
+        let pod = Pod { metadata: template.metadata.clone().unwrap_or_default(), spec: template.spec, status: None };
+        (pod, job, ej)
+    }
+
+    #[test]
+    fn only_the_job_templates_own_copy_is_served() {
+        let (pod, job, ej) = templated();
+        assert_eq!(matches_template(&pod, &job, &ej), Ok(()));
+        let mut other_image = pod.clone();
+        other_image.spec.as_mut().expect("spec").containers[0].image = Some("attacker:1".into());
+        assert_eq!(matches_template(&other_image, &job, &ej), Err(Refusal::PodNotFromJobTemplate));
+        let mut other_command = pod.clone();
+        other_command.spec.as_mut().expect("spec").init_containers.as_mut().expect("init")[0].command =
+            Some(vec!["sh".into()]);
+        assert_eq!(matches_template(&other_command, &job, &ej), Err(Refusal::PodNotFromJobTemplate));
+        let mut unlabelled = pod.clone();
+        unlabelled.metadata.labels = None;
+        assert_eq!(matches_template(&unlabelled, &job, &ej), Err(Refusal::PodNotFromJobTemplate));
+        let mut more_volumes = pod.clone();
+        more_volumes.spec.as_mut().expect("spec").volumes.as_mut().expect("volumes").push(Default::default());
+        assert_eq!(matches_template(&more_volumes, &job, &ej), Err(Refusal::PodNotFromJobTemplate));
+        let mut debug = pod.clone();
+        debug.spec.as_mut().expect("spec").ephemeral_containers = Some(vec![Default::default()]);
+        assert_eq!(matches_template(&debug, &job, &ej), Err(Refusal::PodNotFromJobTemplate));
+    }
+
+    #[test]
+    fn only_the_pods_own_address_and_only_while_it_starts() {
+        use k8s_openapi::api::core::v1::{PodIP, PodStatus};
+        let mut p = pod("a", "u", vec![]);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert_eq!(from_pod_address(&p, ip("10.244.0.7")), Err(Refusal::PodAddressUnknown));
+        p.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            pod_ip: Some("10.244.0.7".into()),
+            pod_ips: Some(vec![PodIP { ip: "10.244.0.7".into() }]),
+            ..Default::default()
+        });
+        assert_eq!(from_pod_address(&p, ip("10.244.0.7")), Ok(()));
+        assert_eq!(from_pod_address(&p, ip("::ffff:10.244.0.7")), Ok(()));
+        assert_eq!(from_pod_address(&p, ip("10.244.0.1")), Err(Refusal::NotFromPodAddress));
+        assert_eq!(starting(&p), Ok(()));
+        p.status.as_mut().expect("status").phase = Some("Running".into());
+        assert_eq!(starting(&p), Err(Refusal::PodNotStarting));
+        p.status.as_mut().expect("status").phase = Some("Pending".into());
+        p.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+        assert_eq!(starting(&p), Err(Refusal::PodNotStarting));
     }
 
     #[test]

@@ -4,17 +4,18 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
+use std::net::SocketAddr;
 
 use super::authn::{self, PodIdentity};
 use super::authz::{self, Grant};
-use super::{BrokerState, Refusal, results};
+use super::{BrokerState, Refusal, grants, results};
 use crate::controller::byokkey::desired::{ENVELOPE_DATA_KEY, encrypted_secret_name};
 use crate::controller::byokkey::import::PREFIX_LEN;
 use crate::crd::{ByokKey, KeyPhase};
@@ -37,22 +38,17 @@ fn refuse(st: &BrokerState, endpoint: &'static str, refusal: Refusal, who: Optio
     (refusal.status(), Json(body)).into_response()
 }
 
-async fn verified_grant(
-    st: &BrokerState,
-    headers: &HeaderMap,
-    audience: &str,
-    claimed_uid: impl FnOnce() -> Result<String, Refusal>,
-    require_active: bool,
-) -> Result<(PodIdentity, Grant), (Refusal, Option<PodIdentity>)> {
-    let token = bearer(headers).map_err(|r| (r, None))?;
-    let id = authn::authenticate(&st.client, token, audience).await.map_err(|r| (r, None))?;
-    let fail = |r: Refusal| (r, Some(id.clone()));
-    let claimed = claimed_uid().map_err(fail)?;
+/// Who is calling: the bearer token, verified by the API server for `audience`.
+async fn authenticated(st: &BrokerState, headers: &HeaderMap, audience: &str) -> Result<PodIdentity, Refusal> {
+    authn::authenticate(&st.client, bearer(headers)?, audience).await
+}
+
+/// Whether the verified pod `id` (claiming `claimed`) belongs to an EvalJob's current Job.
+async fn granted(st: &BrokerState, id: &PodIdentity, claimed: &str, require_active: bool) -> Result<Grant, Refusal> {
     let pods: Api<Pod> = Api::namespaced(st.client.clone(), &id.namespace);
-    let pod = pods.get_opt(&id.pod_name).await.map_err(|_| fail(Refusal::Unavailable))?;
-    let stores = st.stores().map_err(fail)?;
-    let grant = authz::authorize(&id, &claimed, pod, &stores.jobs, &stores.evaljobs, require_active).map_err(fail)?;
-    Ok((id, grant))
+    let pod = pods.get_opt(&id.pod_name).await.map_err(|_| Refusal::Unavailable)?;
+    let stores = st.stores()?;
+    authz::authorize(id, claimed, pod, &stores.jobs, &stores.evaljobs, require_active)
 }
 
 /// The ByokKey an EvalJob runs with, if it may still be used.
@@ -69,48 +65,99 @@ fn usable_key(st: &BrokerState, grant: &Grant) -> Result<Arc<ByokKey>, Refusal> 
     Ok(key)
 }
 
-pub async fn key(State(st): State<Arc<BrokerState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let claimed = || serde_json::from_slice::<KeyRequest>(&body).map(|r| r.pod_uid).map_err(|_| Refusal::BadRequest);
-    let (id, grant) = match verified_grant(&st, &headers, wire::KEY_AUDIENCE, claimed, true).await {
-        Ok(v) => v,
-        Err((r, who)) => return refuse(&st, "key", r, who.as_ref()),
-    };
-    let key = match usable_key(&st, &grant) {
-        Ok(k) => k,
-        Err(r) => return refuse(&st, "key", r, Some(&id)),
-    };
+/// The ByokKey's plaintext, opened from its ciphertext, and the KEK it was sealed under.
+fn open_key(st: &BrokerState, key: &ByokKey) -> Result<(SecretString, String), Refusal> {
     let (ns, name) = (key.namespace().unwrap_or_default(), key.name_any());
     let aad = Aad::new(&ns, &name, key.uid().as_deref().unwrap_or_default(), key.spec.provider.as_str());
-    let secret =
-        st.stores().ok().and_then(|s| s.encrypted.get(&ObjectRef::new(&encrypted_secret_name(&name)).within(&ns)));
+    let secret = st.stores()?.encrypted.get(&ObjectRef::new(&encrypted_secret_name(&name)).within(&ns));
     let text = secret.as_ref().and_then(|s| s.data.as_ref()?.get(ENVELOPE_DATA_KEY).map(|b| b.0.clone()));
-    let opened = text
-        .and_then(|t| String::from_utf8(t).ok())
-        .and_then(|t| Envelope::parse(&t).ok())
-        .and_then(|env| st.keyring.read().ok().and_then(|ring| crypto::open(&ring, &aad, &env).ok()));
-    let Some(plain) = opened else { return refuse(&st, "key", Refusal::KeyNotReady, Some(&id)) };
+    let envelope = text.and_then(|t| String::from_utf8(t).ok()).and_then(|t| Envelope::parse(&t).ok());
+    let envelope = envelope.ok_or(Refusal::KeyNotReady)?;
+    let ring = st.keyring.read().map_err(|_| Refusal::Unavailable)?;
+    let plain = crypto::open(&ring, &aad, &envelope).map_err(|_| Refusal::KeyNotReady)?;
+    Ok((plain, envelope.kek_id().to_string()))
+}
+
+/// Every check a key request must pass before the key is opened: the pod is the Job controller's
+/// copy of the template, still starting, and asking from its own address.
+fn key_checks(grant: &Grant, peer: SocketAddr) -> Result<(), Refusal> {
+    authz::matches_template(&grant.pod, &grant.job, &grant.evaljob)?;
+    authz::starting(&grant.pod)?;
+    authz::from_pod_address(&grant.pod, peer.ip())
+}
+
+pub async fn key(
+    State(st): State<Arc<BrokerState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let id = match authenticated(&st, &headers, wire::KEY_AUDIENCE).await {
+        Ok(id) => id,
+        Err(r) => return refuse(&st, "key", r, None),
+    };
+    let claimed = match serde_json::from_slice::<KeyRequest>(&body) {
+        Ok(r) => r.pod_uid,
+        Err(_) => return refuse(&st, "key", Refusal::BadRequest, Some(&id)),
+    };
+    let grant = match granted(&st, &id, &claimed, true).await {
+        Ok(g) => g,
+        Err(r) => return refuse(&st, "key", r, Some(&id)),
+    };
+    let opened = key_checks(&grant, peer).and_then(|()| usable_key(&st, &grant)).and_then(|key| {
+        let (plain, kek) = open_key(&st, &key)?;
+        Ok((key, plain, kek))
+    });
+    let (key, plain, kek) = match opened {
+        Ok(v) => v,
+        Err(r) => return refuse(&st, "key", r, Some(&id)),
+    };
+    let audit = grants::Grant::new(&id, &grant, &key.name_any(), &kek, peer.ip());
+    match grants::record(&st.client, &st.namespace, &audit).await {
+        Ok(()) => {}
+        Err(grants::RecordError::AlreadyGranted) => {
+            tracing::warn!(security_event = "KeyRequestedTwice", namespace = %id.namespace, pod = %id.pod_name,
+                evaljob = %grant.evaljob.name_any(), byokkey = %key.name_any(), peer = %peer.ip(),
+                "a second key request for a pod that already had its key: refused");
+            grants::warn_evaljob(&st.recorder, &grant.evaljob, &id.pod_name).await;
+            return refuse(&st, "key", Refusal::KeyAlreadyGranted, Some(&id));
+        }
+        Err(grants::RecordError::Api(e)) => {
+            tracing::warn!(error = %e, "could not record the key grant");
+            return refuse(&st, "key", Refusal::Unavailable, Some(&id));
+        }
+    }
     st.count("key", "granted");
-    tracing::info!(namespace = %id.namespace, pod = %id.pod_name, evaljob = %grant.evaljob.name_any(), byokkey = %name,
+    tracing::info!(audit = "KeyGranted", namespace = %id.namespace, pod = %id.pod_name, pod_uid = %id.pod_uid,
+        job = %grant.job.name_any(), evaljob = %grant.evaljob.name_any(), byokkey = %key.name_any(), kek_id = %kek,
+        requester = %format!("system:serviceaccount:{}:{}", id.namespace, id.service_account), peer = %peer.ip(),
         "key handed to judge pod");
     let prefix: String = plain.expose_secret().chars().take(PREFIX_LEN).collect();
     Json(KeyResponse { key: plain.expose_secret().to_string(), key_prefix: prefix }).into_response()
 }
 
 pub async fn results(State(st): State<Arc<BrokerState>>, headers: HeaderMap, body: Bytes) -> Response {
+    // Authenticated before the body is parsed: a caller without a valid token costs no parsing.
+    let id = match authenticated(&st, &headers, wire::RESULTS_AUDIENCE).await {
+        Ok(id) => id,
+        Err(r) => return refuse(&st, "results", r, None),
+    };
     let report = match serde_json::from_slice::<ResultsReport>(&body) {
         Ok(r) => r,
-        Err(_) => return refuse(&st, "results", Refusal::BadRequest, None),
+        Err(_) => return refuse(&st, "results", Refusal::BadRequest, Some(&id)),
     };
-    let claimed = || Ok(report.pod_uid.clone());
-    let (id, grant) = match verified_grant(&st, &headers, wire::RESULTS_AUDIENCE, claimed, false).await {
-        Ok(v) => v,
-        Err((r, who)) => return refuse(&st, "results", r, who.as_ref()),
+    let grant = match granted(&st, &id, &report.pod_uid, false).await {
+        Ok(g) => g,
+        Err(r) => return refuse(&st, "results", r, Some(&id)),
     };
+    if authz::matches_template(&grant.pod, &grant.job, &grant.evaljob).is_err() {
+        return refuse(&st, "results", Refusal::PodNotFromJobTemplate, Some(&id));
+    }
     let index = grant.pod.annotations().get(COMPLETION_INDEX).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
     if index != report.shard || report.results.len() > report.total as usize {
         return refuse(&st, "results", Refusal::ShardMismatch, Some(&id));
     }
-    if let Err(e) = results::store(&st.client, &grant.evaljob, &report).await {
+    if let Err(e) = results::store(&st.client, &grant.evaljob, &report, &st.results_mac).await {
         tracing::warn!(error = %e, "could not store results");
         return refuse(&st, "results", Refusal::Unavailable, Some(&id));
     }
@@ -128,6 +175,15 @@ pub async fn ready(State(st): State<Arc<BrokerState>>) -> Response {
     }
 }
 
-pub async fn metrics(State(st): State<Arc<BrokerState>>) -> String {
-    st.metrics_text()
+/// Metrics, for a bearer token whose user may `get` the nonResourceURL /metrics (TokenReview +
+/// SubjectAccessReview, as controller-runtime's secure metrics), unless the install turned it off.
+pub async fn metrics(State(st): State<Arc<BrokerState>>, headers: HeaderMap) -> Response {
+    if st.metrics_auth
+        && let Err(r) =
+            authn::authorize_non_resource(&st.client, bearer(&headers).map_err(|_| Refusal::Unauthorized), "/metrics")
+                .await
+    {
+        return refuse(&st, "metrics", r, None);
+    }
+    st.metrics_text().into_response()
 }

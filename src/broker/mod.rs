@@ -4,6 +4,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod grants;
 mod handlers;
 pub mod pki;
 pub mod results;
@@ -57,6 +58,20 @@ pub enum Refusal {
     KeyNotReady,
     #[error("the report is for another shard than the pod's completion index")]
     ShardMismatch,
+    #[error("the pod is not the Job controller's copy of the judge Job's template")]
+    PodNotFromJobTemplate,
+    #[error("keys are handed out only while the pod starts (fetch-key), never to a running, finished or deleted pod")]
+    PodNotStarting,
+    #[error("the request does not come from the pod's own address")]
+    NotFromPodAddress,
+    #[error("the pod's address is not known yet; retry")]
+    PodAddressUnknown,
+    #[error("this pod was already handed its key once; a second request is refused and reported")]
+    KeyAlreadyGranted,
+    #[error("this endpoint needs an authorized bearer token")]
+    Unauthorized,
+    #[error("the token's user may not read this endpoint")]
+    Forbidden,
     #[error("the request body is not valid")]
     BadRequest,
     #[error("the broker cannot check this right now")]
@@ -80,6 +95,13 @@ impl Refusal {
             Self::KeyRevoked => "KeyRevoked",
             Self::KeyNotReady => "KeyNotReady",
             Self::ShardMismatch => "ShardMismatch",
+            Self::PodNotFromJobTemplate => "PodNotFromJobTemplate",
+            Self::PodNotStarting => "PodNotStarting",
+            Self::NotFromPodAddress => "NotFromPodAddress",
+            Self::PodAddressUnknown => "PodAddressUnknown",
+            Self::KeyAlreadyGranted => "KeyAlreadyGranted",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
             Self::BadRequest => "BadRequest",
             Self::Unavailable => "Unavailable",
         }
@@ -88,11 +110,14 @@ impl Refusal {
     fn status(self) -> axum::http::StatusCode {
         use axum::http::StatusCode;
         match self {
-            Self::MissingToken | Self::WrongAudience | Self::TokenExpired | Self::InvalidToken | Self::NotAPodToken => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::MissingToken
+            | Self::WrongAudience
+            | Self::TokenExpired
+            | Self::InvalidToken
+            | Self::NotAPodToken
+            | Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::PodAddressUnknown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -113,6 +138,14 @@ pub struct BrokerState {
     pub keyring: Arc<RwLock<Keyring>>,
     pub stores: std::sync::OnceLock<BrokerStores>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The operator's namespace: where grant records are kept, out of tenants' reach.
+    pub namespace: String,
+    /// Warning Events on EvalJobs (a second key request).
+    pub recorder: kube::runtime::events::Recorder,
+    /// Signs the results ConfigMaps.
+    pub results_mac: results::ResultsMac,
+    /// /metrics needs a bearer token allowed to `get` /metrics.
+    pub metrics_auth: bool,
 }
 
 impl BrokerState {
@@ -124,13 +157,11 @@ impl BrokerState {
         self.metrics.broker_requests.get_or_create(&crate::metrics::BrokerLabels { endpoint, outcome }).inc();
     }
 
-    /// All metrics, with the per-KEK key counts taken from the cache now.
+    /// All metrics, with the per-KEK key counts taken from the cached envelopes now.
     pub fn metrics_text(&self) -> String {
         let mut by_kek: BTreeMap<String, i64> = BTreeMap::new();
-        for key in self.stores.get().map(|s| s.byokkeys.state()).unwrap_or_default() {
-            if let Some(id) = key.status.as_ref().and_then(|s| s.kek_id.clone()) {
-                *by_kek.entry(id).or_default() += 1;
-            }
+        for secret in self.stores.get().map(|s| s.encrypted.state()).unwrap_or_default() {
+            *by_kek.entry(crate::controller::byokkey::desired::envelope_kek(&secret)).or_default() += 1;
         }
         self.metrics.keys_by_kek.clear();
         for (kek_id, n) in by_kek {
@@ -168,5 +199,6 @@ pub async fn serve(state: Arc<BrokerState>, ca: &BrokerCa, addr: SocketAddr, nam
         .map_err(std::io::Error::other)?;
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
     tracing::info!(%addr, "key broker listening");
-    axum_server::bind_rustls(addr, tls).serve(router(state).into_make_service()).await
+    // The peer address is part of the key endpoint's check (only the pod's own address).
+    axum_server::bind_rustls(addr, tls).serve(router(state).into_make_service_with_connect_info::<SocketAddr>()).await
 }

@@ -75,6 +75,12 @@ impl BrokerCa {
         Ok(Self { cert_pem, key })
     }
 
+    /// The key that authenticates the results ConfigMaps the broker writes: derived from the CA
+    /// key (held only by the operator), so a tenant who can write ConfigMaps cannot forge results.
+    pub fn results_mac(&self) -> super::results::ResultsMac {
+        super::results::ResultsMac::derive(&self.key.serialize_der())
+    }
+
     /// A serving certificate for `names` (DNS names or IP addresses), as (cert PEM chain, key PEM).
     pub fn issue_serving(&self, names: &[String]) -> Result<(String, String), PkiError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;

@@ -12,10 +12,59 @@ use crate::judge::wire::ResultsReport;
 
 /// Annotation on results ConfigMaps: shard, total, done.
 pub const SHARD_ANNOTATION: &str = "launchgate.ai/shard";
+/// Annotation on results ConfigMaps: HMAC-SHA256 over the name, the shard annotation and the
+/// results, by the broker. Results without a valid one (written by anyone else) are ignored.
+pub const MAC_ANNOTATION: &str = "launchgate.ai/results-mac";
+pub const RESULTS_FILE: &str = "results.jsonl";
+pub const RESULTS_COMPONENT: &str = "eval-results";
+
+/// Authenticates results ConfigMaps.
+pub struct ResultsMac(ring::hmac::Key);
+
+impl std::fmt::Debug for ResultsMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResultsMac(..)")
+    }
+}
+
+impl ResultsMac {
+    /// A MAC key derived from operator-only secret bytes.
+    pub fn derive(secret: &[u8]) -> Self {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"byok-operator results-mac v1\0");
+        ctx.update(secret);
+        Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, ctx.finish().as_ref()))
+    }
+
+    fn message(name: &str, shard: &str, results: &str) -> Vec<u8> {
+        [name.as_bytes(), b"\0", shard.as_bytes(), b"\0", results.as_bytes()].concat()
+    }
+
+    pub fn sign(&self, name: &str, shard: &str, results: &str) -> String {
+        let tag = ring::hmac::sign(&self.0, &Self::message(name, shard, results));
+        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `cm` is a results ConfigMap exactly as the broker wrote it.
+    pub fn verify(&self, cm: &ConfigMap) -> bool {
+        let a = cm.annotations();
+        let (Some(shard), Some(mac)) = (a.get(SHARD_ANNOTATION), a.get(MAC_ANNOTATION)) else { return false };
+        let Some(tag) = decode_hex(mac) else { return false };
+        let results = cm.data.as_ref().and_then(|d| d.get(RESULTS_FILE)).map_or("", String::as_str);
+        ring::hmac::verify(&self.0, &Self::message(&cm.name_any(), shard, results), &tag).is_ok()
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
 const PART_BYTES: usize = 900_000;
 
 /// The ConfigMaps holding a shard's results: `results.jsonl` split into parts under 1 MiB.
-pub fn results_config_maps(ej: &EvalJob, report: &ResultsReport) -> Vec<ConfigMap> {
+pub fn results_config_maps(ej: &EvalJob, report: &ResultsReport, mac: &ResultsMac) -> Vec<ConfigMap> {
     let mut parts: Vec<String> = vec![String::new()];
     for r in &report.results {
         let line = serde_json::to_string(r).unwrap_or_default();
@@ -29,31 +78,74 @@ pub fn results_config_maps(ej: &EvalJob, report: &ResultsReport) -> Vec<ConfigMa
     }
     let shard = format!("{}/{}/{}", report.shard, report.total, if report.done { "done" } else { "running" });
     let mut l = labels::managed();
-    l.insert(labels::COMPONENT.into(), "eval-results".into());
+    l.insert(labels::COMPONENT.into(), RESULTS_COMPONENT.into());
     l.insert(EVALJOB_UID_LABEL.into(), ej.uid().unwrap_or_default());
     parts
         .into_iter()
         .enumerate()
-        .map(|(i, data)| ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(crate::controller::names::bounded(&ej.name_any(), &format!("results-{}-{i}", report.shard))),
-                namespace: ej.namespace(),
-                labels: Some(l.clone()),
-                annotations: Some([(SHARD_ANNOTATION.to_string(), shard.clone())].into()),
-                owner_references: ej.controller_owner_ref(&()).map(|o| vec![o]),
+        .map(|(i, data)| {
+            let name = crate::controller::names::bounded(&ej.name_any(), &format!("results-{}-{i}", report.shard));
+            let tag = mac.sign(&name, &shard, &data);
+            ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    namespace: ej.namespace(),
+                    labels: Some(l.clone()),
+                    annotations: Some(
+                        [(SHARD_ANNOTATION.to_string(), shard.clone()), (MAC_ANNOTATION.to_string(), tag)].into(),
+                    ),
+                    owner_references: ej.controller_owner_ref(&()).map(|o| vec![o]),
+                    ..Default::default()
+                },
+                data: Some([(RESULTS_FILE.to_string(), data)].into()),
                 ..Default::default()
-            },
-            data: Some([("results.jsonl".to_string(), data)].into()),
-            ..Default::default()
+            }
         })
         .collect()
 }
 
-pub async fn store(client: &Client, ej: &EvalJob, report: &ResultsReport) -> Result<(), kube::Error> {
+pub async fn store(client: &Client, ej: &EvalJob, report: &ResultsReport, mac: &ResultsMac) -> Result<(), kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ej.namespace().unwrap_or_default());
-    for cm in results_config_maps(ej, report) {
+    for cm in results_config_maps(ej, report, mac) {
         let name = cm.name_any();
         api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm)).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::wire::CaseResult;
+
+    fn ej() -> EvalJob {
+        let spec = serde_json::from_value(serde_json::json!({
+            "provider": "openai", "scorers": [{"type": "json_valid"}], "cases": [{"output": "{}"}]
+        }))
+        .expect("spec");
+        let mut e = EvalJob::new("ej", spec);
+        e.metadata.namespace = Some("a".into());
+        e.metadata.uid = Some("uid".into());
+        e
+    }
+
+    #[test]
+    fn only_results_the_broker_wrote_verify() {
+        let mac = ResultsMac::derive(b"operator secret");
+        let result = CaseResult { id: "1".into(), line: 1, scores: vec![], input_tokens: 0, output_tokens: 0 };
+        let report = ResultsReport { pod_uid: "p".into(), shard: 0, total: 1, done: true, results: vec![result] };
+        let cms = results_config_maps(&ej(), &report, &mac);
+        assert!(cms.iter().all(|cm| mac.verify(cm)));
+        let mut forged = cms[0].clone();
+        forged.data =
+            Some([(RESULTS_FILE.to_string(), "{\"id\":\"x\",\"line\":1,\"scores\":[]}\n".to_string())].into());
+        assert!(!mac.verify(&forged), "changed results");
+        let mut renamed = cms[0].clone();
+        renamed.metadata.name = Some("ej-results-9-0".into());
+        assert!(!mac.verify(&renamed), "copied under another name");
+        assert!(!ResultsMac::derive(b"tenant guess").verify(&cms[0]), "another key");
+        let mut bare = cms[0].clone();
+        bare.metadata.annotations = Some([(SHARD_ANNOTATION.to_string(), "0/1/done".to_string())].into());
+        assert!(!mac.verify(&bare), "no MAC");
+    }
 }

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
-use crate::controller::byokkey::desired::KEK_ID_ANNOTATION;
+use crate::controller::byokkey::desired::envelope_kek;
 use crate::controller::{Error, keyring, labels};
 use crate::crd::ByokKey;
 
@@ -56,11 +56,10 @@ pub async fn status(client: &Client, ns: &str, name: &str) -> Result<KekUsage, E
             usage.entry(id).or_default().0 += 1;
         }
     }
+    // Counted from the envelopes themselves: an annotation can be edited, the ciphertext cannot lie.
     let lp = ListParams::default().labels(&labels::encrypted_key_selector());
-    for s in Api::<Secret>::all(client.clone()).list_metadata(&lp).await? {
-        if let Some(id) = s.metadata.annotations.as_ref().and_then(|a| a.get(KEK_ID_ANNOTATION)) {
-            usage.entry(id.clone()).or_default().1 += 1;
-        }
+    for s in Api::<Secret>::all(client.clone()).list(&lp).await? {
+        usage.entry(envelope_kek(&s)).or_default().1 += 1;
     }
     Ok(KekUsage { active: ring.active().id().to_string(), usage })
 }

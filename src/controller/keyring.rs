@@ -27,16 +27,32 @@ pub fn from_secret(secret: &Secret) -> Result<Keyring, crate::crypto::KeyringErr
     Keyring::from_secret_data(&data)
 }
 
-/// Reads the keyring Secret, or generates and stores a new keyring when there is none.
+/// Reads the keyring Secret, or generates and stores a new keyring when there is none and no
+/// encrypted key exists in `scope` (a namespace, or the cluster when None). With ciphertexts
+/// and no keyring it fails closed: a new keyring would silently make every stored key useless.
 pub async fn load_or_create(
     client: &Client,
     namespace: &str,
     name: &str,
+    scope: Option<&str>,
     recorder: &Recorder,
 ) -> Result<Keyring, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     if let Some(secret) = api.get_opt(name).await? {
         return Ok(from_secret(&secret)?);
+    }
+    let encrypted: Api<Secret> = match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let lp = kube::api::ListParams::default().labels(&labels::encrypted_key_selector()).limit(1);
+    if let Some(found) = encrypted.list_metadata(&lp).await?.items.first() {
+        let at = format!(
+            "{}/{}",
+            found.metadata.namespace.clone().unwrap_or_default(),
+            found.metadata.name.clone().unwrap_or_default()
+        );
+        return Err(Error::KeyringMissing { namespace: namespace.into(), name: name.into(), example: at });
     }
     let ring = Keyring::generate();
     let mut labels = labels::managed();

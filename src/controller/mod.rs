@@ -32,6 +32,11 @@ pub enum Error {
     Keyring(#[from] crate::crypto::KeyringError),
     #[error("serialization: {0}")]
     Serialization(#[from] serde_json::Error),
+    #[error(
+        "the KEK keyring Secret {namespace}/{name} is missing but encrypted keys exist (e.g. {example}): \
+         restore the keyring from its backup (docs/operations.md); refusing to start, and generating no new keyring"
+    )]
+    KeyringMissing { namespace: String, name: String, example: String },
 }
 
 impl Error {
@@ -44,6 +49,7 @@ impl Error {
             Self::Crypto(_) => "crypto",
             Self::Keyring(_) => "keyring",
             Self::Serialization(_) => "serialization",
+            Self::KeyringMissing { .. } => "keyring_missing",
         }
     }
 }

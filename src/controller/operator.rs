@@ -27,6 +27,8 @@ pub struct BrokerConfig {
     pub ca_secret: String,
     /// Image with the `byok-judge` binary.
     pub judge_image: String,
+    /// Whether /metrics needs an authorized bearer token.
+    pub metrics_auth: bool,
     /// Lease-based leader election (for several replicas); None runs as the only leader.
     pub lease: Option<super::leader::LeaseConfig>,
 }
@@ -44,7 +46,8 @@ pub async fn run(
     }
     let reporter = Reporter { controller: "byok-operator".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ring = keyring::load_or_create(&client, &config.namespace, &config.keyring_secret, &recorder).await?;
+    let scope = config.watch_namespace.as_deref();
+    let ring = keyring::load_or_create(&client, &config.namespace, &config.keyring_secret, scope, &recorder).await?;
     tracing::info!(active_kek = ring.active().id(), keks = ring.ids().count(), "keyring loaded");
     let ring = Arc::new(RwLock::new(ring));
     let ca = BrokerCa::load_or_create(&client, &config.namespace, &broker_config.ca_secret)
@@ -61,7 +64,12 @@ pub async fn run(
         keyring: ring.clone(),
         stores: Default::default(),
         metrics: metrics.clone(),
+        namespace: config.namespace.clone(),
+        recorder: recorder.clone(),
+        results_mac: ca.results_mac(),
+        metrics_auth: broker_config.metrics_auth,
     });
+    let results_mac = Arc::new(ca.results_mac());
     let ca_pem = ca.cert_pem.clone();
     let broker_task = {
         let (state, listen, names) = (state.clone(), broker_config.listen, broker_config.names.clone());
@@ -88,6 +96,8 @@ pub async fn run(
     // Provider calls get their own timeout per request; this bounds connection setup.
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
+        // A redirect would carry the key's header to wherever the answer points.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("byok-operator/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::Internal(format!("http client: {e}")))?;
@@ -140,6 +150,7 @@ pub async fn run(
             anthropic: config.endpoints.anthropic.clone(),
             google: config.endpoints.google.clone(),
             azure: config.endpoints.azure.clone(),
+            azure_allowed_hosts: config.endpoints.azure_allowed_hosts.clone(),
         },
     };
     let apis = EvalApis { evaljobs: api!(), jobs: api!(), config_maps: api!(), byokkeys: api!() };
@@ -147,14 +158,14 @@ pub async fn run(
     let eval_ctx = {
         let (client, recorder, models, ca_pem, byokkeys, metrics) =
             (client.clone(), recorder.clone(), config.models.clone(), ca_pem, key_store.clone(), metrics.clone());
-        move |config_maps, jobs| EvalContext {
+        move |jobs| EvalContext {
             client,
             recorder,
             models,
             settings,
             ca_pem,
             byokkeys,
-            config_maps,
+            results_mac,
             jobs,
             metrics,
             written: Default::default(),
@@ -163,6 +174,7 @@ pub async fn run(
     let eval_task = tokio::spawn(evaljob::run(apis, config.concurrency, eval_ctx, eval_tx));
     let stores = eval_rx.await.map_err(|_| Error::Internal("EvalJob controller did not start".into()))?;
 
+    tokio::spawn(broker::grants::sweep(client.clone(), config.namespace.clone(), Duration::from_secs(600)));
     let _ = state.stores.set(BrokerStores {
         byokkeys: key_store,
         encrypted: enc_store,

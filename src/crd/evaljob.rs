@@ -172,10 +172,16 @@ pub struct ConfigMapKeyRef {
     pub key: String,
 }
 
-/// What users may change in the judge pod.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+/// What users may change in the judge pod. Not the image: the image that receives the key is
+/// the install's (chart value `judge.image`), never an EvalJob's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.image)").message(
+    "spec.template.image is not allowed: the judge image receives the key, so only the operator's install chooses it (chart value judge.image)"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct PodOverrides {
+    /// Refused by the API server (kept in the schema so the refusal says why instead of the
+    /// field being silently pruned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -39,7 +39,13 @@ impl std::fmt::Display for Provider {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AzureSpec {
-    /// Resource endpoint, e.g. `https://my-resource.openai.azure.com`.
+    /// Resource endpoint, e.g. `https://my-resource.openai.azure.com`: https, a host and nothing
+    /// else. The key is sent there, so the operator also checks it against the install's allow-list
+    /// (default `*.openai.azure.com`, `*.cognitiveservices.azure.com`).
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^https://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?/?$")
+    )]
     pub endpoint: String,
     /// Deployment name to validate and call.
     pub deployment: String,

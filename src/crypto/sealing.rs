@@ -22,6 +22,28 @@ pub enum SealError {
     PublicKey,
     #[error("the sealed key was made for {0}, not for this ByokKey; seal it again for this name and namespace")]
     WrongObject(String),
+    #[error(
+        "the sealed Azure key was made for endpoint {sealed_for}, not for this ByokKey's spec.azure; \
+         seal it again for the endpoint and deployment it is meant for"
+    )]
+    WrongAzureTarget { sealed_for: String },
+}
+
+/// Where a sealed Azure OpenAI key may be sent: bound into the sealed payload, so that whoever
+/// edits `spec.azure` in git cannot redirect the key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AzureTarget {
+    pub endpoint: String,
+    pub deployment: String,
+}
+
+impl AzureTarget {
+    pub fn new(endpoint: &str, deployment: &str) -> Self {
+        Self {
+            endpoint: endpoint.trim().trim_end_matches('/').to_ascii_lowercase(),
+            deployment: deployment.trim().into(),
+        }
+    }
 }
 
 /// What is inside a sealed key: the key, and the object it may be imported into.
@@ -30,6 +52,8 @@ struct Payload {
     namespace: String,
     name: String,
     provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    azure: Option<AzureTarget>,
     key: String,
 }
 
@@ -68,7 +92,15 @@ impl SealingKey {
     }
 
     /// Opens a sealed key and checks it was made for this object.
-    pub fn unseal(&self, sealed: &str, namespace: &str, name: &str, provider: &str) -> Result<SecretString, SealError> {
+    /// An Azure key (`azure` is Some) must also have been sealed for that endpoint and deployment.
+    pub fn unseal(
+        &self,
+        sealed: &str,
+        namespace: &str,
+        name: &str,
+        provider: &str,
+        azure: Option<&AzureTarget>,
+    ) -> Result<SecretString, SealError> {
         let raw = sealed.trim().strip_prefix(PREFIX).ok_or(SealError::Format)?;
         let bytes = B64.decode(raw).map_err(|_| SealError::Format)?;
         let plain = Zeroizing::new(self.0.unseal(&bytes).map_err(|_| SealError::Open)?);
@@ -80,6 +112,13 @@ impl SealingKey {
                 payload.namespace, payload.name, payload.provider
             )));
         }
+        if payload.azure.as_ref() != azure {
+            let sealed_for = payload
+                .azure
+                .as_ref()
+                .map_or_else(|| "(none)".into(), |a| format!("{} ({})", a.endpoint, a.deployment));
+            return Err(SealError::WrongAzureTarget { sealed_for });
+        }
         Ok(SecretString::from(payload.key.as_str()))
     }
 }
@@ -90,6 +129,7 @@ pub fn seal(
     namespace: &str,
     name: &str,
     provider: &str,
+    azure: Option<&AzureTarget>,
     key: &SecretString,
 ) -> Result<String, SealError> {
     let bytes = B64.decode(public_base64.trim()).map_err(|_| SealError::PublicKey)?;
@@ -99,6 +139,7 @@ pub fn seal(
         namespace: namespace.into(),
         name: name.into(),
         provider: provider.into(),
+        azure: azure.cloned(),
         key: key.expose_secret().to_string(),
     };
     let plain = Zeroizing::new(serde_json::to_vec(&payload).map_err(|_| SealError::Format)?);
@@ -113,23 +154,47 @@ mod tests {
     #[test]
     fn seal_and_unseal_for_the_same_object() {
         let k = SealingKey::generate();
-        let sealed =
-            seal(&k.public_base64(), "team-a", "openai", "openai", &"sk-proj-0123456789abcdef".into()).expect("seal");
+        let sealed = seal(&k.public_base64(), "team-a", "openai", "openai", None, &"sk-proj-0123456789abcdef".into())
+            .expect("seal");
         assert!(!sealed.contains("sk-proj"));
-        let key = k.unseal(&sealed, "team-a", "openai", "openai").expect("opens");
+        let key = k.unseal(&sealed, "team-a", "openai", "openai", None).expect("opens");
         assert_eq!(key.expose_secret(), "sk-proj-0123456789abcdef");
     }
 
     #[test]
     fn a_sealed_key_moved_elsewhere_is_refused() {
         let k = SealingKey::generate();
-        let sealed =
-            seal(&k.public_base64(), "team-a", "openai", "openai", &"sk-proj-0123456789abcdef".into()).expect("seal");
-        assert!(matches!(k.unseal(&sealed, "team-b", "openai", "openai"), Err(SealError::WrongObject(_))));
-        assert!(matches!(k.unseal(&sealed, "team-a", "other", "openai"), Err(SealError::WrongObject(_))));
-        assert!(matches!(k.unseal(&sealed, "team-a", "openai", "anthropic"), Err(SealError::WrongObject(_))));
-        assert_eq!(SealingKey::generate().unseal(&sealed, "team-a", "openai", "openai").err(), Some(SealError::Open));
-        assert_eq!(k.unseal("garbage", "team-a", "openai", "openai").err(), Some(SealError::Format));
+        let sealed = seal(&k.public_base64(), "team-a", "openai", "openai", None, &"sk-proj-0123456789abcdef".into())
+            .expect("seal");
+        assert!(matches!(k.unseal(&sealed, "team-b", "openai", "openai", None), Err(SealError::WrongObject(_))));
+        assert!(matches!(k.unseal(&sealed, "team-a", "other", "openai", None), Err(SealError::WrongObject(_))));
+        assert!(matches!(k.unseal(&sealed, "team-a", "openai", "anthropic", None), Err(SealError::WrongObject(_))));
+        assert_eq!(
+            SealingKey::generate().unseal(&sealed, "team-a", "openai", "openai", None).err(),
+            Some(SealError::Open)
+        );
+        assert_eq!(k.unseal("garbage", "team-a", "openai", "openai", None).err(), Some(SealError::Format));
+    }
+
+    #[test]
+    fn a_sealed_azure_key_is_bound_to_its_endpoint_and_deployment() {
+        let k = SealingKey::generate();
+        let team = AzureTarget::new("https://team.openai.azure.com/", "gpt-4o");
+        let key = "0123456789abcdef0123".into();
+        let sealed = seal(&k.public_base64(), "a", "az", "azure_openai", Some(&team), &key).expect("seal");
+        let same = AzureTarget::new("https://TEAM.openai.azure.com", "gpt-4o");
+        assert!(k.unseal(&sealed, "a", "az", "azure_openai", Some(&same)).is_ok());
+        let moved = AzureTarget::new("https://attacker.openai.azure.com", "gpt-4o");
+        let err = k.unseal(&sealed, "a", "az", "azure_openai", Some(&moved)).err();
+        assert!(matches!(err, Some(SealError::WrongAzureTarget { .. })));
+        let other_deployment = AzureTarget::new("https://team.openai.azure.com", "other");
+        assert!(k.unseal(&sealed, "a", "az", "azure_openai", Some(&other_deployment)).is_err());
+        // Sealed without a target (an older blob): refused for an Azure key.
+        let unbound = seal(&k.public_base64(), "a", "az", "azure_openai", None, &key).expect("seal");
+        assert!(matches!(
+            k.unseal(&unbound, "a", "az", "azure_openai", Some(&team)),
+            Err(SealError::WrongAzureTarget { .. })
+        ));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 pub use super::keyfile::{read_key_file, write_key_file};
 
+use super::pin::PinnedFile;
 use super::runner::{ReportError, Reporter};
 use super::wire::{
     KEY_PATH, KeyRequest, KeyResponse, MAX_REPORT_BYTES, RESULTS_PATH, Refusal, ResultsAck, ResultsReport,
@@ -33,6 +34,9 @@ pub enum ClientError {
     InsecureUrl(String),
     #[error("cannot use the CA bundle {path}: {message}")]
     CaBundle { path: PathBuf, message: String },
+    /// The CA bundle is not the one the operator pinned in the Job: a tenant swapped it.
+    #[error(transparent)]
+    Pinned(#[from] super::pin::PinError),
     #[error("cannot read the token file {path}: {message}")]
     Token { path: PathBuf, message: String },
     #[error("cannot build the HTTP client: {0}")]
@@ -62,12 +66,12 @@ pub struct BrokerClient {
 impl BrokerClient {
     /// Trusts only the certificates in `ca_path`, never the system's roots, so nothing but the
     /// operator's broker can receive the token or serve a key.
-    pub fn new(broker_url: &str, token_path: &Path, ca_path: &Path, timeout: Duration) -> Result<Self, ClientError> {
+    pub fn new(broker_url: &str, token_path: &Path, ca: &PinnedFile, timeout: Duration) -> Result<Self, ClientError> {
         if !broker_url.starts_with("https://") {
             return Err(ClientError::InsecureUrl(broker_url.to_string()));
         }
-        let ca_error = |message: String| ClientError::CaBundle { path: ca_path.to_path_buf(), message };
-        let pem = fs::read(ca_path).map_err(|e| ca_error(e.to_string()))?;
+        let ca_error = |message: String| ClientError::CaBundle { path: ca.path.clone(), message };
+        let pem = ca.read()?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
         if certs.is_empty() {
             return Err(ca_error("no PEM certificate in it".into()));
@@ -124,21 +128,21 @@ enum Attempt {
 pub async fn fetch_key(
     broker_url: &str,
     token_path: &Path,
-    ca_path: &Path,
+    ca: &PinnedFile,
     pod_uid: &str,
 ) -> Result<KeyResponse, ClientError> {
-    fetch_key_within(broker_url, token_path, ca_path, pod_uid, KEY_FETCH_DEADLINE).await
+    fetch_key_within(broker_url, token_path, ca, pod_uid, KEY_FETCH_DEADLINE).await
 }
 
 /// [`fetch_key`] with a chosen deadline.
 pub async fn fetch_key_within(
     broker_url: &str,
     token_path: &Path,
-    ca_path: &Path,
+    ca: &PinnedFile,
     pod_uid: &str,
     deadline: Duration,
 ) -> Result<KeyResponse, ClientError> {
-    let client = BrokerClient::new(broker_url, token_path, ca_path, Duration::from_secs(15))?;
+    let client = BrokerClient::new(broker_url, token_path, ca, Duration::from_secs(15))?;
     let body = serde_json::to_vec(&KeyRequest { pod_uid: pod_uid.to_string() })
         .map_err(|e| ClientError::Http(e.to_string()))?;
     let backoff =
@@ -245,9 +249,9 @@ pub struct HttpReporter {
 }
 
 impl HttpReporter {
-    pub fn new(broker_url: &str, results_token_path: &Path, ca_path: &Path) -> Result<Self, ClientError> {
+    pub fn new(broker_url: &str, results_token_path: &Path, ca: &PinnedFile) -> Result<Self, ClientError> {
         // Large final reports take a while on a busy broker.
-        Ok(Self { client: BrokerClient::new(broker_url, results_token_path, ca_path, Duration::from_secs(30))? })
+        Ok(Self { client: BrokerClient::new(broker_url, results_token_path, ca, Duration::from_secs(30))? })
     }
 }
 
@@ -291,8 +295,8 @@ mod tests {
     #[test]
     fn plain_http_and_bad_ca_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.crt");
-        fs::write(&ca, "not a certificate").unwrap();
+        let ca = PinnedFile::new(dir.path().join("ca.crt"), super::super::pin::sha256_hex(b"not a certificate"));
+        fs::write(&ca.path, "not a certificate").unwrap();
         let token = dir.path().join("token");
         assert!(matches!(
             BrokerClient::new("http://b", &token, &ca, Duration::from_secs(1)),
@@ -302,10 +306,15 @@ mod tests {
             BrokerClient::new("https://b", &token, &ca, Duration::from_secs(1)),
             Err(ClientError::CaBundle { .. })
         ));
-        let missing = dir.path().join("missing.crt");
+        let swapped = PinnedFile::new(ca.path.clone(), "00");
+        assert!(matches!(
+            BrokerClient::new("https://b", &token, &swapped, Duration::from_secs(1)),
+            Err(ClientError::Pinned(_))
+        ));
+        let missing = PinnedFile::new(dir.path().join("missing.crt"), "00");
         assert!(matches!(
             BrokerClient::new("https://b", &token, &missing, Duration::from_secs(1)),
-            Err(ClientError::CaBundle { .. })
+            Err(ClientError::Pinned(super::super::pin::PinError::Read { .. }))
         ));
     }
 }

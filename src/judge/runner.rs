@@ -182,6 +182,12 @@ fn endpoints(config: &JudgeConfig) -> Endpoints {
         anthropic: or(&config.endpoints.anthropic, defaults.anthropic),
         google: or(&config.endpoints.google, defaults.google),
         azure: config.endpoints.azure.clone().filter(|url| !url.trim().is_empty()),
+        // The judge checks the endpoint again: an empty list allows nothing but the defaults.
+        azure_allowed_hosts: if config.endpoints.azure_allowed_hosts.is_empty() {
+            defaults.azure_allowed_hosts
+        } else {
+            config.endpoints.azure_allowed_hosts.clone()
+        },
     }
 }
 

@@ -63,6 +63,7 @@ fn config(mock: &MockHandle, scorers: Vec<Scorer>, concurrency: u32) -> JudgeCon
             anthropic: endpoints.anthropic,
             google: endpoints.google,
             azure: endpoints.azure,
+            azure_allowed_hosts: endpoints.azure_allowed_hosts,
         },
     }
 }

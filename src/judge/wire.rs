@@ -47,6 +47,9 @@ pub struct EndpointsConfig {
     pub google: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<String>,
+    /// Hosts an Azure endpoint from the ByokKey may name (the install's allow-list).
+    #[serde(default)]
+    pub azure_allowed_hosts: Vec<String>,
 }
 
 /// fetch-key's request. The pod uid comes from the downward API; the broker compares it with the

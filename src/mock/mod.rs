@@ -109,6 +109,7 @@ impl MockHandle {
             anthropic: format!("http://{}/anthropic", self.addr),
             google: format!("http://{}/google", self.addr),
             azure: Some(self.azure_endpoint()),
+            ..Endpoints::default()
         }
     }
 

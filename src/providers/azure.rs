@@ -31,10 +31,17 @@ fn target<'a>(endpoints: &'a Endpoints, azure: Option<&'a AzureSpec>) -> Result<
     let misconfigured =
         |message: &str| CallError::Misconfigured { reason: InvalidReason::Misconfigured, message: message.into() };
     let azure = azure.ok_or_else(|| misconfigured("azure_openai keys need spec.azure (endpoint and deployment)"))?;
-    let endpoint = endpoints.azure.as_deref().unwrap_or(&azure.endpoint);
-    if endpoint.trim().is_empty() {
-        return Err(misconfigured("spec.azure.endpoint is empty"));
-    }
+    // The install's gateway is trusted; an endpoint from the ByokKey must be on the allow-list.
+    let endpoint = match endpoints.azure.as_deref() {
+        Some(gateway) => gateway,
+        None => {
+            endpoints.check_azure_endpoint(&azure.endpoint).map_err(|e| CallError::Misconfigured {
+                reason: InvalidReason::EndpointNotAllowed,
+                message: e.to_string(),
+            })?;
+            &azure.endpoint
+        }
+    };
     if azure.deployment.trim().is_empty() {
         return Err(misconfigured("spec.azure.deployment is empty"));
     }

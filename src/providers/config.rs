@@ -14,7 +14,13 @@ pub struct Endpoints {
     pub google: String,
     /// When set, replaces every `AzureSpec.endpoint` (gateways, tests).
     pub azure: Option<String>,
+    /// Hosts an `AzureSpec.endpoint` may name (`*.suffix` or an exact host): the key is sent
+    /// there, so a ByokKey's author cannot point it at a server of their own.
+    pub azure_allowed_hosts: Vec<String>,
 }
+
+/// The Azure OpenAI hosts allowed when the install names none.
+pub const DEFAULT_AZURE_HOSTS: [&str; 2] = ["*.openai.azure.com", "*.cognitiveservices.azure.com"];
 
 impl Default for Endpoints {
     fn default() -> Self {
@@ -23,7 +29,46 @@ impl Default for Endpoints {
             anthropic: "https://api.anthropic.com".into(),
             google: "https://generativelanguage.googleapis.com".into(),
             azure: None,
+            azure_allowed_hosts: DEFAULT_AZURE_HOSTS.map(String::from).to_vec(),
         }
+    }
+}
+
+/// Why an Azure endpoint is refused. Never sent a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("spec.azure.endpoint {0:?} is not an https URL of a host alone (no user, path, query or fragment)")]
+    NotHttpsHost(String),
+    #[error("spec.azure.endpoint host {host:?} is not allowed by this install (allowed: {allowed})")]
+    HostNotAllowed { host: String, allowed: String },
+}
+
+impl Endpoints {
+    /// Checks that `endpoint` is `https://<host>[:port][/]` with a host the install allows.
+    pub fn check_azure_endpoint(&self, endpoint: &str) -> Result<(), EndpointError> {
+        let bad = || EndpointError::NotHttpsHost(endpoint.chars().take(200).collect());
+        let url = reqwest::Url::parse(endpoint).map_err(|_| bad())?;
+        let plain = url.scheme() == "https"
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && matches!(url.path(), "" | "/");
+        let host = url.host_str().filter(|_| plain).ok_or_else(bad)?.to_ascii_lowercase();
+        if self.azure_allowed_hosts.iter().any(|pattern| host_matches(pattern, &host)) {
+            return Ok(());
+        }
+        Err(EndpointError::HostNotAllowed { host, allowed: self.azure_allowed_hosts.join(", ") })
+    }
+}
+
+/// `*.example.com` matches any host under example.com (not example.com itself); anything else
+/// matches exactly. Case-insensitive.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.trim().to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+        None => !pattern.is_empty() && host == pattern,
     }
 }
 
@@ -154,6 +199,33 @@ mod tests {
         assert_eq!(ModelTable::parse("cohere=x"), Err(ModelTableError::UnknownProvider("cohere".into())));
         assert_eq!(ModelTable::parse("openai="), Err(ModelTableError::EmptyModel("openai".into())));
         assert_eq!(ModelTable::parse("azure_openai=x"), Err(ModelTableError::AzureHasNoDefault));
+    }
+
+    #[test]
+    fn azure_endpoints_must_be_https_hosts_the_install_allows() {
+        let e = Endpoints::default();
+        assert_eq!(e.check_azure_endpoint("https://team.openai.azure.com"), Ok(()));
+        assert_eq!(e.check_azure_endpoint("https://Team.cognitiveservices.azure.com/"), Ok(()));
+        for bad in [
+            "http://team.openai.azure.com",
+            "https://user@team.openai.azure.com",
+            "https://team.openai.azure.com/x",
+            "https://team.openai.azure.com?q=1",
+            "team.openai.azure.com",
+        ] {
+            assert!(matches!(e.check_azure_endpoint(bad), Err(EndpointError::NotHttpsHost(_))), "{bad}");
+        }
+        for bad in [
+            "https://openai.azure.com",
+            "https://evil.com",
+            "https://team.openai.azure.com.evil.com",
+            "https://127.0.0.1",
+        ] {
+            assert!(matches!(e.check_azure_endpoint(bad), Err(EndpointError::HostNotAllowed { .. })), "{bad}");
+        }
+        let narrow = Endpoints { azure_allowed_hosts: vec!["team.openai.azure.com".into()], ..Endpoints::default() };
+        assert!(narrow.check_azure_endpoint("https://other.openai.azure.com").is_err());
+        assert!(narrow.check_azure_endpoint("https://team.openai.azure.com").is_ok());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use secrecy::SecretString;
 
 use crate::crd::{AzureSpec, Provider};
 
-pub use config::{Endpoints, ModelTable, ModelTableError};
+pub use config::{DEFAULT_AZURE_HOSTS, EndpointError, Endpoints, ModelTable, ModelTableError};
 pub use error::JudgeError;
 pub use http::{MAX_MESSAGE_CHARS, redact, sanitize};
 pub use retry::RetryPolicy;
@@ -49,6 +49,8 @@ pub enum InvalidReason {
     MalformedKey,
     /// The ByokKey lacks what the provider needs (Azure endpoint/deployment). No request was made.
     Misconfigured,
+    /// The Azure endpoint is not an https host on the install's allow-list. No request was made.
+    EndpointNotAllowed,
 }
 
 /// Why a check gave no answer about the key; try again later.
@@ -106,6 +108,7 @@ impl CheckOutcome {
                 InvalidReason::QuotaExhausted => "QuotaExhausted",
                 InvalidReason::MalformedKey => "MalformedKey",
                 InvalidReason::Misconfigured => "Misconfigured",
+                InvalidReason::EndpointNotAllowed => "EndpointNotAllowed",
             },
             Self::ModelUnavailable { .. } => "ModelNotFound",
             Self::Unknown { reason, .. } => match reason {

@@ -20,7 +20,11 @@ pub async fn default_key(env: &mut TestEnv, name: &str, provider: Provider) -> S
     key
 }
 
-pub async fn create_evaljob(env: &TestEnv, name: &str, spec: serde_json::Value) -> EvalJob {
+pub async fn create_evaljob(env: &TestEnv, name: &str, mut spec: serde_json::Value) -> EvalJob {
+    if !env.node && spec.get("template").is_none() {
+        // Without the node the judge pods stay unscheduled; the tests run their containers locally.
+        spec["template"] = json!({ "nodeSelector": { "launchgate.ai/test-no-node": "true" } });
+    }
     let api: Api<EvalJob> = Api::namespaced(env.client.clone(), &env.ns);
     let ej: EvalJob = serde_json::from_value(json!({
         "apiVersion": "launchgate.ai/v1alpha1", "kind": "EvalJob",

@@ -55,6 +55,9 @@ pub struct LocalPod {
 
 impl LocalPod {
     pub async fn prepare(env: &TestEnv, pod: Pod) -> Self {
+        // What the kubelet would report for a pod whose containers run here: its address, from
+        // which the broker accepts its key request.
+        let pod = super::broker::report_pod_address(env, &pod, "127.0.0.1").await;
         let dir =
             PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pods").join(format!("{}-{}", env.ns, pod.name_any()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -2,9 +2,11 @@
 //! process (watching only that namespace), against the local control plane in $KUBECONFIG.
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod evaljobs;
 pub mod judge_pod;
 pub mod node;
+pub mod roles;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,6 +23,11 @@ use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use rand::RngCore;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
+/// In `EnvOptions::operator_args`: start the operator without the harness's Azure gateway, so
+/// ByokKeys' own Azure endpoints (and the allow-list) are used.
+pub const NO_AZURE_GATEWAY: &str = "--azure-base-url";
+/// A ByokKey's Azure endpoint in tests: on the default allow-list; the mock serves it as the gateway.
+pub const AZURE_ENDPOINT: &str = "https://byok-test.openai.azure.com";
 
 /// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
@@ -58,7 +65,14 @@ pub fn fake_key(provider: Provider, tag: &str) -> String {
 
 pub struct TestEnv {
     pub client: Client,
+    /// The team namespace: ByokKeys, source Secrets, EvalJobs.
     pub ns: String,
+    /// The operator's namespace (keyring, sealing key, broker CA, grant records): never a source
+    /// of keys, so a namespace of its own, as in a real install.
+    pub op_ns: String,
+    /// Judge pods run on the node (node_env); otherwise they stay unscheduled and the tests run
+    /// their containers as local processes.
+    pub node: bool,
     pub mock: MockHandle,
     operator: Option<Child>,
     pub log_path: PathBuf,
@@ -84,6 +98,10 @@ pub struct EnvOptions {
     pub broker_host: Option<std::net::IpAddr>,
     /// Appended to the operator's command line (e.g. `--judge-image`).
     pub operator_args: Vec<String>,
+    /// Run the operator in the team namespace itself (to show keys are never imported from there).
+    pub operator_in_team_namespace: bool,
+    /// Judge pods are meant to run on the node.
+    pub node: bool,
 }
 
 pub async fn client() -> Client {
@@ -118,10 +136,20 @@ impl TestEnv {
         let client = client().await;
         install_crds(&client).await;
         let ns = format!("t-{}-{}", test.replace('_', "-"), random_hex(3));
+        let op_ns = if options.operator_in_team_namespace { ns.clone() } else { format!("{ns}-op") };
         let nsapi: Api<Namespace> = Api::all(client.clone());
-        let obj =
-            Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
-        nsapi.create(&PostParams::default(), &obj).await.expect("namespace created");
+        for name in [&ns, &op_ns] {
+            if nsapi.get_opt(name).await.expect("get namespace").is_some() {
+                continue;
+            }
+            // EvalJobs may run in the team namespace (the chart's admission policy asks for this label).
+            let labels = (name == &ns).then(|| [("launchgate.ai/evaljobs".to_string(), "enabled".to_string())].into());
+            let obj = Namespace {
+                metadata: ObjectMeta { name: Some(name.clone()), labels, ..Default::default() },
+                ..Default::default()
+            };
+            nsapi.create(&PostParams::default(), &obj).await.expect("namespace created");
+        }
         let mock = mock::start(options.mock).await.expect("mock provider starts");
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
@@ -132,6 +160,8 @@ impl TestEnv {
         let mut env = Self {
             client,
             ns,
+            op_ns,
+            node: options.node,
             mock,
             operator: None,
             log_path,
@@ -150,18 +180,42 @@ impl TestEnv {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
         let ep = self.mock.endpoints();
         let broker = std::net::SocketAddr::from((self.broker_host, self.broker_port)).to_string();
+        let harness = [
+            ("--namespace", self.op_ns.clone()),
+            ("--watch-namespace", self.ns.clone()),
+            ("--broker-listen", broker.clone()),
+            ("--broker-url", format!("https://{broker}")),
+            ("--openai-base-url", ep.openai),
+            ("--anthropic-base-url", ep.anthropic),
+            ("--google-base-url", ep.google),
+            ("--azure-base-url", self.mock.azure_endpoint()),
+        ];
+        // A test's own `operator_args` replace the harness's flag of the same name.
+        let overridden =
+            |flag: &str| self.operator_args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        let mut args: Vec<String> = Vec::new();
+        for (flag, value) in harness.into_iter().filter(|(f, _)| !overridden(f)) {
+            args.extend([flag.to_string(), value]);
+        }
+        args.extend(self.operator_args.iter().filter(|a| a.as_str() != NO_AZURE_GATEWAY).cloned());
         let child = Command::new(env!("CARGO_BIN_EXE_byok-operator"))
-            .args(["--namespace", &self.ns, "--watch-namespace", &self.ns])
-            .args(["--broker-listen", &broker, "--broker-url", &format!("https://{broker}")])
-            .args(["--openai-base-url", &ep.openai, "--anthropic-base-url", &ep.anthropic])
-            .args(["--google-base-url", &ep.google])
-            .args(&self.operator_args)
+            .args(&args)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("operator starts");
         self.operator = Some(child);
+    }
+
+    /// Whether the operator process has ended by itself.
+    pub fn operator_exited(&mut self) -> bool {
+        self.operator.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// Where the operator's broker listens.
+    pub fn broker_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((self.broker_host, self.broker_port))
     }
 
     /// SIGKILL: no graceful shutdown, as in a node crash or OOM kill.
@@ -186,8 +240,10 @@ impl TestEnv {
         {
             self.plaintexts.push(text.trim().to_string());
         }
+        // Opted in to being imported (any other Secret is refused).
         let s = Secret {
             metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            type_: Some(byok_operator::controller::byokkey::import::SOURCE_SECRET_TYPE.into()),
             data: Some([(data_key.to_string(), ByteString(value.to_vec()))].into()),
             ..Default::default()
         };
@@ -195,8 +251,9 @@ impl TestEnv {
     }
 
     pub fn spec(&self, provider: Provider, secret: &str) -> ByokKeySpec {
+        // The operator sends Azure calls to the mock (--azure-base-url, the install's gateway).
         let azure = (provider == Provider::AzureOpenAi).then(|| AzureSpec {
-            endpoint: self.mock.azure_endpoint(),
+            endpoint: AZURE_ENDPOINT.into(),
             deployment: "gpt-4o".into(),
             api_version: None,
         });
@@ -277,9 +334,11 @@ impl TestEnv {
         for e in ejs.list(&ListParams::default()).await.expect("evaljobs").items {
             haystacks.push((format!("evaljob {}", e.name_any()), json(&e)));
         }
-        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(self.client.clone(), &self.ns);
-        for c in cms.list(&ListParams::default()).await.expect("configmaps").items {
-            haystacks.push((format!("configmap {}", c.name_any()), json(&c)));
+        for ns in [&self.ns, &self.op_ns] {
+            let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(self.client.clone(), ns);
+            for c in cms.list(&ListParams::default()).await.expect("configmaps").items {
+                haystacks.push((format!("configmap {ns}/{}", c.name_any()), json(&c)));
+            }
         }
         for s in self.secrets().list(&ListParams::default()).await.expect("secrets").items {
             // Source Secrets are the user's plaintext by definition; everything else is the operator's.
@@ -301,6 +360,46 @@ impl TestEnv {
             }
         }
     }
+}
+
+/// A token allowed to read the operator's /metrics (a ServiceAccount of the test namespace bound
+/// to a ClusterRole with `get` on /metrics), as Prometheus would hold.
+pub async fn metrics_token(env: &TestEnv) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let pp = PatchParams::apply("byok-tests").force();
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": { "name": "byok-tests-metrics-reader" },
+        "rules": [{ "nonResourceURLs": ["/metrics"], "verbs": ["get"] }]
+    }))
+    .expect("role");
+    Api::<ClusterRole>::all(env.client.clone())
+        .patch("byok-tests-metrics-reader", &pp, &Patch::Apply(&role))
+        .await
+        .expect("role");
+    let sas: Api<ServiceAccount> = Api::namespaced(env.client.clone(), &env.ns);
+    let sa: ServiceAccount = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "prometheus" }
+    }))
+    .expect("sa");
+    sas.patch("prometheus", &pp, &Patch::Apply(&sa)).await.expect("sa");
+    let binding_name = format!("byok-tests-metrics-{}", env.ns);
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": { "name": binding_name },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "byok-tests-metrics-reader" },
+        "subjects": [{ "kind": "ServiceAccount", "name": "prometheus", "namespace": env.ns }]
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(env.client.clone())
+        .patch(&binding_name, &pp, &Patch::Apply(&binding))
+        .await
+        .expect("binding");
+    let req = TokenRequest { spec: TokenRequestSpec { audiences: vec![], ..Default::default() }, ..Default::default() };
+    let answer = sas.create_token_request("prometheus", &PostParams::default(), &req).await.expect("token");
+    answer.status.expect("token status").token
 }
 
 pub fn phase_of(k: &ByokKey) -> Option<KeyPhase> {

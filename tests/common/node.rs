@@ -67,6 +67,8 @@ pub async fn node_env(test: &str, mock: MockConfig) -> TestEnv {
         mock,
         broker_host: Some(IpAddr::V4(NODE_IP)),
         operator_args: vec!["--judge-image".into(), JUDGE_IMAGE.into()],
+        node: true,
+        ..EnvOptions::default()
     };
     let env = TestEnv::with_options(test, options).await;
     let label = serde_json::json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": "restricted" } } });
@@ -176,4 +178,51 @@ pub fn bin_dir() -> String {
         .output()
         .expect("hack/cluster.sh bin");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What [`scan_node_disk`] read.
+#[derive(Debug, Default)]
+pub struct DiskScan {
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Reads every regular file on disk under the node's state dir (kubelet root, containerd root and
+/// state, pod logs), skipping tmpfs mounts (memory, where the key is meant to be), and panics if
+/// any holds one of `needles`.
+pub fn scan_node_disk(needles: &[&str]) -> DiskScan {
+    let root = cluster_dir().join("node");
+    assert!(root.is_dir(), "no node state dir at {}", root.display());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let tmpfs: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mount_point = left.split_whitespace().nth(4)?;
+            (right.split_whitespace().next()? == "tmpfs").then(|| PathBuf::from(mount_point.replace("\\040", " ")))
+        })
+        .collect();
+    let pattern = needles.iter().map(|n| regex::escape(n)).collect::<Vec<_>>().join("|");
+    let re = regex::bytes::Regex::new(&pattern).expect("regex");
+    let mut scan = DiskScan::default();
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        if tmpfs.iter().any(|t| t == &dir) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                let Ok(bytes) = std::fs::read(&path) else { continue };
+                scan.files += 1;
+                scan.bytes += bytes.len() as u64;
+                assert!(!re.is_match(&bytes), "the key is on the node's disk in {}", path.display());
+            }
+        }
+    }
+    scan
 }

@@ -17,6 +17,7 @@ use super::keyinput::{prefix, read_key};
 use super::output::{condition, structured};
 use super::spec::{KeySource, check_name, key_spec};
 use super::wait::{Waited, secs, wait_for};
+use crate::controller::byokkey::import::SOURCE_ANNOTATION;
 use crate::crd::conditions::byokkey::{IMPORTED, READY, VALIDATED};
 use crate::crd::{ByokKey, KeyPhase, SecretKeyRef, SourcePolicy};
 
@@ -67,7 +68,7 @@ async fn create_secret(ctx: &Ctx, key_name: &str, secret_name: &str, key: &Secre
         metadata: ObjectMeta {
             name: Some(secret_name.into()),
             labels: Some([("app.kubernetes.io/created-by".to_string(), "kubectl-byok".to_string())].into()),
-            annotations: Some([("launchgate.ai/byokkey".to_string(), key_name.to_string())].into()),
+            annotations: Some([(SOURCE_ANNOTATION.to_string(), key_name.to_string())].into()),
             ..Default::default()
         },
         type_: Some("Opaque".into()),

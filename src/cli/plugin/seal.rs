@@ -25,7 +25,9 @@ pub async fn seal(ctx: Option<&Ctx>, g: &GlobalArgs, a: &SealArgs) -> Result<(),
         })?,
     };
     // Check the flags before the key is asked for.
-    key_spec(&a.spec, KeySource::Sealed(String::new()))?;
+    let probe_spec = key_spec(&a.spec, KeySource::Sealed(String::new()))?;
+    // An Azure key is sealed for its endpoint and deployment too: editing spec.azure cannot redirect it.
+    let azure = probe_spec.azure.as_ref().map(|z| sealing::AzureTarget::new(&z.endpoint, &z.deployment));
     let public = match (&a.cert, ctx) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?;
@@ -35,15 +37,16 @@ pub async fn seal(ctx: Option<&Ctx>, g: &GlobalArgs, a: &SealArgs) -> Result<(),
         (None, None) => return Err(Error::Usage("pass --cert FILE or --fetch-cert".into())),
     };
     // Refuse a bad public key before the key is asked for.
-    let probe = sealing::seal(&public, "", "", "", &"probe".into());
+    let probe = sealing::seal(&public, "", "", "", None, &"probe".into());
     if matches!(probe, Err(SealError::PublicKey)) {
         return Err(bad_public_key(a));
     }
     let key = read_key(a.spec.provider)?;
-    let sealed = sealing::seal(&public, &ns, name, a.spec.provider.as_str(), &key).map_err(|e| match e {
-        SealError::PublicKey => bad_public_key(a),
-        other => Error::Failed(format!("sealing failed: {other}")),
-    })?;
+    let sealed =
+        sealing::seal(&public, &ns, name, a.spec.provider.as_str(), azure.as_ref(), &key).map_err(|e| match e {
+            SealError::PublicKey => bad_public_key(a),
+            other => Error::Failed(format!("sealing failed: {other}")),
+        })?;
     drop(key);
     let manifest = manifest(&ns, key_spec(&a.spec, KeySource::Sealed(sealed)).map(|s| ByokKey::new(name, s))?)?;
     match g.output {

@@ -24,6 +24,13 @@ pub const DEFAULT_VALIDATION_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
 /// Name of the operator-owned Secret holding a ByokKey's ciphertext. Deterministic, so a
 /// restarted operator finds what it wrote instead of importing twice.
+/// The KEK an encrypted key Secret's envelope is sealed under (read from the envelope, not from
+/// an annotation anyone with `update secrets` could edit), or `unreadable`.
+pub fn envelope_kek(secret: &Secret) -> String {
+    let text = secret.data.as_ref().and_then(|d| d.get(ENVELOPE_DATA_KEY)).and_then(|b| std::str::from_utf8(&b.0).ok());
+    text.and_then(|t| Envelope::parse(t).ok()).map_or_else(|| "unreadable".to_string(), |e| e.kek_id().to_string())
+}
+
 pub fn encrypted_secret_name(byokkey: &str) -> String {
     let name = format!("byok-enc-{byokkey}");
     if name.len() <= 253 {

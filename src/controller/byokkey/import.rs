@@ -9,12 +9,36 @@ pub const MIN_KEY_LEN: usize = 16;
 pub const MAX_KEY_LEN: usize = 4096;
 /// How many leading characters of a key are ever shown again.
 pub const PREFIX_LEN: usize = 8;
+/// A Secret of this type may be imported by any ByokKey of its namespace.
+pub const SOURCE_SECRET_TYPE: &str = "launchgate.ai/byok-source";
+/// A Secret with this annotation may be imported by the ByokKey it names (`kubectl byok create`
+/// sets it). Any other Secret (a database password, a registry credential) is never read as a key.
+pub const SOURCE_ANNOTATION: &str = "launchgate.ai/byokkey";
+
+/// Whether a Secret opted in to being imported by ByokKey `byokkey`.
+pub fn opted_in(
+    secret_type: Option<&str>,
+    annotations: &std::collections::BTreeMap<String, String>,
+    byokkey: &str,
+) -> bool {
+    secret_type == Some(SOURCE_SECRET_TYPE) || annotations.get(SOURCE_ANNOTATION).is_some_and(|v| v == byokkey)
+}
 
 /// Why a source Secret's value cannot be imported. Messages never contain the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportError {
     #[error("source Secret {secret:?} was not found in this namespace")]
     SecretNotFound { secret: String },
+    #[error(
+        "source Secret {secret:?} did not opt in to being imported: give it type {SOURCE_SECRET_TYPE} or the annotation \
+         {SOURCE_ANNOTATION}={byokkey} (kubectl byok create does); it was left untouched"
+    )]
+    NotOptedIn { secret: String, byokkey: String },
+    #[error(
+        "keys are never imported from the operator's own namespace (Secret {secret:?} was left untouched): \
+         create the ByokKey in a team namespace"
+    )]
+    OperatorNamespace { secret: String },
     #[error("source Secret {secret:?} has no data key {key:?}")]
     KeyMissing { secret: String, key: String },
     #[error("data key {key:?} of Secret {secret:?} is empty")]
@@ -34,6 +58,8 @@ impl ImportError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::SecretNotFound { .. } => "SecretNotFound",
+            Self::NotOptedIn { .. } => "SourceNotOptedIn",
+            Self::OperatorNamespace { .. } => "SourceInOperatorNamespace",
             Self::KeyMissing { .. } => "SecretKeyMissing",
             Self::Empty { .. } => "EmptyKey",
             Self::NotUtf8 { .. } => "NotUtf8",
@@ -112,6 +138,18 @@ mod tests {
             run(Some("sk-proj-0123456789abcdé".as_bytes())).err().map(|e| e.reason()),
             Some("InvalidCharacters")
         );
+    }
+
+    #[test]
+    fn only_secrets_that_opted_in_are_sources() {
+        let none = std::collections::BTreeMap::new();
+        let named = std::collections::BTreeMap::from([(SOURCE_ANNOTATION.to_string(), "openai-main".to_string())]);
+        assert!(opted_in(Some(SOURCE_SECRET_TYPE), &none, "openai-main"));
+        assert!(opted_in(Some("Opaque"), &named, "openai-main"));
+        assert!(!opted_in(Some("Opaque"), &named, "another-key"), "the annotation names one ByokKey");
+        assert!(!opted_in(Some("Opaque"), &none, "openai-main"));
+        assert!(!opted_in(Some("kubernetes.io/dockerconfigjson"), &none, "openai-main"));
+        assert!(!opted_in(None, &none, "openai-main"));
     }
 
     #[test]

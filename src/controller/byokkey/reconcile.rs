@@ -20,6 +20,7 @@ use super::validation::{self, Trigger};
 use crate::controller::{Context, Error, FIELD_MANAGER};
 use crate::crd::conditions::byokkey::{DEFAULT, IMPORTED, READY, VALIDATED};
 use crate::crd::{ByokKey, ByokKeyStatus, KeyPhase, TEST_REQUESTED_ANNOTATION};
+use crate::crypto::sealing::AzureTarget;
 use crate::crypto::{self, Aad, Envelope};
 use crate::providers::{self, KeyCheck};
 
@@ -132,6 +133,11 @@ async fn import_if_new(
         return import_sealed(t, ctx, recorded, st, notes).await;
     };
     let src_name = &source_ref.name;
+    if t.ns == ctx.config.namespace {
+        // The keyring, the sealing key and the broker CA live here: nothing is imported from it.
+        import_failed(t, st, notes, &ImportError::OperatorNamespace { secret: src_name.clone() }, enc.is_some());
+        return Ok(None);
+    }
     let src = ctx.sources.get(&ObjectRef::new(src_name).within(&t.ns));
     let Some(src) = src else {
         if enc.is_none() {
@@ -150,8 +156,18 @@ async fn import_if_new(
         delete_source_if_policy(t, &api, src.uid(), notes).await?;
         return Ok(None);
     }
+    // A Secret that names another ByokKey is refused without reading it.
+    let not_opted_in = || ImportError::NotOptedIn { secret: src_name.clone(), byokkey: t.name.clone() };
+    if src.annotations().get(import::SOURCE_ANNOTATION).is_some_and(|v| v != &t.name) {
+        import_failed(t, st, notes, &not_opted_in(), enc.is_some());
+        return Ok(None);
+    }
     // The one read of Secret data: only when there is something new to import.
     let Some(source) = api.get_opt(src_name).await? else { return Ok(None) };
+    if !import::opted_in(source.type_.as_deref(), source.annotations(), &t.name) {
+        import_failed(t, st, notes, &not_opted_in(), enc.is_some());
+        return Ok(None);
+    }
     let data_key = &source_ref.key;
     let raw = source.data.as_ref().and_then(|d| d.get(data_key)).map(|b| b.0.as_slice());
     let imported = match import::extract(src_name, data_key, raw) {
@@ -205,7 +221,8 @@ async fn import_sealed(
         return Ok(None);
     }
     let provider = t.key.spec.provider.as_str();
-    let opened = ctx.sealing.unseal(sealed, &t.ns, &t.name, provider);
+    let azure = t.key.spec.azure.as_ref().map(|a| AzureTarget::new(&a.endpoint, &a.deployment));
+    let opened = ctx.sealing.unseal(sealed, &t.ns, &t.name, provider, azure.as_ref());
     let imported = opened.map_err(|e| e.to_string()).and_then(|key| {
         import::extract("spec.sealed", "key", Some(key.expose_secret().as_bytes())).map_err(|e| e.to_string())
     });
@@ -213,6 +230,7 @@ async fn import_sealed(
         Ok(k) => k,
         Err(msg) => {
             let reason = if msg.contains("made for") { "SealedKeyMismatch" } else { "SealedKeyInvalid" };
+
             let changed = condition(&st.conditions, IMPORTED).is_none_or(|c| c.reason != reason || c.message != msg);
             set_condition(&mut st.conditions, IMPORTED, "False", reason, msg.clone(), t.generation, &t.now);
             if recorded.is_none() {

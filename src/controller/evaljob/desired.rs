@@ -15,6 +15,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::controller::{labels, names};
 use crate::crd::{AzureSpec, EvalJob};
+use crate::judge::pin;
 use crate::judge::wire::{self, EndpointsConfig, JudgeConfig};
 
 /// ConfigMap (in each EvalJob namespace) with the broker's CA certificate, for the judge pods.
@@ -40,6 +41,30 @@ pub struct JudgeSettings {
     /// Broker URL as the pods reach it.
     pub broker_url: String,
     pub endpoints: EndpointsConfig,
+}
+
+/// SHA-256 of each file the judge reads from a ConfigMap, pinned in the Job's (immutable)
+/// command: a tenant who edits the ConfigMap cannot change what the judge does with the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pins {
+    pub config_sha256: String,
+    pub cases_sha256: String,
+    pub ca_sha256: String,
+}
+
+impl Pins {
+    /// The pins of a cases ConfigMap (as built by [`cases_config_map`]) and the CA bundle.
+    pub fn of(cases_cm: &ConfigMap, ca_pem: &str) -> Self {
+        let file = |name: &str| {
+            let text = cases_cm.data.as_ref().and_then(|d| d.get(name)).map_or("", String::as_str);
+            pin::sha256_hex(text.as_bytes())
+        };
+        Self {
+            config_sha256: file(CONFIG_FILE),
+            cases_sha256: file(CASES_FILE),
+            ca_sha256: pin::sha256_hex(ca_pem.as_bytes()),
+        }
+    }
 }
 
 pub fn cases_config_map_name(ej: &str) -> String {
@@ -167,11 +192,12 @@ fn default_resources() -> ResourceRequirements {
 /// The judge Job: an Indexed Job with one shard of cases per index. The init container
 /// `fetch-key` alone holds a token for the broker's audience and writes the key to a
 /// memory-backed volume; the `judge` container has no Kubernetes API token at all.
-pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings) -> Job {
+pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings, pins: &Pins) -> Job {
     let s = &ej.spec;
     let shards = s.parallelism.max(1);
     let o = s.template.clone().unwrap_or_default();
-    let image = o.image.clone().unwrap_or_else(|| settings.image.clone());
+    // The image that receives the key is the install's; `template.image` is refused by the CRD.
+    let image = settings.image.clone();
     let ca_file = format!("{CA_DIR}/ca.crt");
     let key_file = format!("{KEY_DIR}/key");
     let fetch_key = Container {
@@ -187,6 +213,8 @@ pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings) -> Job {
                 &format!("{BROKER_TOKEN_DIR}/token"),
                 "--ca-file",
                 &ca_file,
+                "--ca-sha256",
+                &pins.ca_sha256,
                 "--out",
                 &key_file,
             ]
@@ -212,8 +240,12 @@ pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings) -> Job {
                 "run",
                 "--config",
                 &format!("{CASES_DIR}/{CONFIG_FILE}"),
+                "--config-sha256",
+                &pins.config_sha256,
                 "--cases",
                 &format!("{CASES_DIR}/{CASES_FILE}"),
+                "--cases-sha256",
+                &pins.cases_sha256,
                 "--key-file",
                 &key_file,
                 "--broker",
@@ -222,6 +254,8 @@ pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings) -> Job {
                 &format!("{RESULTS_TOKEN_DIR}/token"),
                 "--ca-file",
                 &ca_file,
+                "--ca-sha256",
+                &pins.ca_sha256,
             ]
             .map(String::from)
             .to_vec(),
@@ -342,13 +376,17 @@ mod tests {
         }
     }
 
+    fn pins() -> Pins {
+        Pins { config_sha256: "c0".into(), cases_sha256: "ca5e".into(), ca_sha256: "ca".into() }
+    }
+
     fn pod(job: &Job) -> PodSpec {
         job.spec.clone().expect("spec").template.spec.expect("pod spec")
     }
 
     #[test]
     fn key_lives_only_on_tmpfs_and_only_fetch_key_has_the_broker_token() {
-        let p = pod(&judge_job(&ej(1), &settings()));
+        let p = pod(&judge_job(&ej(1), &settings(), &pins()));
         let key = p.volumes.iter().flatten().find(|v| v.name == "key").expect("key volume");
         assert_eq!(key.empty_dir.as_ref().and_then(|e| e.medium.as_deref()), Some("Memory"));
         assert_eq!(p.automount_service_account_token, Some(false));
@@ -369,7 +407,7 @@ mod tests {
 
     #[test]
     fn pod_meets_the_restricted_standard() {
-        let p = pod(&judge_job(&ej(1), &settings()));
+        let p = pod(&judge_job(&ej(1), &settings(), &pins()));
         let psc = p.security_context.expect("pod security context");
         assert_eq!(psc.run_as_non_root, Some(true));
         assert_eq!(psc.seccomp_profile.map(|s| s.type_), Some("RuntimeDefault".into()));
@@ -384,7 +422,7 @@ mod tests {
 
     #[test]
     fn shards_become_an_indexed_job_owned_by_the_evaljob() {
-        let job = judge_job(&ej(4), &settings());
+        let job = judge_job(&ej(4), &settings(), &pins());
         let spec = job.spec.clone().expect("spec");
         assert_eq!(
             (spec.completion_mode.as_deref(), spec.completions, spec.parallelism),
@@ -397,15 +435,29 @@ mod tests {
     }
 
     #[test]
-    fn overrides_apply() {
+    fn overrides_apply_but_never_to_the_image() {
         let mut e = ej(1);
         e.spec.template = Some(crate::crd::PodOverrides {
-            image: Some("registry.example/judge:1".into()),
+            image: Some("registry.example/attacker:1".into()),
             node_selector: Some(BTreeMap::from([("pool".into(), "eval".into())])),
             ..Default::default()
         });
-        let p = pod(&judge_job(&e, &settings()));
-        assert_eq!(p.containers[0].image.as_deref(), Some("registry.example/judge:1"));
+        let p = pod(&judge_job(&e, &settings(), &pins()));
+        for c in p.init_containers.iter().flatten().chain(p.containers.iter()) {
+            assert_eq!(c.image.as_deref(), Some("byok-operator:dev"), "{} runs the install's image", c.name);
+        }
         assert_eq!(p.node_selector.and_then(|n| n.get("pool").cloned()), Some("eval".into()));
+    }
+
+    #[test]
+    fn every_file_from_a_configmap_is_pinned_in_the_command() {
+        let p = pod(&judge_job(&ej(1), &settings(), &pins()));
+        let args = |c: &Container| c.command.clone().unwrap_or_default().join(" ");
+        let init = &p.init_containers.as_ref().expect("init")[0];
+        assert!(args(init).contains("--ca-sha256 ca"));
+        let judge = args(&p.containers[0]);
+        for pin in ["--config-sha256 c0", "--cases-sha256 ca5e", "--ca-sha256 ca"] {
+            assert!(judge.contains(pin), "{pin} in {judge}");
+        }
     }
 }

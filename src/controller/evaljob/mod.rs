@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -29,8 +30,9 @@ pub struct EvalContext {
     /// The broker CA certificate, published to EvalJob namespaces.
     pub ca_pem: String,
     pub byokkeys: Store<ByokKey>,
-    /// The operator's ConfigMaps: cases, results, CA bundles.
-    pub config_maps: Store<ConfigMap>,
+    /// Verifies that results ConfigMaps were written by the broker (they are read live, by label,
+    /// and only metadata is cached: a tenant's ConfigMaps cannot grow the operator's memory).
+    pub results_mac: Arc<crate::broker::results::ResultsMac>,
     pub jobs: Store<Job>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Status last written per EvalJob uid and the resourceVersion it was based on (see the
@@ -58,7 +60,8 @@ fn error_policy(ej: Arc<EvalJob>, err: &Error, _ctx: Arc<EvalContext>) -> Action
 pub struct EvalApis {
     pub evaljobs: Api<EvalJob>,
     pub jobs: Api<Job>,
-    pub config_maps: Api<ConfigMap>,
+    /// Metadata only: results are read live (and verified) when an EvalJob reconciles.
+    pub config_maps: Api<PartialObjectMeta<ConfigMap>>,
     pub byokkeys: Api<ByokKey>,
 }
 
@@ -72,7 +75,7 @@ pub struct EvalStores {
 pub async fn run(
     apis: EvalApis,
     concurrency: u16,
-    make_ctx: impl FnOnce(Store<ConfigMap>, Store<Job>) -> EvalContext,
+    make_ctx: impl FnOnce(Store<Job>) -> EvalContext,
     ready: tokio::sync::oneshot::Sender<EvalStores>,
 ) {
     let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
@@ -81,15 +84,13 @@ pub async fn run(
         .default_backoff()
         .reflect(job_writer)
         .touched_objects();
-    let (cm_store, cm_writer) = reflector::store();
-    let cms = watcher(apis.config_maps, watcher::Config::default().labels(&selector))
-        .default_backoff()
-        .reflect(cm_writer)
-        .touched_objects();
+    // Metadata only: the events wake the EvalJob; results are read live when it reconciles.
+    let cms =
+        watcher(apis.config_maps, watcher::Config::default().labels(&selector)).default_backoff().touched_objects();
     let controller = Controller::new(apis.evaljobs, watcher::Config::default().any_semantic());
     let ej_store = controller.store();
     let _ = ready.send(EvalStores { evaljobs: ej_store.clone(), jobs: job_store.clone() });
-    let ctx = Arc::new(make_ctx(cm_store, job_store));
+    let ctx = Arc::new(make_ctx(job_store));
     let waiting = ej_store.clone();
     controller
         .with_config(ControllerConfig::default().concurrency(concurrency))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::EvalContext;
 use super::desired::{self, EVALJOB_UID_LABEL};
-use crate::broker::results::SHARD_ANNOTATION;
-use crate::controller::byokkey::desired::set_condition;
+use crate::broker::results::{RESULTS_COMPONENT, RESULTS_FILE, SHARD_ANNOTATION};
+use crate::controller::byokkey::desired::{condition, set_condition};
 use crate::controller::{Error, FIELD_MANAGER};
 use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, KeyPhase, Progress, ResultsRef, ScorerType};
 use crate::judge::wire::CaseResult;
@@ -26,6 +26,7 @@ use crate::judge::{junit, scorers, summary};
 const KEY_RESOLVED: &str = "KeyResolved";
 const CASES_READY: &str = "CasesReady";
 const COMPLETE: &str = "Complete";
+const RESULTS_TRUSTED: &str = "ResultsTrusted";
 
 type Note = (EventType, &'static str, String);
 
@@ -55,19 +56,25 @@ pub fn resolve_key(ej: &EvalJob, keys: &[Arc<ByokKey>]) -> Result<Arc<ByokKey>, 
     }
 }
 
-/// Results of one EvalJob from the cached results ConfigMaps: (results, shards done).
-fn collect_results(ctx: &EvalContext, uid: &str) -> (Vec<CaseResult>, Vec<String>, u32) {
+/// Results of one EvalJob so far, read live from the results ConfigMaps the broker signed.
+struct Collected {
+    results: Vec<CaseResult>,
+    names: Vec<String>,
+    shards_done: u32,
+    /// ConfigMaps that look like results but were not written by the broker: ignored.
+    rejected: Vec<String>,
+}
+
+async fn collect_results(ctx: &EvalContext, ns: &str, uid: &str) -> Result<Collected, Error> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{EVALJOB_UID_LABEL}={uid},{}={RESULTS_COMPONENT}", crate::controller::labels::COMPONENT);
+    let mut cms = api.list(&ListParams::default().labels(&selector)).await?.items;
+    cms.sort_by_key(|c| c.name_any());
+    let (cms, forged): (Vec<_>, Vec<_>) = cms.into_iter().partition(|cm| ctx.results_mac.verify(cm));
+    let rejected: Vec<String> = forged.iter().map(|c| c.name_any()).collect();
     let mut results = Vec::new();
     let mut names = Vec::new();
     let mut done = std::collections::BTreeSet::new();
-    let mut cms: Vec<Arc<ConfigMap>> = ctx
-        .config_maps
-        .state()
-        .into_iter()
-        .filter(|c| c.labels().get(EVALJOB_UID_LABEL).map(String::as_str) == Some(uid))
-        .filter(|c| c.annotations().contains_key(SHARD_ANNOTATION))
-        .collect();
-    cms.sort_by_key(|c| c.name_any());
     for cm in cms {
         let shard = cm.annotations().get(SHARD_ANNOTATION).cloned().unwrap_or_default();
         let mut parts = shard.split('/');
@@ -75,11 +82,11 @@ fn collect_results(ctx: &EvalContext, uid: &str) -> (Vec<CaseResult>, Vec<String
             done.insert(index.to_string());
         }
         names.push(cm.name_any());
-        let text = cm.data.as_ref().and_then(|d| d.get("results.jsonl")).cloned().unwrap_or_default();
+        let text = cm.data.as_ref().and_then(|d| d.get(RESULTS_FILE)).cloned().unwrap_or_default();
         results.extend(text.lines().filter_map(|l| serde_json::from_str::<CaseResult>(l).ok()));
     }
     results.sort_by_key(|r| r.line);
-    (results, names, done.len() as u32)
+    Ok(Collected { results, names, shards_done: done.len() as u32, rejected })
 }
 
 fn job_failed(job: &Job) -> Option<String> {
@@ -162,7 +169,7 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
             generation,
             &now,
         );
-        let job = desired::judge_job(&ej, &ctx.settings);
+        let job = desired::judge_job(&ej, &ctx.settings, &desired::Pins::of(&cases_cm, &ctx.ca_pem));
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
         jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job)).await?;
         st.job_name = Some(job.name_any());
@@ -175,8 +182,19 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
         notes.push((EventType::Normal, "Started", format!("judge Job {} started for {total} cases", job.name_any())));
     }
 
-    // 3. Results so far.
-    let (results, cm_names, shards_done) = collect_results(&ctx, &uid);
+    // 3. Results so far: only what the broker wrote counts.
+    let Collected { results, names: cm_names, shards_done, rejected } = collect_results(&ctx, &ns, &uid).await?;
+    if !rejected.is_empty() {
+        let msg = format!(
+            "ignored ConfigMaps that look like results but were not written by the key broker: {}",
+            rejected.join(", ")
+        );
+        let seen = condition(&st.conditions, RESULTS_TRUSTED).is_some_and(|c| c.status == "False" && c.message == msg);
+        if !seen {
+            notes.push((EventType::Warning, "ForgedResultsIgnored", msg.clone()));
+        }
+        set_condition(&mut st.conditions, RESULTS_TRUSTED, "False", "ForgedResultsIgnored", msg, generation, &now);
+    }
     let total = st.progress.as_ref().map_or(0, |p| p.total);
     let completed = results.len() as i64;
     st.progress = Some(Progress { total, completed, display: format!("{completed}/{total}") });
