@@ -368,7 +368,17 @@ async fn a_pod_with_a_copied_owner_reference_gets_nothing() {
         ..Default::default()
     };
     copy.status = None;
-    let err = pods.create(&PostParams::default(), &copy).await.expect_err("admission refuses a fake judge pod");
+    // The policy is installed with the CRDs; the API server takes a moment to enforce a new one.
+    let err = eventually("admission refuses a fake judge pod", TIMEOUT, || async {
+        match pods.create(&PostParams::default(), &copy).await {
+            Ok(_) => {
+                let _ = pods.delete("copy", &Default::default()).await;
+                None
+            }
+            Err(e) => Some(e),
+        }
+    })
+    .await;
     assert!(err.to_string().contains("Job controller"), "{err}");
     // Without the labels it is created, and the broker refuses it: not the template's pod.
     let forged: Pod = serde_json::from_value(json!({

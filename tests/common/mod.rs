@@ -112,8 +112,40 @@ pub async fn client() -> Client {
     Client::try_default().await.expect("kubeconfig loads")
 }
 
+/// The chart's admission policy for judge pods (only the Job controller creates them; no exec,
+/// debug, image or label change), as `deploy/manifests/admission-judge-pods.yaml` ships it.
+pub async fn install_judge_pod_policy(client: &Client) {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    use serde::Deserialize;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/manifests/admission-judge-pods.yaml");
+    let text = std::fs::read_to_string(path).expect("admission policy manifest");
+    let pp = PatchParams::apply("byok-tests").force();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_json::Value::deserialize(doc).expect("yaml");
+        let name = value["metadata"]["name"].as_str().expect("name").to_string();
+        match value["kind"].as_str() {
+            Some("ValidatingAdmissionPolicy") => {
+                let p: ValidatingAdmissionPolicy = serde_json::from_value(value).expect("policy");
+                Api::<ValidatingAdmissionPolicy>::all(client.clone())
+                    .patch(&name, &pp, &Patch::Apply(&p))
+                    .await
+                    .expect("policy");
+            }
+            Some("ValidatingAdmissionPolicyBinding") => {
+                let b: ValidatingAdmissionPolicyBinding = serde_json::from_value(value).expect("binding");
+                Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+                    .patch(&name, &pp, &Patch::Apply(&b))
+                    .await
+                    .expect("binding");
+            }
+            other => panic!("unexpected {other:?} in {path}"),
+        }
+    }
+}
+
 /// Applies the generated CRDs and waits until the API server serves them.
 pub async fn install_crds(client: &Client) {
+    install_judge_pod_policy(client).await;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in [ByokKey::crd(), byok_operator::crd::EvalJob::crd()] {
         let name = crd.name_any();
