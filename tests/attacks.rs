@@ -325,6 +325,18 @@ async fn a_sealed_azure_key_cannot_be_moved_to_another_endpoint() {
     let fixed = json!({ "spec": { "azure": { "endpoint": AZURE_ENDPOINT, "deployment": "gpt-4o" } } });
     env.keys().patch("az", &PatchParams::default(), &Patch::Merge(&fixed)).await.expect("patch back");
     env.wait_phase("az", KeyPhase::Ready).await;
+    // Imported, then pointed elsewhere in git: the stored key is withdrawn, nothing is sent.
+    let calls = env.mock.requests_for_key(&key);
+    let moved =
+        json!({ "spec": { "azure": { "endpoint": "https://attacker.openai.azure.com", "deployment": "gpt-4o" } } });
+    env.keys().patch("az", &PatchParams::default(), &Patch::Merge(&moved)).await.expect("edit spec.azure");
+    env.wait_key("az", "withdrawn", |k| {
+        k.status.as_ref().is_some_and(|s| s.phase == Some(KeyPhase::Error) && s.encrypted_secret_ref.is_none())
+    })
+    .await;
+    let enc = env.secrets().get_opt(&byok_operator::controller::byokkey::desired::encrypted_secret_name("az")).await;
+    assert!(enc.expect("get").is_none(), "the ciphertext was withdrawn");
+    assert_eq!(env.mock.requests_for_key(&key), calls, "no call was made with the key after the edit");
     env.assert_no_plaintext().await;
 }
 
@@ -583,9 +595,12 @@ async fn the_operator_refuses_to_start_without_the_keyring_that_sealed_its_keys(
     })
     .await;
     assert!(exited.contains("KEK keyring Secret"), "the error names what is missing");
-    assert!(env.operator_exited(), "the process ended");
+    let started = std::time::Instant::now();
+    while !env.operator_exited() {
+        assert!(started.elapsed() < TIMEOUT, "the operator process did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(secrets.get_opt("byok-operator-kek").await.expect("get").is_none(), "no new keyring was generated");
-    let _ = Duration::ZERO;
 }
 
 // ---- on the real node --------------------------------------------------------------------------

@@ -332,7 +332,7 @@ async fn node_operator_deployment_from_the_chart_runs_an_evaljob() {
     let release = format!("op-{}", &env.ns[env.ns.len() - 6..]);
     let manifests = install_chart(&release, &op_ns, &env.ns, &env.mock.endpoints());
     let kubectl = std::process::Command::new(format!("{}/kubectl", node::bin_dir()))
-        .args(["apply", "--server-side", "-f", "-"])
+        .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -30,7 +30,6 @@ fn spawn_replica(env: &TestEnv, identity: &str) -> Replica {
         .args(["--namespace", &env.op_ns, "--watch-namespace", &env.ns, "--leader-elect", "--lease-seconds", "6"])
         .args(["--broker-listen", &broker, "--broker-url", &format!("https://{broker}")])
         .args(["--openai-base-url", &ep.openai, "--anthropic-base-url", &ep.anthropic, "--google-base-url", &ep.google])
-        .args(["--metrics-auth=false"])
         .env("POD_NAME", identity)
         .env("RUST_LOG", "info,kube=warn")
         .stdout(Stdio::null())

@@ -36,23 +36,36 @@ impl ResultsMac {
         Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, ctx.finish().as_ref()))
     }
 
-    fn message(name: &str, shard: &str, results: &str) -> Vec<u8> {
-        [name.as_bytes(), b"\0", shard.as_bytes(), b"\0", results.as_bytes()].concat()
+    /// What is signed: where the ConfigMap is, which EvalJob run it belongs to, and its content,
+    /// so a signed ConfigMap cannot be replayed into another namespace or another run.
+    fn message(at: &Placement, shard: &str, results: &str) -> Vec<u8> {
+        let fields = [at.namespace, at.evaljob_uid, at.name, shard, results];
+        fields.iter().flat_map(|f| [f.as_bytes(), b"\0"]).flatten().copied().collect()
     }
 
-    pub fn sign(&self, name: &str, shard: &str, results: &str) -> String {
-        let tag = ring::hmac::sign(&self.0, &Self::message(name, shard, results));
+    pub fn sign(&self, at: &Placement, shard: &str, results: &str) -> String {
+        let tag = ring::hmac::sign(&self.0, &Self::message(at, shard, results));
         tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Whether `cm` is a results ConfigMap exactly as the broker wrote it.
-    pub fn verify(&self, cm: &ConfigMap) -> bool {
+    /// Whether `cm` is a results ConfigMap exactly as the broker wrote it for the EvalJob run
+    /// `evaljob_uid` (taken from the EvalJob, never from the ConfigMap's own labels).
+    pub fn verify(&self, cm: &ConfigMap, evaljob_uid: &str) -> bool {
         let a = cm.annotations();
         let (Some(shard), Some(mac)) = (a.get(SHARD_ANNOTATION), a.get(MAC_ANNOTATION)) else { return false };
         let Some(tag) = decode_hex(mac) else { return false };
         let results = cm.data.as_ref().and_then(|d| d.get(RESULTS_FILE)).map_or("", String::as_str);
-        ring::hmac::verify(&self.0, &Self::message(&cm.name_any(), shard, results), &tag).is_ok()
+        let (namespace, name) = (cm.namespace().unwrap_or_default(), cm.name_any());
+        let at = Placement { namespace: &namespace, evaljob_uid, name: &name };
+        ring::hmac::verify(&self.0, &Self::message(&at, shard, results), &tag).is_ok()
     }
+}
+
+/// Where a results ConfigMap lives and whose it is.
+pub struct Placement<'a> {
+    pub namespace: &'a str,
+    pub evaljob_uid: &'a str,
+    pub name: &'a str,
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
@@ -62,6 +75,14 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 const PART_BYTES: usize = 900_000;
+/// Parts a shard's report can take (a report is at most `MAX_REPORT_BYTES`): the controller
+/// reads no other name, so a tenant's look-alike ConfigMaps cannot make it load more.
+pub const MAX_PARTS: usize = crate::judge::wire::MAX_REPORT_BYTES / PART_BYTES + 2;
+
+/// Name of part `part` of shard `shard`'s results of EvalJob `ej`.
+pub fn part_name(ej: &str, shard: u32, part: usize) -> String {
+    crate::controller::names::bounded(ej, &format!("results-{shard}-{part}"))
+}
 
 /// The ConfigMaps holding a shard's results: `results.jsonl` split into parts under 1 MiB.
 pub fn results_config_maps(ej: &EvalJob, report: &ResultsReport, mac: &ResultsMac) -> Vec<ConfigMap> {
@@ -84,8 +105,9 @@ pub fn results_config_maps(ej: &EvalJob, report: &ResultsReport, mac: &ResultsMa
         .into_iter()
         .enumerate()
         .map(|(i, data)| {
-            let name = crate::controller::names::bounded(&ej.name_any(), &format!("results-{}-{i}", report.shard));
-            let tag = mac.sign(&name, &shard, &data);
+            let name = part_name(&ej.name_any(), report.shard, i);
+            let (namespace, uid) = (ej.namespace().unwrap_or_default(), ej.uid().unwrap_or_default());
+            let tag = mac.sign(&Placement { namespace: &namespace, evaljob_uid: &uid, name: &name }, &shard, &data);
             ConfigMap {
                 metadata: ObjectMeta {
                     name: Some(name),
@@ -135,17 +157,21 @@ mod tests {
         let result = CaseResult { id: "1".into(), line: 1, scores: vec![], input_tokens: 0, output_tokens: 0 };
         let report = ResultsReport { pod_uid: "p".into(), shard: 0, total: 1, done: true, results: vec![result] };
         let cms = results_config_maps(&ej(), &report, &mac);
-        assert!(cms.iter().all(|cm| mac.verify(cm)));
+        assert!(cms.iter().all(|cm| mac.verify(cm, "uid")));
+        assert!(!mac.verify(&cms[0], "another-run"), "replayed into another run of the same name");
+        let mut moved = cms[0].clone();
+        moved.metadata.namespace = Some("b".into());
+        assert!(!mac.verify(&moved, "uid"), "replayed into another namespace");
         let mut forged = cms[0].clone();
         forged.data =
             Some([(RESULTS_FILE.to_string(), "{\"id\":\"x\",\"line\":1,\"scores\":[]}\n".to_string())].into());
-        assert!(!mac.verify(&forged), "changed results");
+        assert!(!mac.verify(&forged, "uid"), "changed results");
         let mut renamed = cms[0].clone();
         renamed.metadata.name = Some("ej-results-9-0".into());
-        assert!(!mac.verify(&renamed), "copied under another name");
-        assert!(!ResultsMac::derive(b"tenant guess").verify(&cms[0]), "another key");
+        assert!(!mac.verify(&renamed, "uid"), "copied under another name");
+        assert!(!ResultsMac::derive(b"tenant guess").verify(&cms[0], "uid"), "another key");
         let mut bare = cms[0].clone();
         bare.metadata.annotations = Some([(SHARD_ANNOTATION.to_string(), "0/1/done".to_string())].into());
-        assert!(!mac.verify(&bare), "no MAC");
+        assert!(!mac.verify(&bare, "uid"), "no MAC");
     }
 }

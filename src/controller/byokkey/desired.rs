@@ -22,8 +22,6 @@ pub const KEK_ID_ANNOTATION: &str = "launchgate.ai/kek-id";
 /// Default re-validation interval of a Ready key.
 pub const DEFAULT_VALIDATION_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
-/// Name of the operator-owned Secret holding a ByokKey's ciphertext. Deterministic, so a
-/// restarted operator finds what it wrote instead of importing twice.
 /// The KEK an encrypted key Secret's envelope is sealed under (read from the envelope, not from
 /// an annotation anyone with `update secrets` could edit), or `unreadable`.
 pub fn envelope_kek(secret: &Secret) -> String {
@@ -31,6 +29,8 @@ pub fn envelope_kek(secret: &Secret) -> String {
     text.and_then(|t| Envelope::parse(t).ok()).map_or_else(|| "unreadable".to_string(), |e| e.kek_id().to_string())
 }
 
+/// Name of the operator-owned Secret holding a ByokKey's ciphertext. Deterministic, so a
+/// restarted operator finds what it wrote instead of importing twice.
 pub fn encrypted_secret_name(byokkey: &str) -> String {
     let name = format!("byok-enc-{byokkey}");
     if name.len() <= 253 {

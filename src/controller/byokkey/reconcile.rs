@@ -62,11 +62,12 @@ pub async fn apply(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
     let enc = encrypted_secret(&t, ctx).await?;
     let mut imported_now = false;
     let plaintext: Option<SecretString> = match import_if_new(&t, ctx, enc.as_ref(), &mut st, &mut notes).await? {
-        Some(k) => {
+        Import::Fresh(k) => {
             imported_now = true;
             Some(k)
         }
-        None => match &enc {
+        Import::Withdrawn => None,
+        Import::Unchanged => match &enc {
             Some(secret) => open_ciphertext(&t, ctx, secret, &mut st, &mut notes).await?,
             None => None,
         },
@@ -119,15 +120,24 @@ async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<Option<Secret
     Ok(api.get_opt(&name).await?.filter(owned_by_key))
 }
 
-/// Imports the source Secret when it holds a version not imported yet. Returns the plaintext
-/// when an import happened.
+/// What an import step decided.
+enum Import {
+    /// A new version was imported: its plaintext.
+    Fresh(SecretString),
+    /// Nothing new: the stored ciphertext (if any) stays in use.
+    Unchanged,
+    /// The stored ciphertext may no longer be used (it was deleted).
+    Withdrawn,
+}
+
+/// Imports the source Secret when it holds a version not imported yet.
 async fn import_if_new(
     t: &Target<'_>,
     ctx: &Context,
     enc: Option<&Secret>,
     st: &mut ByokKeyStatus,
     notes: &mut Vec<Note>,
-) -> Result<Option<SecretString>, Error> {
+) -> Result<Import, Error> {
     let recorded = enc.and_then(|s| s.annotations().get(IMPORTED_FROM_ANNOTATION).cloned());
     let Some(source_ref) = t.key.spec.secret_ref.as_ref() else {
         return import_sealed(t, ctx, recorded, st, notes).await;
@@ -136,7 +146,7 @@ async fn import_if_new(
     if t.ns == ctx.config.namespace {
         // The keyring, the sealing key and the broker CA live here: nothing is imported from it.
         import_failed(t, st, notes, &ImportError::OperatorNamespace { secret: src_name.clone() }, enc.is_some());
-        return Ok(None);
+        return Ok(Import::Unchanged);
     }
     let src = ctx.sources.get(&ObjectRef::new(src_name).within(&t.ns));
     let Some(src) = src else {
@@ -144,7 +154,7 @@ async fn import_if_new(
             let err = ImportError::SecretNotFound { secret: src_name.clone() };
             import_failed(t, st, notes, &err, false);
         }
-        return Ok(None);
+        return Ok(Import::Unchanged);
     };
     let version = desired::source_version(
         src.uid().as_deref().unwrap_or_default(),
@@ -154,19 +164,19 @@ async fn import_if_new(
     if recorded.as_deref() == Some(version.as_str()) {
         // Already imported: finish a deletion an earlier run may have been interrupted before.
         delete_source_if_policy(t, &api, src.uid(), notes).await?;
-        return Ok(None);
+        return Ok(Import::Unchanged);
     }
     // A Secret that names another ByokKey is refused without reading it.
     let not_opted_in = || ImportError::NotOptedIn { secret: src_name.clone(), byokkey: t.name.clone() };
     if src.annotations().get(import::SOURCE_ANNOTATION).is_some_and(|v| v != &t.name) {
         import_failed(t, st, notes, &not_opted_in(), enc.is_some());
-        return Ok(None);
+        return Ok(Import::Unchanged);
     }
     // The one read of Secret data: only when there is something new to import.
-    let Some(source) = api.get_opt(src_name).await? else { return Ok(None) };
+    let Some(source) = api.get_opt(src_name).await? else { return Ok(Import::Unchanged) };
     if !import::opted_in(source.type_.as_deref(), source.annotations(), &t.name) {
         import_failed(t, st, notes, &not_opted_in(), enc.is_some());
-        return Ok(None);
+        return Ok(Import::Unchanged);
     }
     let data_key = &source_ref.key;
     let raw = source.data.as_ref().and_then(|d| d.get(data_key)).map(|b| b.0.as_slice());
@@ -174,12 +184,12 @@ async fn import_if_new(
         Ok(k) => k,
         Err(err) => {
             import_failed(t, st, notes, &err, enc.is_some());
-            return Ok(None);
+            return Ok(Import::Unchanged);
         }
     };
     store_imported(t, ctx, &imported, &version, &format!("Secret {src_name}"), st, notes).await?;
     delete_source_if_policy(t, &api, source.uid(), notes).await?;
-    Ok(Some(imported.key))
+    Ok(Import::Fresh(imported.key))
 }
 
 /// Seals a freshly imported key under the active KEK into the encrypted Secret and says so.
@@ -214,14 +224,17 @@ async fn import_sealed(
     recorded: Option<String>,
     st: &mut ByokKeyStatus,
     notes: &mut Vec<Note>,
-) -> Result<Option<SecretString>, Error> {
-    let Some(sealed) = t.key.spec.sealed.as_deref() else { return Ok(None) };
-    let version = format!("sealed/{:016x}", desired::fnv1a(sealed.as_bytes()));
-    if recorded.as_deref() == Some(version.as_str()) {
-        return Ok(None);
-    }
+) -> Result<Import, Error> {
+    let Some(sealed) = t.key.spec.sealed.as_deref() else { return Ok(Import::Unchanged) };
     let provider = t.key.spec.provider.as_str();
     let azure = t.key.spec.azure.as_ref().map(|a| AzureTarget::new(&a.endpoint, &a.deployment));
+    // An Azure key's target is part of what was imported: editing spec.azure means checking the
+    // sealed binding again, and the key is not used meanwhile.
+    let bound = azure.as_ref().map_or_else(String::new, |a| format!("\0{}\0{}", a.endpoint, a.deployment));
+    let version = format!("sealed/{:016x}", desired::fnv1a(format!("{sealed}{bound}").as_bytes()));
+    if recorded.as_deref() == Some(version.as_str()) {
+        return Ok(Import::Unchanged);
+    }
     let opened = ctx.sealing.unseal(sealed, &t.ns, &t.name, provider, azure.as_ref());
     let imported = opened.map_err(|e| e.to_string()).and_then(|key| {
         import::extract("spec.sealed", "key", Some(key.expose_secret().as_bytes())).map_err(|e| e.to_string())
@@ -230,20 +243,28 @@ async fn import_sealed(
         Ok(k) => k,
         Err(msg) => {
             let reason = if msg.contains("made for") { "SealedKeyMismatch" } else { "SealedKeyInvalid" };
-
             let changed = condition(&st.conditions, IMPORTED).is_none_or(|c| c.reason != reason || c.message != msg);
             set_condition(&mut st.conditions, IMPORTED, "False", reason, msg.clone(), t.generation, &t.now);
-            if recorded.is_none() {
-                st.phase = Some(KeyPhase::Error);
-            }
             if changed {
                 notes.push((EventType::Warning, reason, msg));
             }
-            return Ok(None);
+            // A key sealed for another Azure target must not be sent to this one, even if an
+            // earlier import of it is stored: withdraw it (spec.sealed can re-import it later).
+            if recorded.is_some() && reason == "SealedKeyMismatch" && azure.is_some() {
+                delete_encrypted(ctx, &t.ns, &t.name).await?;
+                st.encrypted_secret_ref = None;
+                st.kek_id = None;
+                st.phase = Some(KeyPhase::Error);
+                return Ok(Import::Withdrawn);
+            }
+            if recorded.is_none() {
+                st.phase = Some(KeyPhase::Error);
+            }
+            return Ok(Import::Unchanged);
         }
     };
     store_imported(t, ctx, &imported, &version, "spec.sealed", st, notes).await?;
-    Ok(Some(imported.key))
+    Ok(Import::Fresh(imported.key))
 }
 
 fn import_failed(t: &Target<'_>, st: &mut ByokKeyStatus, notes: &mut Vec<Note>, err: &ImportError, kept: bool) {

@@ -71,9 +71,13 @@ pub fn cases_config_map_name(ej: &str) -> String {
     names::bounded(ej, "cases")
 }
 
-/// Job names become a pod label: at most 63 characters.
+/// At most 48 characters: the Job controller names pods `<job>-<index>-<random>` and cuts the
+/// Job name when that prefix passes 58 characters; 48 keeps `-judge-<index>-` in every judge
+/// pod's name, which the judge-pod admission policy matches on for exec and port-forward.
+pub const MAX_JOB_NAME: usize = 48;
+
 pub fn job_name(ej: &str) -> String {
-    names::bounded_to(ej, "judge", 63)
+    names::bounded_to(ej, "judge", MAX_JOB_NAME)
 }
 
 fn owned_meta(ej: &EvalJob, name: String, component: &str) -> ObjectMeta {
@@ -432,6 +436,10 @@ mod tests {
         let owner = &job.metadata.owner_references.expect("owner")[0];
         assert_eq!((owner.kind.as_str(), owner.controller), ("EvalJob", Some(true)));
         assert_eq!(job.metadata.name.as_deref(), Some("my-eval-judge"));
+        let long = job_name(&"e".repeat(253));
+        assert!(long.len() <= MAX_JOB_NAME && long.ends_with("-judge"), "{long}");
+        // The pod name prefix the Job controller builds stays under its 58-character cut.
+        assert!(format!("{long}-63-").len() <= 58);
     }
 
     #[test]

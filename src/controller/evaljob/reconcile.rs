@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::EvalContext;
 use super::desired::{self, EVALJOB_UID_LABEL};
-use crate::broker::results::{RESULTS_COMPONENT, RESULTS_FILE, SHARD_ANNOTATION};
+use crate::broker::results::{MAX_PARTS, RESULTS_COMPONENT, RESULTS_FILE, SHARD_ANNOTATION, part_name};
 use crate::controller::byokkey::desired::{condition, set_condition};
 use crate::controller::{Error, FIELD_MANAGER};
 use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, KeyPhase, Progress, ResultsRef, ScorerType};
@@ -65,17 +65,34 @@ struct Collected {
     rejected: Vec<String>,
 }
 
-async fn collect_results(ctx: &EvalContext, ns: &str, uid: &str) -> Result<Collected, Error> {
+/// Lists metadata only, then reads one ConfigMap at a time, and only names the broker could have
+/// written: memory stays bounded by the EvalJob's own results whatever else a tenant creates.
+async fn collect_results(ctx: &EvalContext, ej: &EvalJob, ns: &str, uid: &str) -> Result<Collected, Error> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let selector = format!("{EVALJOB_UID_LABEL}={uid},{}={RESULTS_COMPONENT}", crate::controller::labels::COMPONENT);
-    let mut cms = api.list(&ListParams::default().labels(&selector)).await?.items;
-    cms.sort_by_key(|c| c.name_any());
-    let (cms, forged): (Vec<_>, Vec<_>) = cms.into_iter().partition(|cm| ctx.results_mac.verify(cm));
-    let rejected: Vec<String> = forged.iter().map(|c| c.name_any()).collect();
+    let mut listed: Vec<String> =
+        api.list_metadata(&ListParams::default().labels(&selector)).await?.items.iter().map(|m| m.name_any()).collect();
+    listed.sort();
+    let shards = ej.spec.parallelism.max(1) as u32;
+    let expected: std::collections::BTreeSet<String> = (0..shards)
+        .flat_map(|s| (0..MAX_PARTS).map(move |p| (s, p)))
+        .map(|(s, p)| part_name(&ej.name_any(), s, p))
+        .collect();
+    let mut rejected = Vec::new();
     let mut results = Vec::new();
     let mut names = Vec::new();
     let mut done = std::collections::BTreeSet::new();
-    for cm in cms {
+    for name in listed {
+        if !expected.contains(&name) {
+            rejected.push(name);
+            continue;
+        }
+        // Gone since the list: nothing to read.
+        let Some(cm) = api.get_opt(&name).await? else { continue };
+        if !ctx.results_mac.verify(&cm, uid) {
+            rejected.push(name);
+            continue;
+        }
         let shard = cm.annotations().get(SHARD_ANNOTATION).cloned().unwrap_or_default();
         let mut parts = shard.split('/');
         if let (Some(index), Some(_), Some("done")) = (parts.next(), parts.next(), parts.next()) {
@@ -183,7 +200,7 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
     }
 
     // 3. Results so far: only what the broker wrote counts.
-    let Collected { results, names: cm_names, shards_done, rejected } = collect_results(&ctx, &ns, &uid).await?;
+    let Collected { results, names: cm_names, shards_done, rejected } = collect_results(&ctx, &ej, &ns, &uid).await?;
     if !rejected.is_empty() {
         let msg = format!(
             "ignored ConfigMaps that look like results but were not written by the key broker: {}",
