@@ -284,79 +284,13 @@ async fn node_judge_killed_mid_run_is_retried_by_the_job() {
     note(&format!("node_judge_killed_mid_run_is_retried_by_the_job took {:.1}s", t0.elapsed().as_secs_f64()));
 }
 
-/// Renders the chart (namespaced mode, watching the test namespace) with the pinned helm that
-/// `hack/helm.sh` builds, and applies it: the operator runs as a Deployment on the node.
-fn install_chart(release: &str, op_ns: &str, watch_ns: &str, mock: &byok_operator::providers::Endpoints) -> String {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let helm =
-        std::process::Command::new("bash").arg(format!("{repo}/hack/helm.sh")).arg("build").output().expect("helm.sh");
-    assert!(helm.status.success(), "hack/helm.sh build: {}", String::from_utf8_lossy(&helm.stderr));
-    let helm = String::from_utf8_lossy(&helm.stdout).trim().lines().last().unwrap_or_default().to_string();
-    let sets = [
-        format!("watchNamespace={watch_ns}"),
-        "image.repository=localhost/byok/byok-operator".into(),
-        "image.tag=dev".into(),
-        "image.pullPolicy=Never".into(),
-        format!("providers.openai.baseURL={}", mock.openai),
-        format!("providers.anthropic.baseURL={}", mock.anthropic),
-        format!("providers.google.baseURL={}", mock.google),
-    ];
-    let mut cmd = std::process::Command::new(&helm);
-    cmd.args(["template", release, &format!("{repo}/charts/byok-operator"), "-n", op_ns]);
-    for s in &sets {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.output().expect("helm template");
-    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn node_operator_deployment_from_the_chart_runs_an_evaljob() {
     if !node::wanted("node_operator_deployment_from_the_chart_runs_an_evaljob") {
         return;
     }
     let mut env = node::node_env("e2e-incluster", MockConfig::default()).await;
-    // The host operator of the harness gives way to the chart's Deployment.
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), &env.op_ns);
-    eventually("harness keyring", common::TIMEOUT, || async {
-        secrets.get_opt("byok-operator-kek").await.ok().flatten()
-    })
-    .await;
-    env.kill_operator();
-    // The chart goes into the harness's operator namespace: the keyring made there is reused.
-    let op_ns = env.op_ns.clone();
-    let nsapi: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
-    let restricted = json!({ "metadata": { "labels": { "pod-security.kubernetes.io/enforce": "restricted" } } });
-    nsapi.patch(&op_ns, &PatchParams::default(), &Patch::Merge(&restricted)).await.expect("operator namespace");
-    let release = format!("op-{}", &env.ns[env.ns.len() - 6..]);
-    let manifests = install_chart(&release, &op_ns, &env.ns, &env.mock.endpoints());
-    let kubectl = std::process::Command::new(format!("{}/kubectl", node::bin_dir()))
-        .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().map(|mut s| s.write_all(manifests.as_bytes())).transpose()?;
-            c.wait_with_output()
-        })
-        .expect("kubectl apply");
-    assert!(kubectl.status.success(), "apply: {}", String::from_utf8_lossy(&kubectl.stderr));
-    // Two replicas: one leads and is Ready.
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.client.clone(), &op_ns);
-    let ready = |p: &k8s_openapi::api::core::v1::Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
-    eventually("an operator pod Ready (the leader)", POD_TIMEOUT, || async {
-        let list = pods.list(&Default::default()).await.ok()?;
-        (list.items.len() == 2 && list.items.iter().filter(|p| ready(p)).count() == 1).then_some(())
-    })
-    .await;
+    common::chart::install(&mut env).await;
 
     let key = default_key(&mut env, "openai", Provider::OpenAi).await;
     create_evaljob(&env, "eval", judge_spec("openai", cases(4))).await;
@@ -365,11 +299,7 @@ async fn node_operator_deployment_from_the_chart_runs_an_evaljob() {
     assert_eq!((s.passed, s.failed, s.errored), (2, 2, 0), "{s:?}");
     assert!(env.mock.requests_for_key(&key) >= 6, "validation + 4 judge calls from the pod");
     // The operator's own logs (both replicas) join the plaintext scan.
-    for p in pods.list(&Default::default()).await.expect("pods").items {
-        let logs = pods.logs(&p.name_any(), &Default::default()).await.unwrap_or_default();
-        env.extra_logs.push((format!("operator pod {}", p.name_any()), logs));
-    }
+    common::chart::collect_logs(&mut env).await;
     node::collect_pod_logs(&mut env).await;
     env.assert_no_plaintext().await;
-    nsapi.delete(&op_ns, &Default::default()).await.expect("delete operator namespace");
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 
 use super::Refusal;
 use super::authn::PodIdentity;
@@ -33,14 +34,34 @@ fn finished(job: &Job) -> bool {
     conds.is_some_and(|cs| cs.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"))
 }
 
+/// The Job a pod names as its controller.
+pub fn job_owner(pod: &Pod) -> Option<&OwnerReference> {
+    controller_of(pod.owner_references(), "Job")
+}
+
+/// The EvalJob a Job names as its controller.
+pub fn evaljob_owner(job: &Job) -> Option<&OwnerReference> {
+    controller_of(job.owner_references(), "EvalJob")
+}
+
+/// What the chain's links resolved to: the pod's Job and that Job's EvalJob in the pod's
+/// namespace (looked up by the names the owner references give; None when absent, which the
+/// caller must have confirmed, not merely missed in a cache).
+#[derive(Default)]
+pub struct Links {
+    pub job: Option<Arc<Job>>,
+    pub evaljob: Option<Arc<EvalJob>>,
+}
+
 /// Checks the chain for a verified `id`. `claimed_uid` is the pod uid the caller says it has
-/// (from the downward API); `pod` is the live Pod named by the token.
+/// (from the downward API); `pod` is the live Pod named by the token. `jobs` (all of the
+/// operator's Jobs) only refines the reason for a pod borrowing another namespace's Job.
 pub fn authorize(
     id: &PodIdentity,
     claimed_uid: &str,
     pod: Option<Pod>,
+    links: &Links,
     jobs: &Store<Job>,
-    evaljobs: &Store<EvalJob>,
     require_active: bool,
 ) -> Result<Grant, Refusal> {
     if claimed_uid != id.pod_uid {
@@ -50,18 +71,19 @@ pub fn authorize(
     if pod.uid().as_deref() != Some(id.pod_uid.as_str()) {
         return Err(Refusal::PodUidMismatch);
     }
-    let owner = controller_of(pod.owner_references(), "Job").ok_or(Refusal::NotOwnedByEvalJob)?;
-    let job = jobs
-        .get(&ObjectRef::new(&owner.name).within(&id.namespace))
-        .filter(|j| j.uid().as_deref() == Some(owner.uid.as_str()));
+    let owner = job_owner(&pod).ok_or(Refusal::NotOwnedByEvalJob)?;
+    let job = links.job.clone().filter(|j| {
+        j.uid().as_deref() == Some(owner.uid.as_str()) && j.namespace().as_deref() == Some(id.namespace.as_str())
+    });
     let Some(job) = job else {
         // The owner reference names a Job of ours in another namespace: a pod trying to borrow it.
         let elsewhere = jobs.state().iter().any(|j| j.uid().as_deref() == Some(owner.uid.as_str()));
         return Err(if elsewhere { Refusal::PodInOtherNamespace } else { Refusal::NotOwnedByEvalJob });
     };
-    let ej_owner = controller_of(job.owner_references(), "EvalJob").ok_or(Refusal::NotOwnedByEvalJob)?;
-    let evaljob = evaljobs
-        .get(&ObjectRef::new(&ej_owner.name).within(&id.namespace))
+    let ej_owner = evaljob_owner(&job).ok_or(Refusal::NotOwnedByEvalJob)?;
+    let evaljob = links
+        .evaljob
+        .clone()
         .filter(|e| e.uid().as_deref() == Some(ej_owner.uid.as_str()))
         .ok_or(Refusal::NotOwnedByEvalJob)?;
     let status = evaljob.status.clone().unwrap_or_default();
@@ -207,11 +229,19 @@ mod tests {
         meta(Pod::default(), ns, "p", uid, owners)
     }
 
+    /// The links as the broker resolves them for a pod of namespace `ns`.
+    fn links(ns: &str, jobs: &Store<Job>, ejs: &Store<EvalJob>) -> Links {
+        use kube::runtime::reflector::ObjectRef;
+        let job = jobs.get(&ObjectRef::new("ej-judge").within(ns));
+        let evaljob = ejs.get(&ObjectRef::new("ej").within(ns));
+        Links { job, evaljob }
+    }
+
     #[test]
     fn the_evaljobs_own_pod_is_granted() {
         let (jobs, ejs) = stores("a");
         let p = pod("a", "pod-uid", vec![owner("Job", "ej-judge", "job-uid")]);
-        assert!(authorize(&id("a"), "pod-uid", Some(p), &jobs, &ejs, true).is_ok());
+        assert!(authorize(&id("a"), "pod-uid", Some(p), &links("a", &jobs, &ejs), &jobs, true).is_ok());
     }
 
     fn templated() -> (Pod, Job, EvalJob) {
@@ -286,8 +316,10 @@ mod tests {
     fn every_broken_link_is_refused_with_its_reason() {
         let (jobs, ejs) = stores("a");
         let good = || vec![owner("Job", "ej-judge", "job-uid")];
-        let check =
-            |id: PodIdentity, claimed: &str, p: Option<Pod>| authorize(&id, claimed, p, &jobs, &ejs, true).err();
+        let check = |id: PodIdentity, claimed: &str, p: Option<Pod>| {
+            let l = links(&id.namespace, &jobs, &ejs);
+            authorize(&id, claimed, p, &l, &jobs, true).err()
+        };
         assert_eq!(check(id("a"), "other-uid", Some(pod("a", "pod-uid", good()))), Some(Refusal::ReplayFromOtherPod));
         assert_eq!(check(id("a"), "pod-uid", None), Some(Refusal::PodNotFound));
         assert_eq!(check(id("a"), "pod-uid", Some(pod("a", "new-uid", good()))), Some(Refusal::PodUidMismatch));

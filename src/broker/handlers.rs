@@ -7,7 +7,8 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
@@ -18,7 +19,7 @@ use super::authz::{self, Grant};
 use super::{BrokerState, Refusal, grants, results};
 use crate::controller::byokkey::desired::{ENVELOPE_DATA_KEY, encrypted_secret_name};
 use crate::controller::byokkey::import::PREFIX_LEN;
-use crate::crd::{ByokKey, KeyPhase};
+use crate::crd::{ByokKey, EvalJob, KeyPhase};
 use crate::crypto::{self, Aad, Envelope};
 use crate::judge::wire::{self, KeyRequest, KeyResponse, ResultsAck, ResultsReport};
 
@@ -35,7 +36,12 @@ fn refuse(st: &BrokerState, endpoint: &'static str, refusal: Refusal, who: Optio
     let (ns, pod) = who.map_or(("", ""), |w| (w.namespace.as_str(), w.pod_name.as_str()));
     tracing::warn!(endpoint, reason = refusal.reason(), namespace = ns, pod, "broker refused");
     let body = wire::Refusal { reason: refusal.reason().into(), message: refusal.to_string() };
-    (refusal.status(), Json(body)).into_response()
+    let mut response = (refusal.status(), Json(body)).into_response();
+    if refusal.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        // Retryable: a failover, a cache filling, an address not reported yet.
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// Who is calling: the bearer token, verified by the API server for `audience`.
@@ -43,33 +49,97 @@ async fn authenticated(st: &BrokerState, headers: &HeaderMap, audience: &str) ->
     authn::authenticate(&st.client, bearer(headers)?, audience).await
 }
 
-/// Whether the verified pod `id` (claiming `claimed`) belongs to an EvalJob's current Job.
+/// An object from the cache or, where the cache may lag (a new object, a status written a moment
+/// ago), from the API server: a terminal answer is never based on a cache miss alone.
+async fn live<K>(st: &BrokerState, ns: &str, name: &str) -> Result<Option<Arc<K>>, Refusal>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(st.client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(found) => Ok(found.map(Arc::new)),
+        Err(e) => {
+            tracing::warn!(error = %e, namespace = ns, name, "live read failed");
+            Err(Refusal::Unavailable)
+        }
+    }
+}
+
+/// Resolves the pod's Job and EvalJob: from the caches, or live when `fresh` (or missing there).
+async fn links(st: &BrokerState, ns: &str, pod: Option<&Pod>, fresh: bool) -> Result<authz::Links, Refusal> {
+    let stores = st.stores()?;
+    let mut links = authz::Links::default();
+    if let Some(owner) = pod.and_then(authz::job_owner) {
+        let cached = (!fresh).then(|| stores.jobs.get(&ObjectRef::new(&owner.name).within(ns))).flatten();
+        links.job = match cached {
+            Some(job) => Some(job),
+            None => live::<Job>(st, ns, &owner.name).await?,
+        };
+    }
+    if let Some(owner) = links.job.as_deref().and_then(authz::evaljob_owner) {
+        let cached = (!fresh).then(|| stores.evaljobs.get(&ObjectRef::new(&owner.name).within(ns))).flatten();
+        links.evaljob = match cached {
+            Some(ej) => Some(ej),
+            None => live::<EvalJob>(st, ns, &owner.name).await?,
+        };
+    }
+    Ok(links)
+}
+
+/// Whether the verified pod `id` (claiming `claimed`) belongs to an EvalJob's current Job. A
+/// refusal found in the caches is confirmed with live reads before it is given.
 async fn granted(st: &BrokerState, id: &PodIdentity, claimed: &str, require_active: bool) -> Result<Grant, Refusal> {
     let pods: Api<Pod> = Api::namespaced(st.client.clone(), &id.namespace);
     let pod = pods.get_opt(&id.pod_name).await.map_err(|_| Refusal::Unavailable)?;
-    let stores = st.stores()?;
-    authz::authorize(id, claimed, pod, &stores.jobs, &stores.evaljobs, require_active)
+    let jobs = &st.stores()?.jobs;
+    let cached = links(st, &id.namespace, pod.as_ref(), false).await?;
+    match authz::authorize(id, claimed, pod.clone(), &cached, jobs, require_active) {
+        Err(Refusal::NotOwnedByEvalJob | Refusal::JobFinished) => {
+            let fresh = links(st, &id.namespace, pod.as_ref(), true).await?;
+            authz::authorize(id, claimed, pod, &fresh, jobs, require_active)
+        }
+        decided => decided,
+    }
 }
 
-/// The ByokKey an EvalJob runs with, if it may still be used.
-fn usable_key(st: &BrokerState, grant: &Grant) -> Result<Arc<ByokKey>, Refusal> {
-    let ns = grant.evaljob.namespace().unwrap_or_default();
-    let name = grant.evaljob.status.as_ref().and_then(|s| s.key_ref.clone()).ok_or(Refusal::KeyNotReady)?;
-    let key = st.stores()?.byokkeys.get(&ObjectRef::new(&name).within(&ns)).ok_or(Refusal::KeyRevoked)?;
+/// Whether `key` may be used now.
+fn key_state(key: &ByokKey) -> Result<(), Refusal> {
     if key.spec.revoked || key.meta().deletion_timestamp.is_some() {
         return Err(Refusal::KeyRevoked);
     }
     if key.status.as_ref().and_then(|s| s.phase) != Some(KeyPhase::Ready) {
         return Err(Refusal::KeyNotReady);
     }
+    Ok(())
+}
+
+/// The ByokKey an EvalJob runs with, if it may still be used: a key missing from the cache, or
+/// not usable there, is read live before the answer is "revoked" or "not ready".
+async fn usable_key(st: &BrokerState, grant: &Grant) -> Result<Arc<ByokKey>, Refusal> {
+    let ns = grant.evaljob.namespace().unwrap_or_default();
+    let name = grant.evaljob.status.as_ref().and_then(|s| s.key_ref.clone()).ok_or(Refusal::KeyNotReady)?;
+    if let Some(key) = st.stores()?.byokkeys.get(&ObjectRef::new(&name).within(&ns))
+        && key_state(&key).is_ok()
+    {
+        return Ok(key);
+    }
+    let key = live::<ByokKey>(st, &ns, &name).await?.ok_or(Refusal::KeyRevoked)?;
+    key_state(&key)?;
     Ok(key)
 }
 
 /// The ByokKey's plaintext, opened from its ciphertext, and the KEK it was sealed under.
-fn open_key(st: &BrokerState, key: &ByokKey) -> Result<(SecretString, String), Refusal> {
+async fn open_key(st: &BrokerState, key: &ByokKey) -> Result<(SecretString, String), Refusal> {
     let (ns, name) = (key.namespace().unwrap_or_default(), key.name_any());
     let aad = Aad::new(&ns, &name, key.uid().as_deref().unwrap_or_default(), key.spec.provider.as_str());
-    let secret = st.stores()?.encrypted.get(&ObjectRef::new(&encrypted_secret_name(&name)).within(&ns));
+    let secret_name = encrypted_secret_name(&name);
+    let secret = match st.stores()?.encrypted.get(&ObjectRef::new(&secret_name).within(&ns)) {
+        Some(s) => Some(s),
+        None => live::<Secret>(st, &ns, &secret_name).await?,
+    };
     let text = secret.as_ref().and_then(|s| s.data.as_ref()?.get(ENVELOPE_DATA_KEY).map(|b| b.0.clone()));
     let envelope = text.and_then(|t| String::from_utf8(t).ok()).and_then(|t| Envelope::parse(&t).ok());
     let envelope = envelope.ok_or(Refusal::KeyNotReady)?;
@@ -104,10 +174,13 @@ pub async fn key(
         Ok(g) => g,
         Err(r) => return refuse(&st, "key", r, Some(&id)),
     };
-    let opened = key_checks(&grant, peer).and_then(|()| usable_key(&st, &grant)).and_then(|key| {
-        let (plain, kek) = open_key(&st, &key)?;
+    let opened = async {
+        key_checks(&grant, peer)?;
+        let key = usable_key(&st, &grant).await?;
+        let (plain, kek) = open_key(&st, &key).await?;
         Ok((key, plain, kek))
-    });
+    }
+    .await;
     let (key, plain, kek) = match opened {
         Ok(v) => v,
         Err(r) => return refuse(&st, "key", r, Some(&id)),
@@ -162,7 +235,8 @@ pub async fn results(State(st): State<Arc<BrokerState>>, headers: HeaderMap, bod
         return refuse(&st, "results", Refusal::Unavailable, Some(&id));
     }
     st.count("results", "accepted");
-    let key_revoked = matches!(usable_key(&st, &grant), Err(Refusal::KeyRevoked | Refusal::KeyNotReady));
+    // Only a confirmed answer stops the judge; "cannot tell now" (Unavailable) does not.
+    let key_revoked = matches!(usable_key(&st, &grant).await, Err(Refusal::KeyRevoked | Refusal::KeyNotReady));
     Json(ResultsAck { key_revoked }).into_response()
 }
 

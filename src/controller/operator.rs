@@ -79,7 +79,7 @@ pub async fn run(
             }
         })
     };
-    let lost: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match broker_config.lease.clone() {
+    let mut lost: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match broker_config.lease.clone() {
         Some(lease) => Box::pin(super::leader::lead(client.clone(), lease).await?),
         None => Box::pin(std::future::pending()),
     };
@@ -175,6 +175,24 @@ pub async fn run(
     let stores = eval_rx.await.map_err(|_| Error::Internal("EvalJob controller did not start".into()))?;
 
     tokio::spawn(broker::grants::sweep(client.clone(), config.namespace.clone(), Duration::from_secs(600)));
+    // Ready means synced: until every cache the broker reads holds what the API server has, an
+    // answer from it could call a key revoked that is merely not loaded yet.
+    let syncing = std::time::Instant::now();
+    let synced = futures::future::try_join4(
+        key_store.wait_until_ready(),
+        enc_store.wait_until_ready(),
+        stores.evaljobs.wait_until_ready(),
+        stores.jobs.wait_until_ready(),
+    );
+    tokio::select! {
+        r = synced => { r.map_err(|_| Error::Internal("a controller stopped before its cache synced".into()))?; }
+        _ = &mut lost => return Err(Error::Internal("lost the leader lease".into())),
+    }
+    tracing::info!(
+        keys = key_store.state().len(),
+        seconds = syncing.elapsed().as_secs_f64(),
+        "caches synced: the broker answers and reports ready"
+    );
     let _ = state.stores.set(BrokerStores {
         byokkeys: key_store,
         encrypted: enc_store,

@@ -56,8 +56,9 @@ impl Default for ReportPacing {
             interval: Duration::from_secs(1),
             batch: 50,
             progress_attempts: 3,
-            // 0.5 + 1 + 2 + 4 + 8 + 8 + 8 s: about half a minute of broker downtime is ridden out.
-            final_attempts: 8,
+            // 0.5 + 1 + 2 + 4 + 8 s, then 8 s each: about three minutes, enough for a leader
+            // failover (lease expiry, caches syncing) without the Job re-running the shard.
+            final_attempts: 24,
             backoff: RetryPolicy {
                 max_retries: 0,
                 base_delay: Duration::from_millis(500),

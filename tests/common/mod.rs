@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod chart;
 pub mod evaljobs;
 pub mod judge_pod;
 pub mod node;
