@@ -29,11 +29,16 @@ async fn main() -> anyhow::Result<()> {
     let nsapi: Api<Namespace> = Api::all(client.clone());
     let obj = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
     nsapi.create(&PostParams::default(), &obj).await?;
+    // The operator's own namespace: keys are never imported from it.
+    let op_ns = format!("{ns}-op");
+    let obj =
+        Namespace { metadata: ObjectMeta { name: Some(op_ns.clone()), ..Default::default() }, ..Default::default() };
+    nsapi.create(&PostParams::default(), &obj).await?;
     let mock = mock::start(MockConfig::default()).await?;
     let ep = mock.endpoints();
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut op = Command::new(env!("CARGO_BIN_EXE_byok-operator"))
-        .args(["--namespace", &ns, "--watch-namespace", &ns, "--openai-base-url", &ep.openai])
+        .args(["--namespace", &op_ns, "--watch-namespace", &ns, "--openai-base-url", &ep.openai])
         .args(["--broker-listen", &format!("127.0.0.1:{port}"), "--broker-url", &format!("https://127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -44,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let s = Secret {
         metadata: ObjectMeta { name: Some("src".into()), ..Default::default() },
+        type_: Some(byok_operator::controller::byokkey::import::SOURCE_SECRET_TYPE.into()),
         string_data: Some([("apiKey".to_string(), format!("sk-proj-bench{}", "x".repeat(32)))].into()),
         ..Default::default()
     };
@@ -104,5 +110,6 @@ async fn main() -> anyhow::Result<()> {
     println!("  p99 {:>8.1} ms", pct(0.99).as_secs_f64() * 1000.0);
     println!("  max {:>8.1} ms", latencies[latencies.len() - 1].as_secs_f64() * 1000.0);
     nsapi.delete(&ns, &Default::default()).await?;
+    nsapi.delete(&op_ns, &Default::default()).await?;
     Ok(())
 }

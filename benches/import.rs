@@ -3,8 +3,12 @@
 //! CPU seconds, and the API server's raw write rate measured in the same run with the same client,
 //! so the import rate can be stated against the API-server-bound floor.
 //!
+//! Then the restart: the operator is SIGKILLed and started again; printed are the seconds until
+//! its /readyz answers 200 (only once every cache holds all N keys), and the provider calls and
+//! API writes it made in the seconds after (a restart with nothing to do makes none).
+//!
 //! Run with `hack/bench.sh` (starts the cluster). Options via env: BENCH_KEYS (1000),
-//! BENCH_LATENCY_MS (50), BENCH_CLIENT_CONCURRENCY (32).
+//! BENCH_LATENCY_MS (50), BENCH_CLIENT_CONCURRENCY (32), BENCH_QUIET_SECONDS (5).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,6 +88,7 @@ async fn create_keys(client: &Client, ns: &str, n: usize, par: usize) {
 fn secret(name: &str, value: &str) -> Secret {
     Secret {
         metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        type_: Some(byok_operator::controller::byokkey::import::SOURCE_SECRET_TYPE.into()),
         string_data: Some([("apiKey".to_string(), value.to_string())].into()),
         ..Default::default()
     }
@@ -142,19 +147,28 @@ async fn main() -> anyhow::Result<()> {
     let mix_rate = (2 * n) as f64 / t.elapsed().as_secs_f64();
     nsapi.delete(&raw_ns, &Default::default()).await?;
 
-    // 2. The operator, against a mock provider with the given latency.
+    // 2. The operator, against a mock provider with the given latency, in a namespace of its own
+    //    (keys are never imported from the operator's namespace).
+    let op_ns = format!("{ns}-op");
+    let obj =
+        Namespace { metadata: ObjectMeta { name: Some(op_ns.clone()), ..Default::default() }, ..Default::default() };
+    nsapi.create(&PostParams::default(), &obj).await?;
     let mock = mock::start(MockConfig { latency, ..MockConfig::default() }).await?;
     let ep = mock.endpoints();
-    let mut op = Command::new(env!("CARGO_BIN_EXE_byok-operator"))
-        .args(["--namespace", &ns, "--watch-namespace", &ns, "--log-format", "json"])
-        .args(["--openai-base-url", &ep.openai, "--broker-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let start_operator = || {
+        Command::new(env!("CARGO_BIN_EXE_byok-operator"))
+            .args(["--namespace", &op_ns, "--watch-namespace", &ns, "--log-format", "json"])
+            .args(["--openai-base-url", &ep.openai, "--broker-listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    let mut op = start_operator()?;
     let pid = op.id();
     // Wait until the operator has its keyring (it creates it on first start).
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &op_ns);
     while secrets.get_opt("byok-operator-kek").await?.is_none() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -187,6 +201,35 @@ async fn main() -> anyhow::Result<()> {
     let _ = op.kill();
     let _ = op.wait();
 
+    // 3. Restart: SIGKILLed above; ready only once its caches hold every key.
+    let quiet = Duration::from_secs(env_num("BENCH_QUIET_SECONDS", 5) as u64);
+    let calls_before = mock.requests_total();
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
+    let readyz = format!("https://127.0.0.1:{port}/readyz");
+    let t = Instant::now();
+    let mut op = start_operator()?;
+    let restart_pid = op.id();
+    let mut first_answer = None;
+    loop {
+        match http.get(&readyz).send().await {
+            Ok(r) if r.status().is_success() => break,
+            Ok(_) => {
+                first_answer.get_or_insert(t.elapsed());
+            }
+            Err(_) => {}
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(600), "not ready in 600 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready_after = t.elapsed();
+    let writes_at_ready = apiserver_writes(&client).await?;
+    tokio::time::sleep(quiet).await;
+    let restart_writes = apiserver_writes(&client).await? - writes_at_ready;
+    let restart_calls = mock.requests_total() - calls_before;
+    let (restart_rss, restart_cpu) = proc_usage(restart_pid);
+    let _ = op.kill();
+    let _ = op.wait();
+
     let writes_per_key = writes / n as f64;
     let floor = n as f64 * writes_per_key / raw_rate;
     let mix_floor = n as f64 * writes_per_key / mix_rate;
@@ -208,6 +251,18 @@ async fn main() -> anyhow::Result<()> {
     println!("  all Ready / mix floor         {:>8.2}", all_ready.as_secs_f64() / mix_floor);
     println!("  operator peak RSS             {:>8.1} MiB (target <= 64)", rss_kib as f64 / 1024.0);
     println!("  operator CPU                  {:>8.2} s", cpu);
+    println!("restart after SIGKILL, {n} Ready keys:");
+    let not_ready = first_answer.map_or_else(|| "-".into(), |d| format!("{:.2} s", d.as_secs_f64()));
+    println!("  /readyz first answered 503    {:>8}  (listening, caches not synced yet)", not_ready);
+    println!("  /readyz 200 after             {:>8.2} s  (every cache synced)", ready_after.as_secs_f64());
+    println!("  provider calls after restart  {:>8}  (target 0)", restart_calls);
+    println!(
+        "  API writes in {:>2} s after ready {:>6}  (all clients; target 0 from the operator)",
+        quiet.as_secs(),
+        restart_writes
+    );
+    println!("  peak RSS / CPU after restart  {:>8.1} MiB / {:.2} s", restart_rss as f64 / 1024.0, restart_cpu);
     nsapi.delete(&ns, &Default::default()).await?;
+    nsapi.delete(&op_ns, &Default::default()).await?;
     Ok(())
 }

@@ -33,6 +33,22 @@ pub struct BrokerConfig {
     pub lease: Option<super::leader::LeaseConfig>,
 }
 
+/// Waits until `store` has synced, saying every 10 s which cache is still loading.
+async fn synced_or_say<K: kube::Resource + Clone + 'static>(
+    what: &'static str,
+    store: &kube::runtime::reflector::Store<K>,
+) -> Result<(), kube::runtime::reflector::store::WriterDropped>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), store.wait_until_ready()).await {
+            Ok(done) => return done,
+            Err(_) => tracing::warn!(cache = what, "waiting for the cache to sync before the broker answers"),
+        }
+    }
+}
+
 /// Runs every controller and the broker until SIGTERM/SIGINT. `set_level`, when given, lets the
 /// ConfigMap `byok-operator-config` change the log level at run time.
 pub async fn run(
@@ -179,10 +195,10 @@ pub async fn run(
     // answer from it could call a key revoked that is merely not loaded yet.
     let syncing = std::time::Instant::now();
     let synced = futures::future::try_join4(
-        key_store.wait_until_ready(),
-        enc_store.wait_until_ready(),
-        stores.evaljobs.wait_until_ready(),
-        stores.jobs.wait_until_ready(),
+        synced_or_say("ByokKeys", &key_store),
+        synced_or_say("encrypted keys", &enc_store),
+        synced_or_say("EvalJobs", &stores.evaljobs),
+        synced_or_say("Jobs", &stores.jobs),
     );
     tokio::select! {
         r = synced => { r.map_err(|_| Error::Internal("a controller stopped before its cache synced".into()))?; }

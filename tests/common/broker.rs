@@ -25,15 +25,22 @@ pub fn broker_url(env: &TestEnv) -> String {
 }
 
 /// Calls the broker's key endpoint like fetch-key does; returns (HTTP status, refusal reason or key).
+/// Like fetch-key, it asks again while the broker says `Unavailable` (its caches still syncing).
 pub async fn ask_broker(env: &TestEnv, token: &str, pod_uid: &str) -> (u16, String) {
     let http = broker_client(env).await;
     let url = format!("{}{}", broker_url(env), wire::KEY_PATH);
-    let resp =
-        http.post(url).bearer_auth(token).json(&json!({ "podUid": pod_uid })).send().await.expect("broker answers");
-    let status = resp.status().as_u16();
-    let body: serde_json::Value = resp.json().await.expect("json body");
-    let text = body.get("reason").or_else(|| body.get("key")).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-    (status, text)
+    let deadline = tokio::time::Instant::now() + super::TIMEOUT;
+    loop {
+        let resp = http.post(&url).bearer_auth(token).json(&json!({ "podUid": pod_uid })).send().await;
+        let resp = resp.expect("broker answers");
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.expect("json body");
+        let text = body.get("reason").or_else(|| body.get("key")).and_then(|v| v.as_str()).unwrap_or_default();
+        if text != "Unavailable" || tokio::time::Instant::now() > deadline {
+            return (status, text.to_string());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// GET on the broker with an optional bearer token: (status, body).
