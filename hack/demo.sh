@@ -127,6 +127,9 @@ else
   echo "[demo] Standing in for the kubelet: the pod's volumes are laid out in $STATE/pod, its tokens come from the"
   echo "       TokenRequest API bound to the real Pod, and its two containers run as local processes with the pod spec's commands."
   uid=$(kubectl get pod "$pod" -n byok-demo -o jsonpath='{.metadata.uid}')
+  # The broker hands a key only to requests from the pod's own address, as the kubelet reports it.
+  kubectl patch pod "$pod" -n byok-demo --subresource=status --type=merge \
+    -p '{"status":{"podIP":"'"$host"'","podIPs":[{"ip":"'"$host"'"}]}}' >/dev/null
   P=$STATE/pod; rm -rf "$P"; mkdir -p "$P"/{key,cases,ca,broker-token,results-token}
   cm=$(kubectl get pod "$pod" -n byok-demo -o jsonpath='{.spec.volumes[?(@.name=="cases")].configMap.name}')
   kubectl get cm "$cm" -n byok-demo -o jsonpath='{.data.cases\.jsonl}' >"$P/cases/cases.jsonl"
