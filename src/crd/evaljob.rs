@@ -200,6 +200,10 @@ pub struct EvalJobStatus {
     pub phase: Option<EvalPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// The uid of the judge Job the operator created: the key broker serves only its pods (a Job
+    /// deleted and re-created under the same name by someone else has another uid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_uid: Option<String>,
     /// The ByokKey this run uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_ref: Option<String>,

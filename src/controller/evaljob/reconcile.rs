@@ -188,8 +188,9 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
         );
         let job = desired::judge_job(&ej, &ctx.settings, &desired::Pins::of(&cases_cm, &ctx.ca_pem));
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-        jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job)).await?;
+        let created = jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job)).await?;
         st.job_name = Some(job.name_any());
+        st.job_uid = created.uid();
         st.key_ref = key.as_ref().map(|k| k.name_any());
         st.key_prefix = key.as_ref().and_then(|k| k.status.as_ref()?.key_prefix.clone());
         st.model = Some(model);
