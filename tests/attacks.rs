@@ -467,6 +467,53 @@ async fn a_judge_job_recreated_by_the_editor_gets_nothing() {
     env.assert_no_plaintext().await;
 }
 
+/// Path 4: a namespace editor creates a Job under the judge Job's name before the operator does
+/// (their image, or the operator's plus an extra container): the operator never adopts it.
+#[tokio::test]
+async fn a_job_precreated_under_the_judge_jobs_name_is_never_adopted() {
+    use k8s_openapi::api::batch::v1::Job;
+    let mut env = TestEnv::new("atk-prejob").await;
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), &env.ns);
+    let squatter: Job = serde_json::from_value(json!({
+        "metadata": { "name": "eval-judge" },
+        "spec": { "suspend": true, "template": { "spec": { "restartPolicy": "Never",
+            "containers": [{ "name": "judge", "image": "registry.attacker.example/print-the-key:1" }] } } }
+    }))
+    .expect("job");
+    jobs.create(&PostParams::default(), &squatter).await.expect("the editor may create Jobs");
+    default_key(&mut env, "openai", Provider::OpenAi).await;
+    create_evaljob(&env, "eval", judge_spec("openai", cases(2))).await;
+    let failed = wait_evaljob(&env, "eval", "Failed", |e| phase(e) == Some(EvalPhase::Failed)).await;
+    let st = failed.status.expect("status");
+    assert!(st.job_uid.is_none(), "the squatter's Job was not adopted");
+    assert!(st.conditions.iter().any(|c| c.reason == "JobNameTaken"), "{:?}", st.conditions);
+    env.wait_event("eval", "JobNameTaken").await;
+    env.assert_no_plaintext().await;
+}
+
+/// Path 6: a results token minted for the judge pod (the `edit` role may) posts a passing
+/// report from outside the pod: refused, the run is not marked passed.
+#[tokio::test]
+async fn a_minted_results_token_cannot_report_from_outside_the_pod() {
+    let mut env = TestEnv::new("atk-results-token").await;
+    default_key(&mut env, "openai", Provider::OpenAi).await;
+    create_evaljob(&env, "eval", judge_spec("openai", cases(2))).await;
+    let pod = report_pod_address(&env, &running_pod(&env, "eval").await, "10.255.255.9").await;
+    let ns = env.ns.clone();
+    let token = pod_token(&env, &ns, &pod, wire::RESULTS_AUDIENCE).await;
+    let forged = json!({ "podUid": pod.uid(), "shard": 0, "total": 2, "done": true, "results": [
+        { "id": "c0", "line": 1, "scores": [{ "scorer": "llm_judge", "outcome": "Passed", "score": 1.0 }] },
+        { "id": "c1", "line": 2, "scores": [{ "scorer": "llm_judge", "outcome": "Passed", "score": 1.0 }] } ] });
+    let http = common::broker::broker_client(&env).await;
+    let url = format!("{}{}", broker_url(&env), wire::RESULTS_PATH);
+    let r = http.post(url).bearer_auth(token).json(&forged).send().await.expect("answer");
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(r.json::<serde_json::Value>().await.expect("json")["reason"], "NotFromPodAddress");
+    let now = wait_evaljob(&env, "eval", "Running", |e| phase(e) == Some(EvalPhase::Running)).await;
+    assert_eq!(now.status.and_then(|s| s.progress).map(|p| p.completed), Some(0), "nothing was recorded");
+    env.assert_no_plaintext().await;
+}
+
 /// A key is handed out once per pod: a second request (a token used twice, or a replay from a
 /// compromised judge) is refused, logged as a security event and raised on the EvalJob.
 #[tokio::test]
@@ -603,8 +650,9 @@ async fn an_unauthenticated_report_is_refused_before_parsing() {
     assert_eq!(r.json::<serde_json::Value>().await.expect("json")["reason"], "MissingToken");
     let r = http.post(&url).bearer_auth("e30.e30.sig").body(big).send().await.expect("answer");
     assert_eq!(r.status().as_u16(), 401, "not 400: the body was never parsed");
-    let r = http.post(&url).bearer_auth("e30.e30.sig").body(vec![b'x'; 5 << 20]).send().await.expect("answer");
-    assert_eq!(r.status().as_u16(), 413, "bodies over the limit are cut off unread");
+    let r = http.post(&url).bearer_auth("e30.e30.sig").body(vec![b'x'; 5 << 20]).send().await;
+    // The broker answers 401 from the headers alone and may close before reading the body.
+    assert!(r.map_or(true, |r| r.status().as_u16() == 401), "over the limit and unauthenticated: refused unread");
 }
 
 /// /metrics (key counts per KEK, refusal reasons) needs a token allowed to read it.

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 
 use super::Refusal;
 use super::authn::PodIdentity;
-use crate::controller::evaljob::desired::EVALJOB_UID_LABEL;
+use crate::controller::evaljob::desired::{EVALJOB_UID_LABEL, same_judge_pod};
 use crate::crd::{EvalJob, EvalPhase};
 
 /// A pod proven to belong to an EvalJob's current Job.
@@ -116,23 +116,29 @@ pub fn matches_template(pod: &Pod, job: &Job, evaljob: &EvalJob) -> Result<(), R
     if label(pod.metadata.labels.as_ref()) != evaljob.uid() || template_label != evaljob.uid() {
         return no;
     }
-    let shape = |cs: &[Container]| {
-        let mut v: Vec<_> = cs
-            .iter()
-            .map(|c| (c.name.clone(), c.image.clone(), c.command.clone(), c.args.clone(), c.volume_mounts.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
-    let same = shape(&want.containers) == shape(&have.containers)
-        && shape(want.init_containers.as_deref().unwrap_or_default())
-            == shape(have.init_containers.as_deref().unwrap_or_default())
-        && want.volumes == have.volumes
-        && want.service_account_name.as_deref().unwrap_or("default")
-            == have.service_account_name.as_deref().unwrap_or("default")
-        && have.automount_service_account_token == Some(false)
-        && have.ephemeral_containers.as_ref().is_none_or(Vec::is_empty);
-    if same { Ok(()) } else { no }
+    // The pod and its Job went through the same defaulting: their volumes must be equal as well.
+    let same = same_judge_pod(want, have) && want.volumes == have.volumes;
+    if !same {
+        return no;
+    }
+    // A shard the EvalJob does not have (an editor raised the Job's completions) gets nothing.
+    let index = pod.annotations().get(COMPLETION_INDEX).and_then(|i| i.parse::<i32>().ok());
+    if index.is_none_or(|i| i < 0 || i >= evaljob.spec.parallelism.max(1)) {
+        return Err(Refusal::ShardMismatch);
+    }
+    Ok(())
+}
+
+/// Pod annotation the Job controller sets on Indexed Job pods.
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+/// The pod is neither finished nor being deleted (its address may already be another pod's).
+pub fn alive(pod: &Pod) -> Result<(), Refusal> {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if pod.metadata.deletion_timestamp.is_some() || matches!(phase, Some("Succeeded" | "Failed")) {
+        return Err(Refusal::PodFinished);
+    }
+    Ok(())
 }
 
 /// The pod may ask for its key only while it is starting (fetch-key is an init container) and
@@ -169,6 +175,7 @@ pub fn from_pod_address(pod: &Pod, peer: std::net::IpAddr) -> Result<(), Refusal
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Container;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher::Event;
@@ -271,7 +278,9 @@ mod tests {
         };
         let job = crate::controller::evaljob::desired::judge_job(&ej, &settings, &pins);
         let template = job.spec.clone().expect("spec").template;
-        let pod = Pod { metadata: template.metadata.clone().unwrap_or_default(), spec: template.spec, status: None };
+        let mut metadata = template.metadata.clone().unwrap_or_default();
+        metadata.annotations = Some([(COMPLETION_INDEX.to_string(), "0".to_string())].into());
+        let pod = Pod { metadata, spec: template.spec, status: None };
         (pod, job, ej)
     }
 
@@ -292,6 +301,17 @@ mod tests {
         let mut more_volumes = pod.clone();
         more_volumes.spec.as_mut().expect("spec").volumes.as_mut().expect("volumes").push(Default::default());
         assert_eq!(matches_template(&more_volumes, &job, &ej), Err(Refusal::PodNotFromJobTemplate));
+        let mut extra_shard = pod.clone();
+        extra_shard.metadata.annotations = Some([(COMPLETION_INDEX.to_string(), "1".to_string())].into());
+        assert_eq!(matches_template(&extra_shard, &job, &ej), Err(Refusal::ShardMismatch), "only the EvalJob's shards");
+        let mut extra_container = pod.clone();
+        extra_container
+            .spec
+            .as_mut()
+            .expect("spec")
+            .containers
+            .push(Container { name: "x".into(), ..Default::default() });
+        assert_eq!(matches_template(&extra_container, &job, &ej), Err(Refusal::PodNotFromJobTemplate));
         let mut debug = pod.clone();
         debug.spec.as_mut().expect("spec").ephemeral_containers = Some(vec![Default::default()]);
         assert_eq!(matches_template(&debug, &job, &ej), Err(Refusal::PodNotFromJobTemplate));

@@ -23,9 +23,6 @@ use crate::crd::{ByokKey, EvalJob, KeyPhase};
 use crate::crypto::{self, Aad, Envelope};
 use crate::judge::wire::{self, KeyRequest, KeyResponse, ResultsAck, ResultsReport};
 
-/// Pod completion index annotation the Job controller sets on Indexed Job pods.
-const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
-
 fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
     let value = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     value.and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty()).ok_or(Refusal::MissingToken)
@@ -209,11 +206,25 @@ pub async fn key(
     Json(KeyResponse { key: plain.expose_secret().to_string(), key_prefix: prefix }).into_response()
 }
 
-pub async fn results(State(st): State<Arc<BrokerState>>, headers: HeaderMap, body: Bytes) -> Response {
-    // Authenticated before the body is parsed: a caller without a valid token costs no parsing.
-    let id = match authenticated(&st, &headers, wire::RESULTS_AUDIENCE).await {
+pub async fn results(
+    State(st): State<Arc<BrokerState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+) -> Response {
+    // A bounded number of reports at once: memory stays flat whatever callers send.
+    let Ok(_slot) = st.results_slots.try_acquire() else {
+        return refuse(&st, "results", Refusal::Unavailable, None);
+    };
+    // Authenticated before the body is even read: a caller without a valid token costs nothing.
+    let id = match authenticated(&st, request.headers(), wire::RESULTS_AUDIENCE).await {
         Ok(id) => id,
         Err(r) => return refuse(&st, "results", r, None),
+    };
+    let read = axum::body::to_bytes(request.into_body(), wire::MAX_REPORT_BYTES);
+    let body = match tokio::time::timeout(std::time::Duration::from_secs(30), read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return refuse(&st, "results", Refusal::TooLarge, Some(&id)),
+        Err(_) => return refuse(&st, "results", Refusal::BadRequest, Some(&id)),
     };
     let report = match serde_json::from_slice::<ResultsReport>(&body) {
         Ok(r) => r,
@@ -223,10 +234,15 @@ pub async fn results(State(st): State<Arc<BrokerState>>, headers: HeaderMap, bod
         Ok(g) => g,
         Err(r) => return refuse(&st, "results", r, Some(&id)),
     };
-    if authz::matches_template(&grant.pod, &grant.job, &grant.evaljob).is_err() {
-        return refuse(&st, "results", Refusal::PodNotFromJobTemplate, Some(&id));
+    // Only the judge pod itself, while it runs, from its own address: a results token minted for
+    // it (the `edit` role may) cannot report a passing run from elsewhere.
+    let checked = authz::matches_template(&grant.pod, &grant.job, &grant.evaljob)
+        .and_then(|()| authz::alive(&grant.pod))
+        .and_then(|()| authz::from_pod_address(&grant.pod, peer.ip()));
+    if let Err(r) = checked {
+        return refuse(&st, "results", r, Some(&id));
     }
-    let index = grant.pod.annotations().get(COMPLETION_INDEX).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+    let index = grant.pod.annotations().get(authz::COMPLETION_INDEX).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
     if index != report.shard || report.results.len() > report.total as usize {
         return refuse(&st, "results", Refusal::ShardMismatch, Some(&id));
     }

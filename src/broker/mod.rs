@@ -62,6 +62,8 @@ pub enum Refusal {
     PodNotFromJobTemplate,
     #[error("keys are handed out only while the pod starts (fetch-key), never to a running, finished or deleted pod")]
     PodNotStarting,
+    #[error("the pod has finished or is being deleted")]
+    PodFinished,
     #[error("the request does not come from the pod's own address")]
     NotFromPodAddress,
     #[error("the pod's address is not known yet; retry")]
@@ -74,6 +76,8 @@ pub enum Refusal {
     Forbidden,
     #[error("the request body is not valid")]
     BadRequest,
+    #[error("the request body is larger than the broker accepts")]
+    TooLarge,
     #[error("the broker cannot check this right now")]
     Unavailable,
 }
@@ -98,11 +102,13 @@ impl Refusal {
             Self::PodNotFromJobTemplate => "PodNotFromJobTemplate",
             Self::PodNotStarting => "PodNotStarting",
             Self::NotFromPodAddress => "NotFromPodAddress",
+            Self::PodFinished => "PodFinished",
             Self::PodAddressUnknown => "PodAddressUnknown",
             Self::KeyAlreadyGranted => "KeyAlreadyGranted",
             Self::Unauthorized => "Unauthorized",
             Self::Forbidden => "Forbidden",
             Self::BadRequest => "BadRequest",
+            Self::TooLarge => "TooLarge",
             Self::Unavailable => "Unavailable",
         }
     }
@@ -117,6 +123,7 @@ impl Refusal {
             | Self::NotAPodToken
             | Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable | Self::PodAddressUnknown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::FORBIDDEN,
         }
@@ -146,7 +153,12 @@ pub struct BrokerState {
     pub results_mac: results::ResultsMac,
     /// /metrics needs a bearer token allowed to `get` /metrics.
     pub metrics_auth: bool,
+    /// Results reports read at once (each up to `MAX_REPORT_BYTES`).
+    pub results_slots: tokio::sync::Semaphore,
 }
+
+/// Results reports the broker reads at once: 8 x 4 MiB at most in memory.
+pub const RESULTS_IN_FLIGHT: usize = 8;
 
 impl BrokerState {
     fn stores(&self) -> Result<&BrokerStores, Refusal> {
@@ -174,7 +186,7 @@ impl BrokerState {
 pub fn router(state: Arc<BrokerState>) -> Router {
     Router::new()
         .route(wire::KEY_PATH, post(handlers::key).layer(DefaultBodyLimit::max(4096)))
-        .route(wire::RESULTS_PATH, post(handlers::results).layer(DefaultBodyLimit::max(wire::MAX_REPORT_BYTES)))
+        .route(wire::RESULTS_PATH, post(handlers::results))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(handlers::ready))
         .route("/metrics", get(handlers::metrics))

@@ -84,6 +84,7 @@ pub async fn run(
         recorder: recorder.clone(),
         results_mac: ca.results_mac(),
         metrics_auth: broker_config.metrics_auth,
+        results_slots: tokio::sync::Semaphore::new(broker::RESULTS_IN_FLIGHT),
     });
     let results_mac = Arc::new(ca.results_mac());
     let ca_pem = ca.cert_pem.clone();

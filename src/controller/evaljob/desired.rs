@@ -67,6 +67,49 @@ impl Pins {
     }
 }
 
+/// Whether two judge pod specs are the same judge: the same containers and init containers (names,
+/// images, commands, arguments, mounts), volumes of the same names and kinds, the same service
+/// account, no API token and no ephemeral containers. Fields the API server defaults are ignored.
+pub fn same_judge_pod(want: &PodSpec, have: &PodSpec) -> bool {
+    let shape = |cs: &[Container]| {
+        let mut v: Vec<_> = cs
+            .iter()
+            .map(|c| (c.name.clone(), c.image.clone(), c.command.clone(), c.args.clone(), c.volume_mounts.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let volumes = |s: &PodSpec| {
+        let mut v: Vec<_> = s
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| {
+                let audiences: Vec<Option<String>> = v
+                    .projected
+                    .iter()
+                    .flat_map(|p| p.sources.iter().flatten())
+                    .map(|s| s.service_account_token.as_ref().and_then(|t| t.audience.clone()))
+                    .collect();
+                let kinds =
+                    (v.empty_dir.as_ref().map(|e| e.medium.clone()), v.config_map.as_ref().map(|c| c.name.clone()));
+                let other = v.host_path.is_some() || v.secret.is_some() || v.persistent_volume_claim.is_some();
+                (v.name.clone(), kinds, audiences, v.projected.is_some(), other)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    shape(&want.containers) == shape(&have.containers)
+        && shape(want.init_containers.as_deref().unwrap_or_default())
+            == shape(have.init_containers.as_deref().unwrap_or_default())
+        && volumes(want) == volumes(have)
+        && want.service_account_name.as_deref().unwrap_or("default")
+            == have.service_account_name.as_deref().unwrap_or("default")
+        && have.automount_service_account_token == Some(false)
+        && have.ephemeral_containers.as_ref().is_none_or(Vec::is_empty)
+}
+
 pub fn cases_config_map_name(ej: &str) -> String {
     names::bounded(ej, "cases")
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -187,8 +187,17 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
             &now,
         );
         let job = desired::judge_job(&ej, &ctx.settings, &desired::Pins::of(&cases_cm, &ctx.ca_pem));
-        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-        let created = jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job)).await?;
+        let created = match create_job(&ctx, &ns, &job, &uid).await? {
+            Ok(created) => created,
+            Err(msg) => {
+                // Someone else's Job holds the name: never adopted (its pods would get the key).
+                st.phase = Some(EvalPhase::Failed);
+                st.completion_time = Some(now.clone());
+                set_condition(&mut st.conditions, COMPLETE, "True", "JobNameTaken", msg.clone(), generation, &now);
+                notes.push((EventType::Warning, "JobNameTaken", msg));
+                return finish(&ej, &ctx, &old, st, notes, None).await;
+            }
+        };
         st.job_name = Some(job.name_any());
         st.job_uid = created.uid();
         st.key_ref = key.as_ref().map(|k| k.name_any());
@@ -243,6 +252,33 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
     }
     st.results_ref = (!refs.is_empty()).then_some(ResultsRef { config_maps: refs });
     finish(&ej, &ctx, &old, st, notes, None).await
+}
+
+/// Creates the judge Job. A Job of that name that already exists is taken only if it is this
+/// EvalJob's, exactly as desired (a restart between create and status write); anything else, a
+/// Job someone created first under the name, is refused with a message.
+async fn create_job(ctx: &EvalContext, ns: &str, job: &Job, ej_uid: &str) -> Result<Result<Job, String>, Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    match jobs.create(&PostParams::default(), job).await {
+        Ok(created) => return Ok(Ok(created)),
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let name = job.name_any();
+    let existing = jobs.get(&name).await?;
+    let controlled = existing.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == ej_uid);
+    let pod = |j: &Job| j.spec.as_ref().and_then(|s| s.template.spec.clone());
+    let same = match (pod(job), pod(&existing)) {
+        (Some(want), Some(have)) => desired::same_judge_pod(&want, &have),
+        _ => false,
+    };
+    if controlled && same {
+        return Ok(Ok(existing));
+    }
+    Ok(Err(format!(
+        "a Job named {name} already exists and is not the judge Job this EvalJob would create: it is not used \
+         (its pods would receive the key); delete it and create the EvalJob again"
+    )))
 }
 
 /// Counts a finished run's scores in the metrics, by provider, scorer type and outcome.
