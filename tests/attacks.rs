@@ -641,18 +641,30 @@ async fn an_unauthenticated_report_is_refused_before_parsing() {
     let env = TestEnv::new("atk-report").await;
     // The CA bundle is published with the first EvalJob's namespace; trust nothing instead.
     let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("client");
-    let big = vec![b'['; 3 << 20];
     let url = format!("{}{}", broker_url(&env), wire::RESULTS_PATH);
     eventually("broker up", TIMEOUT, || async { http.get(format!("{}/healthz", broker_url(&env))).send().await.ok() })
         .await;
-    let r = http.post(&url).body(big.clone()).send().await.expect("answer");
+    // Not a JSON report at all: a parser would say 400; the broker says who is missing first.
+    let r = http.post(&url).body("[[[").send().await.expect("answer");
     assert_eq!(r.status().as_u16(), 401);
     assert_eq!(r.json::<serde_json::Value>().await.expect("json")["reason"], "MissingToken");
-    let r = http.post(&url).bearer_auth("e30.e30.sig").body(big).send().await.expect("answer");
+    let r = http.post(&url).bearer_auth("e30.e30.sig").body("[[[").send().await.expect("answer");
     assert_eq!(r.status().as_u16(), 401, "not 400: the body was never parsed");
-    let r = http.post(&url).bearer_auth("e30.e30.sig").body(vec![b'x'; 5 << 20]).send().await;
-    // The broker answers 401 from the headers alone and may close before reading the body.
-    assert!(r.map_or(true, |r| r.status().as_u16() == 401), "over the limit and unauthenticated: refused unread");
+    assert_eq!(r.json::<serde_json::Value>().await.expect("json")["reason"], "WrongAudience");
+    // Large bodies: refused from the headers alone. The broker may answer before reading the body
+    // and close, which the client sees as a broken pipe; it never reads, parses or stores it.
+    for size in [3 << 20, 5 << 20] {
+        let r = http.post(&url).bearer_auth("e30.e30.sig").body(vec![b'['; size]).send().await;
+        match r {
+            Ok(r) => assert_eq!(r.status().as_u16(), 401, "{size} bytes"),
+            Err(e) => assert!(e.is_request() || e.is_body(), "closed unread ({size} bytes): {e}"),
+        }
+    }
+    let token = common::metrics_token(&env).await;
+    let metrics_url = format!("{}/metrics", broker_url(&env));
+    let metrics = http.get(metrics_url).bearer_auth(token).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("endpoint=\"results\",outcome=\"MissingToken\""), "{metrics}");
+    assert!(!metrics.contains("endpoint=\"results\",outcome=\"BadRequest\""), "nothing was parsed: {metrics}");
 }
 
 /// /metrics (key counts per KEK, refusal reasons) needs a token allowed to read it.
