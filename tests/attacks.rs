@@ -491,6 +491,27 @@ async fn a_job_precreated_under_the_judge_jobs_name_is_never_adopted() {
     env.assert_no_plaintext().await;
 }
 
+/// The other side of never adopting: the operator's own Job, after a status write it lost (the
+/// status lacks the Job), is recognised and taken back, so a run is not failed by a hiccup.
+#[tokio::test]
+async fn the_operators_own_job_is_taken_back_after_a_lost_status_write() {
+    let mut env = TestEnv::new("own-job").await;
+    default_key(&mut env, "openai", Provider::OpenAi).await;
+    create_evaljob(&env, "eval", judge_spec("openai", cases(2))).await;
+    let running = wait_evaljob(&env, "eval", "Running", |e| phase(e) == Some(EvalPhase::Running)).await;
+    let job_uid = running.status.as_ref().and_then(|s| s.job_uid.clone()).expect("jobUid recorded");
+    env.kill_operator();
+    let api: Api<byok_operator::crd::EvalJob> = Api::namespaced(env.client.clone(), &env.ns);
+    let lost = json!({ "status": { "jobName": null, "jobUid": null, "phase": "Pending" } });
+    api.patch_status("eval", &PatchParams::default(), &Patch::Merge(&lost)).await.expect("status without the Job");
+    env.start_operator();
+    let back = wait_evaljob(&env, "eval", "Running with its Job again", |e| {
+        e.status.as_ref().is_some_and(|s| s.job_uid.is_some() && phase(e) == Some(EvalPhase::Running))
+    })
+    .await;
+    assert_eq!(back.status.and_then(|s| s.job_uid), Some(job_uid), "the same Job, taken back");
+}
+
 /// Path 6: a results token minted for the judge pod (the `edit` role may) posts a passing
 /// report from outside the pod: refused, the run is not marked passed.
 #[tokio::test]

@@ -267,9 +267,14 @@ async fn create_job(ctx: &EvalContext, ns: &str, job: &Job, ej_uid: &str) -> Res
     let name = job.name_any();
     let existing = jobs.get(&name).await?;
     let controlled = existing.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == ej_uid);
+    // Compared with the desired Job as the API server stores it (defaults applied), from a dry run
+    // under another name: only then is "the same" exact.
+    let mut probe = job.clone();
+    probe.metadata.name = Some(format!("{name}-probe"));
+    let stored = jobs.create(&PostParams { dry_run: true, ..PostParams::default() }, &probe).await?;
     let pod = |j: &Job| j.spec.as_ref().and_then(|s| s.template.spec.clone());
-    let same = match (pod(job), pod(&existing)) {
-        (Some(want), Some(have)) => desired::same_judge_pod(&want, &have),
+    let same = match (pod(&stored), pod(&existing)) {
+        (Some(want), Some(have)) => desired::same_judge_pod(&want, &have) && want.volumes == have.volumes,
         _ => false,
     };
     if controlled && same {
