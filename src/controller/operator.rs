@@ -33,7 +33,23 @@ pub struct BrokerConfig {
     pub lease: Option<super::leader::LeaseConfig>,
 }
 
-/// Waits until `store` has synced, saying every 10 s which cache is still loading.
+/// Waits until a controller's main store has its first full list (see `synced_main_stream`).
+async fn listed(
+    what: &'static str,
+    mut synced: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| *s)).await {
+            Ok(Ok(_)) => return Ok(()),
+            // The controller stopped: nothing will sync; the operator is shutting down.
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => tracing::warn!(cache = what, "waiting for the cache to sync before the broker answers"),
+        }
+    }
+}
+
+/// Waits until `store` (a reflector nobody else waits on) has synced, saying every 10 s which
+/// cache is still loading.
 async fn synced_or_say<K: kube::Resource + Clone + 'static>(
     what: &'static str,
     store: &kube::runtime::reflector::Store<K>,
@@ -137,7 +153,7 @@ pub async fn run(
         let (client, recorder, config, ring, metrics) =
             (client.clone(), recorder.clone(), config.clone(), ring.clone(), metrics.clone());
         move |parts: byokkey::ContextParts| {
-            let _ = keys_tx.send((parts.byokkeys.clone(), parts.encrypted.clone()));
+            let _ = keys_tx.send((parts.byokkeys.clone(), parts.encrypted.clone(), parts.byokkeys_synced.clone()));
             Context {
                 client,
                 recorder,
@@ -156,7 +172,7 @@ pub async fn run(
         }
     };
     let keys_task = tokio::spawn(byokkey::run(wiring, key_ctx));
-    let (key_store, enc_store) =
+    let (key_store, enc_store, keys_synced) =
         keys_rx.await.map_err(|_| Error::Internal("ByokKey controller did not start".into()))?;
 
     let settings = JudgeSettings {
@@ -196,9 +212,9 @@ pub async fn run(
     // answer from it could call a key revoked that is merely not loaded yet.
     let syncing = std::time::Instant::now();
     let synced = futures::future::try_join4(
-        synced_or_say("ByokKeys", &key_store),
+        listed("ByokKeys", keys_synced),
         synced_or_say("encrypted keys", &enc_store),
-        synced_or_say("EvalJobs", &stores.evaljobs),
+        listed("EvalJobs", stores.evaljobs_synced.clone()),
         synced_or_say("Jobs", &stores.jobs),
     );
     tokio::select! {
