@@ -151,7 +151,9 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
                 }
                 set_condition(&mut st.conditions, KEY_RESOLVED, "False", "NoUsableKey", msg, generation, &now);
                 st.phase = Some(EvalPhase::WaitingForKey);
-                return finish(&ej, &ctx, &old, st, notes, None).await;
+                // Look again soon as well: the ByokKey event that wakes this EvalJob can arrive
+                // before the key cache it resolves from shows the key Ready.
+                return finish(&ej, &ctx, &old, st, notes, Some(Duration::from_secs(3))).await;
             }
         }
     }
