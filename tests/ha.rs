@@ -80,8 +80,11 @@ async fn leader_killed_another_replica_takes_over_within_15s_without_duplicates(
     env.create_secret("first-src", "apiKey", key.as_bytes()).await;
     env.create_key("first", spec).await;
     env.add_key("second", Provider::Anthropic, "").await;
-    let first =
-        env.wait_key("first", "Ready default", |k| k.status.as_ref().is_some_and(|s| s.effective_default)).await;
+    let first = env
+        .wait_key("first", "Ready default", |k| {
+            k.status.as_ref().is_some_and(|s| s.effective_default && s.phase == Some(KeyPhase::Ready))
+        })
+        .await;
     let second = env.wait_phase("second", KeyPhase::Ready).await;
     create_evaljob(&env, "before").await;
     let before = running(&env, "before").await;
