@@ -53,3 +53,34 @@ impl Error {
         }
     }
 }
+
+/// A controller's main watch, reflected into a store, with a signal that turns true once the
+/// store holds the first full list. The broker waits on this signal, not on
+/// `Store::wait_until_ready`: kube-runtime's Controller waits on that itself, and its one-waiter
+/// channel wakes only the last of two concurrent waiters (the controller would stall).
+pub fn synced_main_stream<K>(
+    api: kube::Api<K>,
+    config: kube::runtime::watcher::Config,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send,
+    tokio::sync::watch::Receiver<bool>,
+)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    use futures::TryStreamExt as _;
+    use kube::runtime::WatchStreamExt as _;
+    let (store, writer) = kube::runtime::reflector::store();
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let stream = kube::runtime::watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |event| {
+            if matches!(event, kube::runtime::watcher::Event::InitDone) {
+                let _ = synced_tx.send(true);
+            }
+        })
+        .applied_objects();
+    (store, stream, synced_rx)
+}

@@ -33,6 +33,38 @@ pub struct BrokerConfig {
     pub lease: Option<super::leader::LeaseConfig>,
 }
 
+/// Waits until a controller's main store has its first full list (see `synced_main_stream`).
+async fn listed(
+    what: &'static str,
+    mut synced: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| *s)).await {
+            Ok(Ok(_)) => return Ok(()),
+            // The controller stopped: nothing will sync; the operator is shutting down.
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => tracing::warn!(cache = what, "waiting for the cache to sync before the broker answers"),
+        }
+    }
+}
+
+/// Waits until `store` (a reflector nobody else waits on) has synced, saying every 10 s which
+/// cache is still loading.
+async fn synced_or_say<K: kube::Resource + Clone + 'static>(
+    what: &'static str,
+    store: &kube::runtime::reflector::Store<K>,
+) -> Result<(), kube::runtime::reflector::store::WriterDropped>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), store.wait_until_ready()).await {
+            Ok(done) => return done,
+            Err(_) => tracing::warn!(cache = what, "waiting for the cache to sync before the broker answers"),
+        }
+    }
+}
+
 /// Runs every controller and the broker until SIGTERM/SIGINT. `set_level`, when given, lets the
 /// ConfigMap `byok-operator-config` change the log level at run time.
 pub async fn run(
@@ -80,7 +112,7 @@ pub async fn run(
             }
         })
     };
-    let lost: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match broker_config.lease.clone() {
+    let mut lost: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match broker_config.lease.clone() {
         Some(lease) => Box::pin(super::leader::lead(client.clone(), lease).await?),
         None => Box::pin(std::future::pending()),
     };
@@ -121,7 +153,7 @@ pub async fn run(
         let (client, recorder, config, ring, metrics) =
             (client.clone(), recorder.clone(), config.clone(), ring.clone(), metrics.clone());
         move |parts: byokkey::ContextParts| {
-            let _ = keys_tx.send((parts.byokkeys.clone(), parts.encrypted.clone()));
+            let _ = keys_tx.send((parts.byokkeys.clone(), parts.encrypted.clone(), parts.byokkeys_synced.clone()));
             Context {
                 client,
                 recorder,
@@ -140,7 +172,7 @@ pub async fn run(
         }
     };
     let keys_task = tokio::spawn(byokkey::run(wiring, key_ctx));
-    let (key_store, enc_store) =
+    let (key_store, enc_store, keys_synced) =
         keys_rx.await.map_err(|_| Error::Internal("ByokKey controller did not start".into()))?;
 
     let settings = JudgeSettings {
@@ -176,10 +208,24 @@ pub async fn run(
     let stores = eval_rx.await.map_err(|_| Error::Internal("EvalJob controller did not start".into()))?;
 
     tokio::spawn(broker::grants::sweep(client.clone(), config.namespace.clone(), Duration::from_secs(600)));
-    // The broker answers from the caches at once; while they fill, an object missing from one is
-    // read live, so no answer is ever "revoked" or "not owned" for an object merely not loaded yet.
-    // (Waiting on the stores here is not safe: kube-runtime's Controller waits on its own store,
-    // and its one-waiter channel wakes only the last of two concurrent waiters.)
+    // Ready means synced: until every cache the broker reads holds what the API server has, an
+    // answer from it could call a key revoked that is merely not loaded yet.
+    let syncing = std::time::Instant::now();
+    let synced = futures::future::try_join4(
+        listed("ByokKeys", keys_synced),
+        synced_or_say("encrypted keys", &enc_store),
+        listed("EvalJobs", stores.evaljobs_synced.clone()),
+        synced_or_say("Jobs", &stores.jobs),
+    );
+    tokio::select! {
+        r = synced => { r.map_err(|_| Error::Internal("a controller stopped before its cache synced".into()))?; }
+        _ = &mut lost => return Err(Error::Internal("lost the leader lease".into())),
+    }
+    tracing::info!(
+        keys = key_store.state().len(),
+        seconds = syncing.elapsed().as_secs_f64(),
+        "caches synced: the broker answers and reports ready"
+    );
     let _ = state.stores.set(BrokerStores {
         byokkeys: key_store,
         encrypted: enc_store,

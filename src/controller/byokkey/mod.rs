@@ -114,10 +114,12 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
     let sources = watcher(secret_metadata, src_cfg).default_backoff().reflect(src_writer).touched_objects();
 
     let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
-    let controller = Controller::new(byokkeys, watcher::Config::default().any_semantic());
-    let key_store = controller.store();
+    let (key_store, main, byokkeys_synced) =
+        super::synced_main_stream(byokkeys, watcher::Config::default().any_semantic());
+    let controller = Controller::for_stream(main, key_store.clone());
     let ctx = Arc::new(make_ctx(ContextParts {
         byokkeys: key_store.clone(),
+        byokkeys_synced,
         encrypted: enc_store,
         sources: src_store,
         requeue: requeue_tx,
@@ -152,6 +154,8 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
 /// The caches `run` builds, handed to the caller to assemble the [`Context`].
 pub struct ContextParts {
     pub byokkeys: reflector::Store<ByokKey>,
+    /// True once `byokkeys` holds the first full list.
+    pub byokkeys_synced: tokio::sync::watch::Receiver<bool>,
     pub encrypted: reflector::Store<Secret>,
     pub sources: reflector::Store<kube::core::PartialObjectMeta<Secret>>,
     pub requeue: mpsc::UnboundedSender<ObjectRef<ByokKey>>,

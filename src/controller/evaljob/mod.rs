@@ -68,6 +68,8 @@ pub struct EvalApis {
 /// Stores the broker needs from this controller.
 pub struct EvalStores {
     pub evaljobs: Store<EvalJob>,
+    /// True once `evaljobs` holds the first full list.
+    pub evaljobs_synced: tokio::sync::watch::Receiver<bool>,
     pub jobs: Store<Job>,
 }
 
@@ -87,9 +89,10 @@ pub async fn run(
     // Metadata only: the events wake the EvalJob; results are read live when it reconciles.
     let cms =
         watcher(apis.config_maps, watcher::Config::default().labels(&selector)).default_backoff().touched_objects();
-    let controller = Controller::new(apis.evaljobs, watcher::Config::default().any_semantic());
-    let ej_store = controller.store();
-    let _ = ready.send(EvalStores { evaljobs: ej_store.clone(), jobs: job_store.clone() });
+    let (ej_store, main, evaljobs_synced) =
+        super::synced_main_stream(apis.evaljobs, watcher::Config::default().any_semantic());
+    let controller = Controller::for_stream(main, ej_store.clone());
+    let _ = ready.send(EvalStores { evaljobs: ej_store.clone(), evaljobs_synced, jobs: job_store.clone() });
     let ctx = Arc::new(make_ctx(job_store));
     let waiting = ej_store.clone();
     controller
