@@ -234,7 +234,7 @@ fn config(pod: &Pod, provider: Provider, scorers: Vec<Scorer>, concurrency: u32)
     let (model, azure) = match provider {
         Provider::OpenAi => ("gpt-4o", None),
         Provider::Anthropic => ("claude-sonnet-4-6", None),
-        Provider::Google => ("gemini-2.5-pro", None),
+        Provider::Google => ("gemini-3.5-flash", None),
         Provider::AzureOpenAi => (
             "gpt-4o",
             Some(AzureSpec { endpoint: pod.mock.azure_endpoint(), deployment: "gpt-4o".into(), api_version: None }),

@@ -46,8 +46,9 @@ impl Target {
     /// Requests one successful key check makes.
     fn check_requests(self) -> u64 {
         match self {
-            Target::OpenAi => 2,                       // model list + scope probe
-            Target::AzureV1 | Target::AzureDated => 2, // model list + deployment lookup
+            Target::OpenAi => 2, // model list + scope probe
+            // One empty chat request checks key, endpoint and deployment.
+            Target::AzureV1 | Target::AzureDated => 1,
             Target::Anthropic | Target::Google => 1,
         }
     }
@@ -87,8 +88,12 @@ impl Fixture {
         user: &str,
         max_tokens: u32,
     ) -> Result<(Verdict, Usage), JudgeError> {
+        let deployment = match target {
+            Target::AzureV1 | Target::AzureDated => model.unwrap_or("gpt-4o"),
+            _ => "gpt-4o",
+        };
         let key = SecretString::from(key);
-        let azure = target.azure(&self.mock, "gpt-4o");
+        let azure = target.azure(&self.mock, deployment);
         let model = model
             .map(str::to_string)
             .unwrap_or_else(|| ModelTable::default().model_for(target.provider(), azure.as_ref()));
@@ -167,20 +172,33 @@ async fn quota_exhaustion_shows_at_judge_time_and_when_listings_refuse() {
         assert!(f.check(target, &key, None).await.is_valid(), "{target:?}");
         let before = f.mock.requests_for_key(&key);
         let err = f.judge(target, &key, None, "s", "u", 512).await.unwrap_err();
-        assert!(matches!(err, JudgeError::QuotaExhausted { status: 429, .. }), "{target:?}: {err:?}");
+        // Anthropic says "credit balance is too low" with a 400, the others with a 429.
+        let status = if matches!(target, Target::Anthropic) { 400 } else { 429 };
+        assert!(matches!(err, JudgeError::QuotaExhausted { status: s, .. } if s == status), "{target:?}: {err:?}");
         assert!(!err.retryable());
         assert_eq!(f.mock.requests_for_key(&key) - before, 1, "{target:?}: quota must not be retried");
     }
-    // Where the provider refuses listings too, the check itself reports it.
+    // Where the provider refuses listings too, the check itself reports it (Azure's check lists nothing).
     let f = fixture(MockConfig { quota_blocks_listing: true, ..MockConfig::default() }).await;
-    for target in ALL {
+    for target in [Target::OpenAi, Target::Anthropic, Target::Google] {
         let outcome = f.check(target, "sk-quota-0123456789", None).await;
         assert!(
-            matches!(outcome, CheckOutcome::Invalid { reason: InvalidReason::QuotaExhausted, http_status: 429, .. }),
+            matches!(outcome, CheckOutcome::Invalid { reason: InvalidReason::QuotaExhausted, .. }),
             "{target:?}: {outcome:?}"
         );
         assert_eq!(outcome.reason_str(), "QuotaExhausted");
     }
+}
+
+#[tokio::test]
+async fn anthropic_spend_limits_are_quota_not_rate_limits() {
+    let f = fixture(MockConfig::default()).await;
+    let key = "sk-ant-spendlimit-0123456789";
+    assert!(f.check(Target::Anthropic, key, None).await.is_valid(), "a spend limit does not stop listings");
+    let err = f.judge(Target::Anthropic, key, None, "s", "u", 512).await.unwrap_err();
+    assert!(matches!(err, JudgeError::QuotaExhausted { status: 400, .. }), "{err:?}");
+    assert!(err.to_string().contains("usage limits"), "{err}");
+    assert_eq!(f.mock.requests_for_key(key), 2, "one check, one judge call, no retry");
 }
 
 #[tokio::test]
@@ -230,6 +248,7 @@ async fn unlisted_models_and_missing_deployments_are_model_unavailable() {
         (Target::Google, "gemini-pro", 404),                  // no longer resolves
         (Target::AzureV1, "no-such-deployment", 404),
         (Target::AzureDated, "no-such-deployment", 404),
+        (Target::Google, "gemini-2.5-pro", 404), // shut down
     ] {
         let outcome = f.check(target, "sk-good-0123456789", Some(model)).await;
         assert!(
@@ -240,7 +259,7 @@ async fn unlisted_models_and_missing_deployments_are_model_unavailable() {
     }
     // Other listed models work.
     for (target, model) in
-        [(Target::OpenAi, "o4-mini"), (Target::Anthropic, "claude-opus-4-8"), (Target::Google, "gemini-2.5-flash")]
+        [(Target::OpenAi, "o4-mini"), (Target::Anthropic, "claude-opus-4-8"), (Target::Google, "gemini-2.5-flash-lite")]
     {
         assert!(f.check(target, "sk-good-0123456789", Some(model)).await.is_valid(), "{target:?}");
     }
@@ -292,11 +311,16 @@ async fn judge_returns_the_predicted_verdict_and_usage() {
     let usage = Usage { input_tokens: 13, output_tokens: 17 };
     assert_eq!((mock_verdict(system, user), mock_usage(system, user)), (expected.clone(), usage));
     for target in ALL {
-        let result = f.judge(target, "sk-good-0123456789", None, system, user, 512).await;
-        assert_eq!(result.unwrap(), (expected.clone(), usage), "{target:?}");
+        let (verdict, billed) = f.judge(target, "sk-good-0123456789", None, system, user, 512).await.unwrap();
+        assert_eq!(verdict, expected, "{target:?}");
+        assert_eq!(billed.input_tokens, usage.input_tokens, "{target:?}");
+        // The OpenAI and Gemini defaults think before they answer, and thinking is billed as output.
+        let thinks = matches!(target, Target::OpenAi | Target::Google);
+        assert_eq!(billed.output_tokens > usage.output_tokens, thinks, "{target:?}: {billed:?}");
+        assert!(billed.output_tokens >= usage.output_tokens, "{target:?}");
     }
     // gpt-5.x and o-series: the mock rejects temperature 0 and max_tokens, so this proves the client omits them.
-    for model in ["gpt-5.1", "o4-mini"] {
+    for model in ["gpt-4.1", "o4-mini"] {
         let result = f.judge(Target::OpenAi, "sk-good-0123456789", Some(model), system, user, 512).await;
         assert_eq!(result.unwrap().0, expected, "{model}");
     }
@@ -362,13 +386,212 @@ async fn judge_gives_up_after_max_retries() {
 #[tokio::test]
 async fn judge_reports_truncated_and_refused_outputs() {
     let f = fixture(MockConfig::default()).await;
-    for target in ALL {
-        // 5 tokens cannot hold the verdict: finish_reason length, stop_reason max_tokens, MAX_TOKENS without parts.
-        let err = f.judge(target, "sk-good-0123456789", None, "s", "u", 5).await.unwrap_err();
-        assert!(matches!(err, JudgeError::MalformedVerdict { .. }), "{target:?}: {err:?}");
+    // 5 tokens cannot hold the verdict. A model that writes as it goes is cut mid-JSON; one that
+    // thinks first, or Anthropic at max_tokens, gives no verdict text at all: its own error.
+    for (target, model, empty) in [
+        (Target::OpenAi, "gpt-4.1", false),
+        (Target::AzureV1, "gpt-4o", false),
+        (Target::Anthropic, "claude-sonnet-4-6", true),
+        // The deployment's model thinks, unknown to the client: no budget is sent for it.
+        (Target::AzureDated, "judge", true),
+    ] {
+        let err = f.judge(target, "sk-good-0123456789", Some(model), "s", "u", 5).await.unwrap_err();
+        if empty {
+            assert!(matches!(err, JudgeError::EmptyVerdict { .. }), "{target:?}: {err:?}");
+            assert_eq!(err.reason(), "EmptyVerdict");
+        } else {
+            assert!(matches!(err, JudgeError::MalformedVerdict { .. }), "{target:?}: {err:?}");
+        }
         assert!(!err.retryable());
+    }
+    for target in ALL {
         let err = f.judge(target, "sk-good-0123456789", None, "s", "mock-refuse", 512).await.unwrap_err();
         assert!(matches!(err, JudgeError::Refused { .. }), "{target:?}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn reasoning_models_get_a_low_budget_and_room_for_the_verdict() {
+    let f = fixture(MockConfig::default()).await;
+    // A tiny max_tokens still yields a verdict: a low effort / thinking level is asked for, and the
+    // output limit leaves room for the thinking that remains.
+    for (target, model) in [
+        (Target::OpenAi, "gpt-5.1"),
+        (Target::OpenAi, "o4-mini"),
+        (Target::Google, "gemini-3.5-flash"),
+        (Target::Google, "gemini-2.5-flash-lite"),
+    ] {
+        let key = format!("sk-think-{model}-0123456789");
+        let (verdict, usage) = f
+            .judge(target, &key, Some(model), "mock-score=0.7", "u", 40)
+            .await
+            .unwrap_or_else(|e| panic!("{model}: {e:?}"));
+        assert_eq!(verdict.score, 0.7, "{model}");
+        assert!(usage.output_tokens > mock_usage("mock-score=0.7", "u").output_tokens, "{model}: thinking is billed");
+        assert_eq!(f.mock.requests_for_key(&key), 1, "{model}: accepted at once");
+    }
+}
+
+#[tokio::test]
+async fn temperature_goes_only_where_the_model_takes_it() {
+    let f = fixture(MockConfig::default()).await;
+    // The mock refuses temperature on these models: one request each proves the client left it out.
+    for (target, model) in [
+        (Target::Anthropic, "claude-opus-4-8"),
+        (Target::Anthropic, "claude-sonnet-5"),
+        (Target::OpenAi, "gpt-5.1"),
+        (Target::OpenAi, "gpt-4.1"),
+        (Target::AzureV1, "gpt-4o"),
+    ] {
+        let key = format!("sk-temp-{target:?}-{model}-0123456789");
+        f.judge(target, &key, Some(model), "mock-score=0.6", "u", 512).await.unwrap_or_else(|e| panic!("{model}: {e:?}"));
+        assert_eq!(f.mock.requests_for_key(&key), 1, "{model}");
+    }
+    // An Azure deployment's name says nothing of its model: "judge" runs a reasoning model that
+    // refuses temperature 0, so the call is made once more without it.
+    for target in [Target::AzureV1, Target::AzureDated] {
+        let key = format!("sk-temp-{target:?}-judge-0123456789");
+        let (verdict, _) = f.judge(target, &key, Some("judge"), "mock-score=0.6", "u", 4096).await.unwrap();
+        assert_eq!(verdict.score, 0.6);
+        assert_eq!(f.mock.requests_for_key(&key), 2, "{target:?}: refused once, then accepted");
+    }
+}
+
+#[tokio::test]
+async fn retired_models_are_named_retired_and_dying_ones_carry_their_date() {
+    let f = fixture(MockConfig::default()).await;
+    for (target, model) in [
+        (Target::Anthropic, "claude-sonnet-4-5"),
+        (Target::Anthropic, "claude-sonnet-4-20250514"),
+        (Target::Google, "gemini-2.5-pro"),
+        (Target::OpenAi, "gpt-4.5-preview"),
+    ] {
+        let err = f.judge(target, "sk-good-0123456789", Some(model), "s", "u", 512).await.unwrap_err();
+        assert_eq!(err.reason(), "ModelRetired", "{model}: {err}");
+        assert!(err.to_string().contains("shut down on 20"), "{model}: {err}");
+    }
+    // The OpenAI model list carries gpt-4o's shutdown date: the check passes and reports it.
+    let outcome = f.check(Target::OpenAi, "sk-good-0123456789", Some("gpt-4o")).await;
+    let CheckOutcome::Valid { lifecycle: Some(lifecycle), .. } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(lifecycle.shutdown, Some("2027-01-14".parse().unwrap()));
+    // Anthropic model objects say a model is deprecated.
+    let outcome = f.check(Target::Anthropic, "sk-good-0123456789", Some("claude-opus-4-1")).await;
+    let CheckOutcome::Valid { lifecycle: Some(lifecycle), .. } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(lifecycle.status.as_deref(), Some("deprecated"));
+}
+
+#[tokio::test]
+async fn azure_deployments_are_checked_by_a_free_chat_request() {
+    let f = fixture(MockConfig::default()).await;
+    for target in [Target::AzureV1, Target::AzureDated] {
+        let key = format!("sk-az-{target:?}-0123456789");
+        assert!(f.check(target, &key, Some("judge")).await.is_valid(), "{target:?}");
+        assert_eq!(f.mock.requests_for_key(&key), 1);
+    }
+    // The deployment lookup the client used to make does not exist on the real data plane.
+    let base = format!("http://{}", f.mock.addr());
+    let r = f
+        .http
+        .get(format!("{base}/azure/openai/deployments/gpt-4o?api-version=2024-10-21"))
+        .header("api-key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["message"], "Resource not found");
+}
+
+#[tokio::test]
+async fn a_key_that_may_not_list_models_is_valid_with_a_note() {
+    let f = fixture(MockConfig::default()).await;
+    let key = "sk-nomodelread-0123456789";
+    let outcome = f.check(Target::OpenAi, key, None).await;
+    let CheckOutcome::Valid { note: Some(note), .. } = &outcome else { panic!("{outcome:?}") };
+    assert!(note.contains("api.model.read"), "{note}");
+    assert_eq!(f.mock.requests_for_key(key), 2, "the refused list, then the chat probe");
+    // ... and it judges.
+    assert!(f.judge(Target::OpenAi, key, None, "s", "u", 512).await.is_ok());
+    // A model it cannot reach is still caught by the probe.
+    let outcome = f.check(Target::OpenAi, key, Some("gpt-x")).await;
+    assert_eq!(outcome.reason_str(), "ModelNotFound", "{outcome:?}");
+}
+
+/// A provider that always answers 429 with the given Retry-After, counting requests.
+async fn rate_limiting_server(retry_after: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let count = std::sync::Arc::new(AtomicU64::new(0));
+    let seen = count.clone();
+    let app = axum::Router::new().fallback(move || {
+        let seen = seen.clone();
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let body = json!({"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}});
+            (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after)], axum::Json(body))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/v1"), count)
+}
+
+#[tokio::test]
+async fn a_server_wait_over_120_s_is_not_retried() {
+    let http = reqwest::Client::new();
+    let key = SecretString::from("sk-0123456789");
+    let request = |timeout| JudgeRequest {
+        provider: Provider::OpenAi,
+        key: &key,
+        model: "gpt-4.1",
+        azure: None,
+        system: "s",
+        user: "u",
+        max_tokens: 64,
+        timeout,
+    };
+    let (base, count) = rate_limiting_server("600").await;
+    let endpoints = Endpoints { openai: base, ..Endpoints::default() };
+    let started = Instant::now();
+    let err = providers::judge(&http, &endpoints, &request(Duration::from_secs(5)), &fast_policy()).await.unwrap_err();
+    assert!(matches!(err, JudgeError::RateLimited { retryable: false, .. }), "{err:?}");
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1, "told to wait 10 minutes: no retry");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A wait within the cap is honoured.
+    let (base, count) = rate_limiting_server("0.2").await;
+    let endpoints = Endpoints { openai: base, ..Endpoints::default() };
+    let err = providers::judge(&http, &endpoints, &request(Duration::from_secs(5)), &fast_policy()).await.unwrap_err();
+    assert!(matches!(err, JudgeError::RateLimited { retryable: true, .. }), "{err:?}");
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3, "1 attempt + 2 retries");
+}
+
+/// The mock and the clients must not share beliefs: neither imports the other's tables.
+#[test]
+fn the_mock_and_the_clients_share_no_tables() {
+    let dir = |d: &str| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+            .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let allowed = ["Verdict", "Usage", "Endpoints"];
+    for (path, text) in dir("src/mock") {
+        for (n, line) in text.lines().enumerate() {
+            if let Some(rest) = line.split("providers::").nth(1) {
+                let names: Vec<&str> =
+                    rest.split(|c: char| !c.is_alphanumeric() && c != '_').filter(|w| !w.is_empty()).collect();
+                assert!(
+                    names.iter().all(|w| allowed.contains(w)),
+                    "{path}:{}: the mock may use only the plain types {allowed:?} of the clients: {line}",
+                    n + 1
+                );
+            }
+        }
+    }
+    for (path, text) in dir("src/providers") {
+        assert!(!text.contains("mock::"), "{path}: the clients must not read the mock");
     }
 }
 

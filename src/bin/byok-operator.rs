@@ -47,7 +47,8 @@ struct RunArgs {
     /// SubjectAccessReview), as controller-runtime's secure metrics do.
     #[arg(long, global = true, env = "BYOK_METRICS_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
     metrics_auth: bool,
-    /// Default judge model per provider, e.g. `openai=gpt-4o,anthropic=claude-sonnet-4-6`.
+    /// Default judge model per provider, e.g. `openai=gpt-4.1,anthropic=claude-sonnet-4-6`; providers not
+    /// named keep the built-in defaults (docs/providers.md: gpt-5.1, claude-sonnet-4-6, gemini-3.5-flash).
     #[arg(long, global = true, env = "BYOK_DEFAULT_MODELS")]
     default_models: Option<String>,
     /// Reconciles in flight at once.

@@ -8,14 +8,18 @@ use serde_json::{Value, json};
 
 use super::config::{join, segment};
 use super::error::{CallError, FailureKind};
-use super::http::{self, ErrorBody, call, judge_call, secret_header};
+use super::http::{self, ErrorBody, Optional, call, judge_call, judge_with_fallback, secret_header};
+use super::models::{self, Reported};
 use super::verdict::{VERDICT_NAME, count, parse_verdict_text, verdict_from_value, verdict_schema};
 use super::{CheckOutcome, Endpoints, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, request_id, unexpected_body};
+use crate::crd::Provider;
 
 /// The long-standing API version; every dated version since accepts the same bodies we send.
 pub(super) const ANTHROPIC_VERSION: &str = "2023-06-01";
-/// [unconfirmed] Anthropic's marker for a workspace/organisation spend limit (not retried).
-const SPEND_LIMIT_CODE: &str = "enforced_spend_limit_reached";
+/// Out of credit and over a spend limit are 400s, told apart from other 400s by their message.
+const QUOTA_MESSAGES: [&str; 2] = ["credit balance is too low", "reached your specified API usage limits"];
+/// Fields a model may refuse ("`temperature` is deprecated for this model").
+const OPTIONAL: [Optional; 1] = [Optional { parent: "", field: "temperature", names: &["temperature"] }];
 
 fn authed(request: reqwest::RequestBuilder, key: &SecretString) -> Result<reqwest::RequestBuilder, CallError> {
     Ok(request.header("x-api-key", secret_header(key.expose_secret())?).header("anthropic-version", ANTHROPIC_VERSION))
@@ -30,12 +34,10 @@ pub(super) fn classify(status: u16, body: &str) -> ErrorBody {
         Some(m) if !m.is_empty() => m.to_string(),
         _ => http::fallback_message(status, body),
     };
-    let error_code = error.pointer("/details/error_code").and_then(Value::as_str).unwrap_or_default();
     let kind = match status {
         404 if error_type == "not_found_error" => FailureKind::ModelNotFound,
-        429 if error_code == SPEND_LIMIT_CODE => FailureKind::QuotaExhausted,
-        // Prepaid credit used up is a 400, not a 429.
-        400 if message.contains("credit balance is too low") => FailureKind::QuotaExhausted,
+        // Credit used up and spend limits are 400s, not 429s: waiting a minute will not help.
+        400 if QUOTA_MESSAGES.iter().any(|m| message.contains(m)) => FailureKind::QuotaExhausted,
         s => super::error::Failure::kind_for_status(s),
     };
     ErrorBody { kind, message, retry_hint: None }
@@ -60,17 +62,33 @@ pub(super) async fn check(
             if value.get("id").and_then(Value::as_str).is_none() {
                 return unexpected_body(reply.status, "an Anthropic model");
             }
-            CheckOutcome::Valid { http_status: reply.status, request_id: request_id(&reply.headers, "request-id") }
+            CheckOutcome::Valid {
+                http_status: reply.status,
+                request_id: request_id(&reply.headers, "request-id"),
+                note: None,
+                lifecycle: reported(&value),
+            }
         }
         Err(e) => e.into_check_outcome(check.model),
     }
+}
+
+/// [unconfirmed shape] A model object's `lifecycle`: a word (`active`, `deprecated`, `retired`),
+/// or an object with a `status` and a date.
+fn reported(model: &Value) -> Option<Reported> {
+    let lifecycle = model.get("lifecycle")?;
+    let status = lifecycle.as_str().or_else(|| lifecycle.get("status").and_then(Value::as_str));
+    let shutdown = ["retirement_date", "retires_at", "shutdown_date"]
+        .iter()
+        .find_map(|field| lifecycle.get(field).or_else(|| model.get(field)).and_then(Value::as_str))
+        .and_then(models::parse_date);
+    Some(Reported { shutdown, status: status.map(str::to_string) })
 }
 
 pub(super) fn messages_body(request: &JudgeRequest<'_>) -> Value {
     let mut body = json!({
         "model": request.model,
         "max_tokens": request.max_tokens,
-        "temperature": 0,
         "messages": [{"role": "user", "content": request.user}],
         "tools": [{
             "name": VERDICT_NAME,
@@ -81,6 +99,9 @@ pub(super) fn messages_body(request: &JudgeRequest<'_>) -> Value {
     });
     if !request.system.is_empty() {
         body["system"] = json!(request.system);
+    }
+    if models::temperature(Provider::Anthropic, request.model) != Some(false) {
+        body["temperature"] = json!(0);
     }
     body
 }
@@ -108,8 +129,19 @@ pub(super) fn parse_messages_response(body: &str) -> Result<(Verdict, Usage), Ju
         .and_then(Value::as_str);
     let parsed = match (tool_input, text) {
         (Some(input), _) => verdict_from_value(input),
-        (None, Some(text)) => parse_verdict_text(text),
-        (None, None) => Err(format!("no {VERDICT_NAME} tool call in the response")),
+        (None, Some(text)) if !text.trim().is_empty() => parse_verdict_text(text),
+        (None, _)
+            if value.get("content").is_some_and(Value::is_array)
+                && blocks.iter().all(|b| b.get("type").and_then(Value::as_str) == Some("thinking")) =>
+        {
+            return Err(JudgeError::EmptyVerdict {
+                message: format!(
+                    "no verdict in the answer (stop_reason {}); raise max_tokens",
+                    if stop_reason.is_empty() { "missing" } else { stop_reason }
+                ),
+            });
+        }
+        (None, _) => Err(format!("no {VERDICT_NAME} tool call in the response")),
     };
     let verdict = parsed.map_err(|e| {
         malformed(if stop_reason == "max_tokens" {
@@ -131,8 +163,12 @@ pub(super) async fn judge(
     endpoints: &Endpoints,
     request: &JudgeRequest<'_>,
 ) -> Result<(Verdict, Usage), JudgeError> {
-    let builder = http.post(join(&endpoints.anthropic, "v1/messages")).json(&messages_body(request));
-    let reply = judge_call(authed(builder, request.key), request.timeout, request.key, request.model, classify).await?;
+    let url = join(&endpoints.anthropic, "v1/messages");
+    let reply = judge_with_fallback(messages_body(request), &OPTIONAL, |body| {
+        let builder = authed(http.post(&url).json(body), request.key);
+        judge_call(builder, request.timeout, request.key, request.model, classify)
+    })
+    .await?;
     parse_messages_response(&reply.body)
 }
 
@@ -152,8 +188,9 @@ mod tests {
         assert_eq!(env(403, "permission_error", "").kind, FailureKind::PermissionDenied);
         assert_eq!(env(404, "not_found_error", "").kind, FailureKind::ModelNotFound);
         assert_eq!(env(429, "rate_limit_error", "").kind, FailureKind::RateLimited);
-        let spend = r#","details":{"error_code":"enforced_spend_limit_reached"}"#;
-        assert_eq!(env(429, "rate_limit_error", spend).kind, FailureKind::QuotaExhausted);
+        let spend = r#"{"type":"error","error":{"type":"invalid_request_error","message":"You have reached your specified API usage limits. You will regain access on 2027-01-01 at 00:00 UTC."}}"#;
+        assert_eq!(classify(400, spend).kind, FailureKind::QuotaExhausted);
+        assert_eq!(env(400, "invalid_request_error", "").kind, FailureKind::BadRequest);
         assert_eq!(env(529, "overloaded_error", "").kind, FailureKind::Server);
         assert_eq!(env(500, "api_error", "").kind, FailureKind::Server);
         assert_eq!(env(413, "request_too_large", "").kind, FailureKind::BadRequest);
@@ -180,6 +217,19 @@ mod tests {
         assert_eq!(body["system"], "sys");
         assert_eq!(body["tools"][0]["name"], "record_verdict");
         assert_eq!(body["tool_choice"], json!({"type": "tool", "name": "record_verdict"}));
+        assert_eq!(body["temperature"], 0);
+        let opus = JudgeRequest { model: "claude-opus-4-8", ..request };
+        assert!(messages_body(&opus).get("temperature").is_none(), "opus 4.7+ refuse temperature");
+    }
+
+    #[test]
+    fn lifecycle_from_the_model_object() {
+        let said = |v: Value| reported(&v);
+        assert_eq!(said(json!({"id": "m"})), None);
+        let r = said(json!({"id": "m", "lifecycle": "deprecated"})).unwrap();
+        assert_eq!(r.status.as_deref(), Some("deprecated"));
+        let r = said(json!({"id": "m", "lifecycle": {"status": "deprecated", "retirement_date": "2027-02-01"}})).unwrap();
+        assert_eq!(r.shutdown, Some("2027-02-01".parse().unwrap()));
     }
 
     #[test]
@@ -192,6 +242,8 @@ mod tests {
         assert!(!parse_messages_response(text).unwrap().0.pass);
         let refusal = r#"{"content":[],"stop_reason":"refusal"}"#;
         assert!(matches!(parse_messages_response(refusal), Err(JudgeError::Refused { .. })));
+        let empty = r#"{"content":[],"stop_reason":"max_tokens"}"#;
+        assert!(matches!(parse_messages_response(empty), Err(JudgeError::EmptyVerdict { .. })));
         let cut = r#"{"content":[{"type":"tool_use","name":"record_verdict","input":{}}],"stop_reason":"max_tokens"}"#;
         let err = parse_messages_response(cut).unwrap_err();
         assert!(matches!(err, JudgeError::MalformedVerdict { ref message } if message.contains("max_tokens")));

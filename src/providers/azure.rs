@@ -6,19 +6,14 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::config::{join, segment};
-use super::error::CallError;
-use super::http::{call, judge_call, secret_header};
-use super::openai::{chat_body, classify, model_ids, parse_chat_response};
-use super::{
-    CheckOutcome, Endpoints, InvalidReason, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, request_id,
-    unexpected_body,
-};
-use crate::crd::AzureSpec;
+use serde_json::{Value, json};
 
-/// [unconfirmed] API version for the deployment lookup when the key uses the v1 API, which has
-/// no deployment endpoint of its own. The latest dated GA version.
-pub(super) const DEPLOYMENT_LOOKUP_API_VERSION: &str = "2024-10-21";
+use super::config::{join, segment};
+use super::error::{CallError, Failure, FailureKind};
+use super::http::{call, judge_call, judge_with_fallback, secret_header};
+use super::openai::{OPTIONAL, Shape, chat_body, classify, parse_chat_response};
+use super::{CheckOutcome, Endpoints, InvalidReason, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, request_id};
+use crate::crd::{AzureSpec, Provider};
 
 /// Where and what to call, resolved from the ByokKey's Azure spec and the endpoint override.
 struct Target<'a> {
@@ -52,8 +47,25 @@ fn authed(request: reqwest::RequestBuilder, key: &SecretString) -> Result<reqwes
     Ok(request.header("api-key", secret_header(key.expose_secret())?))
 }
 
-/// The model list validates the key and endpoint but not the deployment, so the deployment is
-/// looked up too: a missing deployment is ModelUnavailable, not a 404 at judge time.
+/// The chat-completions request for a deployment, in the key's URL style, carrying `body`.
+fn chat_request(http: &reqwest::Client, target: &Target<'_>, body: &Value) -> reqwest::RequestBuilder {
+    match target.api_version {
+        Some(version) => http
+            .post(join(target.endpoint, &format!("openai/deployments/{}/chat/completions", segment(target.deployment))))
+            .query(&[("api-version", version)])
+            .json(body),
+        None => {
+            let mut body = body.clone();
+            body["model"] = json!(target.deployment);
+            http.post(join(target.endpoint, "openai/v1/chat/completions")).json(&body)
+        }
+    }
+}
+
+/// There is no data-plane deployment lookup (removed from api-version 2023-05-15 on), so one
+/// chat request with no messages checks key, endpoint and deployment at once, for free: 400 (the
+/// empty list) means the deployment exists, 404 `DeploymentNotFound` that it does not, 401/403
+/// is the key; any other 404 is a wrong endpoint or API version.
 pub(super) async fn check(
     http: &reqwest::Client,
     endpoints: &Endpoints,
@@ -64,37 +76,22 @@ pub(super) async fn check(
         Ok(target) => target,
         Err(e) => return e.into_check_outcome(check.model),
     };
-    let deployment = target.deployment;
-    let list = match target.api_version {
-        Some(version) => http.get(join(target.endpoint, "openai/models")).query(&[("api-version", version)]),
-        None => http.get(join(target.endpoint, "openai/v1/models")),
-    };
-    let reply = match authed(list, check.key) {
+    let probe = match authed(chat_request(http, &target, &json!({"messages": []})), check.key) {
         Ok(request) => call(request, timeout, check.key, classify).await,
         Err(e) => Err(e),
     };
-    let reply = match reply {
-        Ok(reply) => reply,
-        Err(e) => return e.into_check_outcome(deployment),
-    };
-    if model_ids(&reply.body).is_none() {
-        return unexpected_body(reply.status, "an Azure OpenAI model list");
-    }
-    let version = target.api_version.unwrap_or(DEPLOYMENT_LOOKUP_API_VERSION);
-    let lookup = http
-        .get(join(target.endpoint, &format!("openai/deployments/{}", segment(deployment))))
-        .query(&[("api-version", version)]);
-    let lookup = match authed(lookup, check.key) {
-        Ok(request) => call(request, timeout, check.key, classify).await,
-        Err(e) => Err(e),
-    };
-    match lookup {
-        Ok(found) => CheckOutcome::Valid {
-            http_status: found.status,
-            request_id: request_id(&found.headers, "apim-request-id")
-                .or_else(|| request_id(&found.headers, "x-request-id")),
+    match probe {
+        Err(CallError::Http(Failure { kind: FailureKind::BadRequest, status, .. })) => {
+            CheckOutcome::Valid { http_status: status, request_id: None, note: None, lifecycle: None }
+        }
+        // A 2xx to an empty message list is not what Azure does: a gateway in the way, probably.
+        Ok(reply) => CheckOutcome::Valid {
+            http_status: reply.status,
+            request_id: request_id(&reply.headers, "apim-request-id"),
+            note: Some("the deployment answered an empty chat request with success".into()),
+            lifecycle: None,
         },
-        Err(e) => e.into_check_outcome(deployment),
+        Err(e) => e.into_check_outcome(target.deployment),
     }
 }
 
@@ -105,18 +102,13 @@ pub(super) async fn judge(
 ) -> Result<(Verdict, Usage), JudgeError> {
     let target = target(endpoints, request.azure).map_err(|e| e.into_judge_error(request.model))?;
     let deployment = target.deployment;
-    let builder = match target.api_version {
-        Some(version) => http
-            .post(join(target.endpoint, &format!("openai/deployments/{}/chat/completions", segment(deployment))))
-            .query(&[("api-version", version)])
-            .json(&chat_body(None, deployment, request)),
-        None => http.post(join(target.endpoint, "openai/v1/chat/completions")).json(&chat_body(
-            Some(deployment),
-            deployment,
-            request,
-        )),
-    };
-    let reply = judge_call(authed(builder, request.key), request.timeout, request.key, deployment, classify).await?;
+    // The deployment's model is unknown: temperature is sent, and dropped if the model refuses it.
+    let body = chat_body(None, Shape::for_model(Provider::AzureOpenAi, deployment), request);
+    let reply = judge_with_fallback(body, &OPTIONAL, |body| {
+        let builder = authed(chat_request(http, &target, body), request.key);
+        judge_call(builder, request.timeout, request.key, deployment, classify)
+    })
+    .await?;
     parse_chat_response(&reply.body)
 }
 

@@ -100,10 +100,16 @@ pub struct ModelTable {
 }
 
 impl Default for ModelTable {
-    /// Models that resolve today (2026). The original product's `claude-sonnet-4-20250514` is
-    /// retired and "Gemini Pro" no longer resolves, hence this table is configurable.
+    /// [`super::models::DEFAULT_MODELS`]: current models, checked against the lifecycle table.
     fn default() -> Self {
-        Self { openai: "gpt-4o".into(), anthropic: "claude-sonnet-4-6".into(), google: "gemini-2.5-pro".into() }
+        let default = |provider| {
+            super::models::DEFAULT_MODELS.iter().find(|(p, _)| *p == provider).map_or("", |(_, m)| m).to_string()
+        };
+        Self {
+            openai: default(Provider::OpenAi),
+            anthropic: default(Provider::Anthropic),
+            google: default(Provider::Google),
+        }
     }
 }
 
@@ -132,7 +138,7 @@ impl ModelTable {
         }
     }
 
-    /// Parses `openai=gpt-4o,anthropic=claude-sonnet-4-6`; providers not named keep their default.
+    /// Parses `openai=gpt-4.1,anthropic=claude-sonnet-4-6`; providers not named keep their default.
     pub fn parse(spec: &str) -> Result<Self, ModelTableError> {
         let mut table = Self::default();
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -173,11 +179,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_resolve_today() {
+    fn defaults_come_from_the_dated_table() {
         let t = ModelTable::default();
-        assert_eq!(t.model_for(Provider::OpenAi, None), "gpt-4o");
-        assert_eq!(t.model_for(Provider::Anthropic, None), "claude-sonnet-4-6");
-        assert_eq!(t.model_for(Provider::Google, None), "gemini-2.5-pro");
+        for (provider, model) in super::super::models::DEFAULT_MODELS {
+            assert_eq!(t.model_for(provider, None), model);
+        }
         let azure = AzureSpec { endpoint: "https://x".into(), deployment: "judge".into(), api_version: None };
         assert_eq!(t.model_for(Provider::AzureOpenAi, Some(&azure)), "judge");
         assert_eq!(t.model_for(Provider::AzureOpenAi, None), "");
@@ -186,7 +192,7 @@ mod tests {
     #[test]
     fn parse_overrides_and_round_trips() {
         let t = ModelTable::parse(" anthropic = claude-opus-4-8 ,google=gemini-2.5-flash,").unwrap();
-        assert_eq!(t.openai, "gpt-4o");
+        assert_eq!(t.openai, ModelTable::default().openai);
         assert_eq!(t.anthropic, "claude-opus-4-8");
         assert_eq!(t.google, "gemini-2.5-flash");
         assert_eq!(t.to_string().parse::<ModelTable>().unwrap(), t);

@@ -56,7 +56,7 @@ impl Failure {
     }
 
     pub fn retryable(&self) -> bool {
-        retry::should_retry(self.status, self.x_should_retry, self.permanent())
+        retry::should_retry(self.status, self.x_should_retry, self.permanent(), self.retry_after)
     }
 
     /// The key-check view of this failure. Only authentication, permission and quota failures make
@@ -158,6 +158,9 @@ pub enum JudgeError {
     RateLimited { retry_after: Option<Duration>, retryable: bool, message: String },
     #[error("model {model} not available (HTTP {status}): {message}")]
     ModelNotFound { model: String, status: u16, message: String },
+    /// A not-found answer for a model the lifecycle table knows has been shut down.
+    #[error("model {model} is retired: {notice} (HTTP {status}: {message})")]
+    ModelRetired { model: String, notice: String, status: u16, message: String },
     #[error("provider error (HTTP {status}): {message}")]
     Server { status: u16, retry_after: Option<Duration>, retryable: bool, message: String },
     /// 408, 409, or any status the provider flagged with `x-should-retry: true`.
@@ -175,6 +178,10 @@ pub enum JudgeError {
     Refused { message: String },
     #[error("malformed verdict: {message}")]
     MalformedVerdict { message: String },
+    /// The model answered without any verdict text, typically because reasoning or thinking
+    /// tokens used up the whole output limit.
+    #[error("empty verdict: {message}")]
+    EmptyVerdict { message: String },
     /// The request cannot be made as configured (e.g. Azure without an endpoint/deployment).
     #[error("misconfigured: {0}")]
     Misconfigured(String),
@@ -185,7 +192,8 @@ impl JudgeError {
     pub fn retryable(&self) -> bool {
         match self {
             Self::RateLimited { retryable, .. } | Self::Server { retryable, .. } => *retryable,
-            Self::Transient { .. } | Self::Timeout | Self::Network(_) => true,
+            Self::Transient { retry_after, .. } => retry::wait_is_retryable(*retry_after),
+            Self::Timeout | Self::Network(_) => true,
             _ => false,
         }
     }
@@ -208,6 +216,7 @@ impl JudgeError {
             Self::QuotaExhausted { .. } => "QuotaExhausted",
             Self::RateLimited { .. } => "RateLimited",
             Self::ModelNotFound { .. } => "ModelNotFound",
+            Self::ModelRetired { .. } => "ModelRetired",
             Self::Server { .. } => "ServerError",
             Self::Transient { status: 408, .. } => "Timeout",
             Self::Transient { status: 409, .. } => "Conflict",
@@ -218,6 +227,7 @@ impl JudgeError {
             Self::UnexpectedStatus { .. } => "UnexpectedResponse",
             Self::Refused { .. } => "Refused",
             Self::MalformedVerdict { .. } => "MalformedVerdict",
+            Self::EmptyVerdict { .. } => "EmptyVerdict",
             Self::Misconfigured(_) => "Misconfigured",
         }
     }

@@ -8,10 +8,12 @@ use serde_json::{Value, json};
 
 use super::config::{join, segment};
 use super::error::{CallError, FailureKind};
-use super::http::{self, ErrorBody, call, judge_call, secret_header};
-use super::retry::MAX_RETRY_AFTER;
+use super::http::{self, ErrorBody, Optional, call, judge_call, judge_with_fallback, secret_header};
+use super::models::{self, Reasoning};
+use super::retry::within_limit;
 use super::verdict::{count, gemini_verdict_schema, parse_verdict_text};
 use super::{CheckOutcome, Endpoints, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, unexpected_body};
+use crate::crd::Provider;
 
 const API_VERSION: &str = "v1beta";
 /// Finish reasons meaning the output was withheld by a safety system.
@@ -26,10 +28,9 @@ fn model_path(model: &str) -> String {
     format!("{API_VERSION}/models/{}", segment(model.strip_prefix("models/").unwrap_or(model)))
 }
 
-/// Parses a protobuf Duration as JSON renders it (`"37s"`, `"1.5s"`), within 0-60 s.
+/// Parses a protobuf Duration as JSON renders it (`"37s"`, `"1.5s"`).
 fn parse_retry_delay(text: &str) -> Option<Duration> {
-    let secs: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
-    (secs.is_finite() && (0.0..=MAX_RETRY_AFTER.as_secs_f64()).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+    within_limit(text.trim().strip_suffix('s')?.parse().ok()?)
 }
 
 /// Classifies `{"error":{"code","message","status","details":[..]}}`.
@@ -90,18 +91,43 @@ pub(super) async fn check(
             message: format!("model {} does not support generateContent", check.model),
         };
     }
-    CheckOutcome::Valid { http_status: reply.status, request_id: None }
+    CheckOutcome::Valid { http_status: reply.status, request_id: None, note: None, lifecycle: None }
 }
 
+/// Fields a model may refuse: thinking controls change between generations (Gemini 3 takes a
+/// level, 2.5 a budget), temperature may follow.
+const OPTIONAL: [Optional; 2] = [
+    Optional {
+        parent: "/generationConfig",
+        field: "thinkingConfig",
+        names: &["thinkingConfig", "thinking_config", "thinkingLevel", "thinking_level", "thinkingBudget", "thinking_budget"],
+    },
+    Optional { parent: "/generationConfig", field: "temperature", names: &["temperature"] },
+];
+
+/// The generateContent body, for `/v1beta` (`/v1` refuses systemInstruction and the response schema).
 pub(super) fn generate_body(request: &JudgeRequest<'_>) -> Value {
+    let mut config = json!({
+        "maxOutputTokens": request.max_tokens,
+        "responseMimeType": "application/json",
+        "responseSchema": gemini_verdict_schema()
+    });
+    if models::temperature(Provider::Google, request.model) != Some(false) {
+        config["temperature"] = json!(0);
+    }
+    // Thinking tokens count against maxOutputTokens: keep them few and leave room for the verdict.
+    let thinking = match models::reasoning(Provider::Google, request.model) {
+        Reasoning::ThinkingLevel(level) => Some(json!({"thinkingLevel": level})),
+        Reasoning::ThinkingBudget(budget) => Some(json!({"thinkingBudget": budget})),
+        Reasoning::Effort(_) | Reasoning::None => None,
+    };
+    if let Some(thinking) = thinking {
+        config["thinkingConfig"] = thinking;
+        config["maxOutputTokens"] = json!(request.max_tokens.saturating_add(models::REASONING_ALLOWANCE));
+    }
     let mut body = json!({
         "contents": [{"role": "user", "parts": [{"text": request.user}]}],
-        "generationConfig": {
-            "temperature": 0,
-            "maxOutputTokens": request.max_tokens,
-            "responseMimeType": "application/json",
-            "responseSchema": gemini_verdict_schema()
-        }
+        "generationConfig": config
     });
     if !request.system.is_empty() {
         body["systemInstruction"] = json!({"parts": [{"text": request.system}]});
@@ -127,6 +153,16 @@ pub(super) fn parse_generate_response(body: &str) -> Result<(Verdict, Usage), Ju
         .filter(|p| p.get("thought").and_then(Value::as_bool) != Some(true))
         .filter_map(|p| p.get("text").and_then(Value::as_str))
         .collect();
+    if text.trim().is_empty() {
+        let thoughts = value.pointer("/usageMetadata/thoughtsTokenCount").and_then(Value::as_u64);
+        return Err(JudgeError::EmptyVerdict {
+            message: format!(
+                "no verdict text (finishReason {}{}); raise max_tokens",
+                if finish.is_empty() { "missing" } else { finish },
+                thoughts.map(|t| format!(", {t} thinking tokens")).unwrap_or_default()
+            ),
+        });
+    }
     let verdict = parse_verdict_text(&text).map_err(|e| {
         malformed(if finish == "MAX_TOKENS" {
             // Thinking models spend maxOutputTokens on thoughts first, often leaving no parts at all.
@@ -147,8 +183,11 @@ pub(super) async fn judge(
     request: &JudgeRequest<'_>,
 ) -> Result<(Verdict, Usage), JudgeError> {
     let url = join(&endpoints.google, &format!("{}:generateContent", model_path(request.model)));
-    let builder = http.post(url).json(&generate_body(request));
-    let reply = judge_call(authed(builder, request.key), request.timeout, request.key, request.model, classify).await?;
+    let reply = judge_with_fallback(generate_body(request), &OPTIONAL, |body| {
+        let builder = authed(http.post(&url).json(body), request.key);
+        judge_call(builder, request.timeout, request.key, request.model, classify)
+    })
+    .await?;
     parse_generate_response(&reply.body)
 }
 
@@ -181,9 +220,34 @@ mod tests {
     }
 
     #[test]
+    fn body_per_generation() {
+        let key = SecretString::from("k");
+        let request = JudgeRequest {
+            provider: Provider::Google,
+            key: &key,
+            model: "gemini-3.5-flash",
+            azure: None,
+            system: "sys",
+            user: "usr",
+            max_tokens: 512,
+            timeout: Duration::from_secs(1),
+        };
+        let body = generate_body(&request);
+        assert_eq!(body["generationConfig"]["thinkingConfig"], json!({"thinkingLevel": "low"}));
+        assert_eq!(body["generationConfig"]["maxOutputTokens"], 512 + models::REASONING_ALLOWANCE);
+        assert_eq!(body["systemInstruction"]["parts"][0]["text"], "sys");
+        let older = generate_body(&JudgeRequest { model: "gemini-2.5-flash-lite", ..request });
+        assert_eq!(older["generationConfig"]["thinkingConfig"], json!({"thinkingBudget": 512}));
+        let plain = generate_body(&JudgeRequest { model: "gemma-3-27b-it", ..request });
+        assert!(plain["generationConfig"].get("thinkingConfig").is_none());
+        assert_eq!(plain["generationConfig"]["maxOutputTokens"], 512);
+    }
+
+    #[test]
     fn retry_delay_parsing() {
         assert_eq!(parse_retry_delay("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_retry_delay("61s"), None);
+        assert_eq!(parse_retry_delay("610s"), Some(Duration::from_secs(610)));
+        assert_eq!(parse_retry_delay("-1s"), None);
         assert_eq!(parse_retry_delay("5"), None);
     }
 
@@ -199,9 +263,12 @@ mod tests {
         let (v, u) = parse_generate_response(ok).unwrap();
         assert_eq!(v, Verdict { score: 0.7, pass: true, reason: "ok".into() });
         assert_eq!(u, Usage { input_tokens: 30, output_tokens: 15 });
-        let no_parts = r#"{"candidates":[{"content":{"role":"model"},"finishReason":"MAX_TOKENS","index":0}],"usageMetadata":{"promptTokenCount":30,"totalTokenCount":30}}"#;
+        let no_parts = r#"{"candidates":[{"content":{"role":"model"},"finishReason":"MAX_TOKENS","index":0}],"usageMetadata":{"promptTokenCount":30,"thoughtsTokenCount":1024,"totalTokenCount":30}}"#;
         let err = parse_generate_response(no_parts).unwrap_err();
-        assert!(matches!(err, JudgeError::MalformedVerdict { ref message } if message.contains("MAX_TOKENS")), "{err}");
+        assert!(
+            matches!(err, JudgeError::EmptyVerdict { ref message } if message.contains("MAX_TOKENS, 1024 thinking")),
+            "{err}"
+        );
         let safety = r#"{"candidates":[{"finishReason":"SAFETY","index":0}]}"#;
         assert!(matches!(parse_generate_response(safety), Err(JudgeError::Refused { .. })));
         let blocked = r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#;

@@ -3,9 +3,12 @@
 
 use std::time::{Duration, SystemTime};
 
+use std::future::Future;
+
 use reqwest::RequestBuilder;
 use reqwest::header::{HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
 
 use super::InvalidReason;
 use super::error::{CallError, Failure, FailureKind};
@@ -94,6 +97,49 @@ pub(crate) async fn judge_call(
     .map_err(|e| e.into_judge_error(model))
 }
 
+/// An optional request field that some models refuse: where it sits in the body, and the words
+/// by which an error message names it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Optional {
+    /// JSON pointer of the object holding the field ("" for the top level).
+    pub parent: &'static str,
+    pub field: &'static str,
+    pub names: &'static [&'static str],
+}
+
+/// Removes from `body` the optional field a 400 names. Returns the field removed, if any.
+pub(crate) fn drop_refused(body: &mut Value, error: &super::JudgeError, optional: &[Optional]) -> Option<&'static str> {
+    let super::JudgeError::BadRequest { message, .. } = error else { return None };
+    optional.iter().find_map(|o| {
+        let named = o.names.iter().any(|name| message.contains(name));
+        let parent = body.pointer_mut(o.parent).and_then(Value::as_object_mut)?;
+        (named && parent.remove(o.field).is_some()).then_some(o.field)
+    })
+}
+
+/// Sends a judge request built from `body`; when a 400 names an optional field the body carries,
+/// sends it once more without that field (models come and go faster than any table of what each
+/// accepts, and an Azure deployment's name says nothing about its model).
+pub(crate) async fn judge_with_fallback<F, Fut>(
+    mut body: Value,
+    optional: &[Optional],
+    mut send: F,
+) -> Result<Reply, super::JudgeError>
+where
+    F: FnMut(&Value) -> Fut,
+    Fut: Future<Output = Result<Reply, super::JudgeError>>,
+{
+    loop {
+        match send(&body).await {
+            Err(error) => match drop_refused(&mut body, &error, optional) {
+                Some(field) => tracing::info!(field, "the model refused a parameter; asking again without it"),
+                None => return Err(error),
+            },
+            ok => return ok,
+        }
+    }
+}
+
 /// Sends the request and reads the body. 2xx comes back as a [`Reply`]; any other status is
 /// classified by the provider's `classify` function into a redacted [`Failure`].
 pub(crate) async fn call(
@@ -154,6 +200,45 @@ fn transport_error(error: reqwest::Error, key: &str) -> CallError {
         source = cause.source();
     }
     CallError::Network(sanitize(&message, key))
+}
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+    use crate::providers::JudgeError;
+    use serde_json::json;
+
+    const OPTIONAL: [Optional; 2] = [
+        Optional { parent: "", field: "temperature", names: &["temperature"] },
+        Optional { parent: "/config", field: "thinking", names: &["thinking", "thinking_level"] },
+    ];
+
+    #[test]
+    fn only_a_named_optional_field_that_is_present_is_dropped() {
+        let mut body = json!({"temperature": 0, "config": {"thinking": {"level": "low"}}, "model": "m"});
+        let refused = |m: &str| JudgeError::BadRequest { status: 400, message: m.into() };
+        let err = refused("Unsupported value: 'temperature' does not support 0 with this model.");
+        assert_eq!(drop_refused(&mut body, &err, &OPTIONAL), Some("temperature"));
+        assert_eq!(drop_refused(&mut body, &err, &OPTIONAL), None, "dropped once only");
+        assert_eq!(drop_refused(&mut body, &refused("Unknown name thinking_level"), &OPTIONAL), Some("thinking"));
+        assert_eq!(body, json!({"config": {}, "model": "m"}));
+        let other = JudgeError::Unauthorized { status: 401, message: "temperature".into() };
+        let mut body = json!({"temperature": 0});
+        assert_eq!(drop_refused(&mut body, &other, &OPTIONAL), None, "only 400s");
+        assert_eq!(drop_refused(&mut body, &refused("model: Field required"), &OPTIONAL), None);
+    }
+
+    #[tokio::test]
+    async fn judge_with_fallback_asks_again_once_per_field() {
+        let calls = std::cell::Cell::new(0);
+        let result = judge_with_fallback(json!({"temperature": 0}), &OPTIONAL, |_| {
+            calls.set(calls.get() + 1);
+            async { Err(JudgeError::BadRequest { status: 400, message: "'temperature' is deprecated".into() }) }
+        })
+        .await;
+        assert!(matches!(result, Err(JudgeError::BadRequest { .. })));
+        assert_eq!(calls.get(), 2, "the first call and one without temperature");
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod google;
 mod http;
+pub mod models;
 mod openai;
 pub mod retry;
 mod verdict;
@@ -74,6 +75,10 @@ pub enum CheckOutcome {
     Valid {
         http_status: u16,
         request_id: Option<String>,
+        /// Something the key owner should know although the key works (a restricted key).
+        note: Option<String>,
+        /// What the provider said of the model's life (OpenAI shutdown_date, Anthropic lifecycle).
+        lifecycle: Option<models::Reported>,
     },
     /// Authentication/permission failure (401/403, Gemini 400 API_KEY_INVALID) or quota exhausted: never retried.
     /// `http_status` is 0 when no request could be made (MalformedKey, Misconfigured).
@@ -188,9 +193,10 @@ pub async fn judge_once(
     }
 }
 
-/// Asks for a verdict, retrying transient failures per `policy`: the server's Retry-After when it
-/// gives one within 0-60 s, jittered exponential backoff otherwise. Auth and quota failures are
-/// returned at once.
+/// Asks for a verdict, retrying transient failures per `policy`: after the server's Retry-After
+/// when it gives one (none past [`retry::MAX_RETRY_AFTER`]), jittered exponential backoff
+/// otherwise. Auth and quota failures are returned at once; a model the lifecycle table knows is
+/// shut down is reported as [`JudgeError::ModelRetired`], not as a bare 404.
 pub async fn judge(
     http: &reqwest::Client,
     endpoints: &Endpoints,
@@ -206,14 +212,42 @@ pub async fn judge(
                 tokio::time::sleep(wait).await;
                 retry += 1;
             }
-            result => return result,
+            Err(error) => return Err(explain_retired(request.provider, error, models::today())),
+            ok => return ok,
         }
+    }
+}
+
+/// A not-found answer for a model the table says is shut down becomes [`JudgeError::ModelRetired`].
+fn explain_retired(provider: Provider, error: JudgeError, today: jiff::civil::Date) -> JudgeError {
+    let JudgeError::ModelNotFound { model, status, message } = error else { return error };
+    match models::notice(provider, &model, today, None).filter(|n| n.retired) {
+        Some(notice) => JudgeError::ModelRetired { notice: notice.to_string(), model, status, message },
+        None => JudgeError::ModelNotFound { model, status, message },
     }
 }
 
 /// Header value of a request id, if present and printable.
 fn request_id(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retired_model_is_named_as_such() {
+        let today: jiff::civil::Date = "2026-12-02".parse().unwrap();
+        let gone = JudgeError::ModelNotFound { model: "claude-sonnet-4-5".into(), status: 404, message: "m".into() };
+        let explained = explain_retired(Provider::Anthropic, gone, today);
+        assert_eq!(explained.reason(), "ModelRetired");
+        assert!(explained.to_string().contains("shut down on 2026-11-30"), "{explained}");
+        let unknown = JudgeError::ModelNotFound { model: "claude-nope".into(), status: 404, message: "m".into() };
+        assert_eq!(explain_retired(Provider::Anthropic, unknown, today).reason(), "ModelNotFound");
+        let dying = JudgeError::ModelNotFound { model: "gpt-4o".into(), status: 404, message: "m".into() };
+        assert_eq!(explain_retired(Provider::OpenAi, dying, today).reason(), "ModelNotFound", "not shut down yet");
+    }
 }
 
 /// A 2xx body that is not what the provider documents: say so without echoing it at length.

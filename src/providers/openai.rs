@@ -8,28 +8,42 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::config::join;
-use super::error::{CallError, FailureKind};
-use super::http::{self, ErrorBody, call, judge_call, secret_header};
+use super::error::{CallError, Failure, FailureKind};
+use super::http::{self, ErrorBody, Optional, call, judge_call, judge_with_fallback, secret_header};
+use super::models::{self, Reasoning, Reported};
 use super::verdict::{count, parse_verdict_text, verdict_schema};
 use super::{CheckOutcome, Endpoints, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, request_id, unexpected_body};
+use crate::crd::Provider;
 
-/// gpt-5.x and o-series models reject `max_tokens` and any temperature other than 1.
-pub(super) fn has_fixed_temperature(model: &str) -> bool {
-    let model = model.to_ascii_lowercase();
-    let model = model.rsplit('/').next().unwrap_or(&model);
-    let mut chars = model.chars();
-    model.starts_with("gpt-5") || (chars.next() == Some('o') && chars.next().is_some_and(|c| c.is_ascii_digit()))
+/// What to put in a chat body besides the messages, decided per model (see `models.rs`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Shape {
+    /// Send `temperature: 0`: Some(false) never, None "unknown" (sent, dropped if refused).
+    pub temperature: Option<bool>,
+    pub reasoning: Reasoning,
 }
 
+impl Shape {
+    pub fn for_model(provider: Provider, model: &str) -> Self {
+        Self { temperature: models::temperature(provider, model), reasoning: models::reasoning(provider, model) }
+    }
+}
+
+/// Fields a model may refuse, dropped and asked again without on a 400 naming them.
+pub(super) const OPTIONAL: [Optional; 2] = [
+    Optional { parent: "", field: "temperature", names: &["temperature"] },
+    Optional { parent: "", field: "reasoning_effort", names: &["reasoning_effort"] },
+];
+
 /// The chat-completions body. `model` is None for Azure's dated API, where the URL names the deployment.
-pub(super) fn chat_body(model: Option<&str>, temperature_model: &str, request: &JudgeRequest<'_>) -> Value {
+pub(super) fn chat_body(model: Option<&str>, shape: Shape, request: &JudgeRequest<'_>) -> Value {
     let mut messages = Vec::new();
     if !request.system.is_empty() {
         messages.push(json!({"role": "system", "content": request.system}));
     }
     messages.push(json!({"role": "user", "content": request.user}));
+    let mut limit = request.max_tokens;
     let mut body = json!({
-        "max_completion_tokens": request.max_tokens,
         "messages": messages,
         "response_format": {
             "type": "json_schema",
@@ -39,9 +53,15 @@ pub(super) fn chat_body(model: Option<&str>, temperature_model: &str, request: &
     if let Some(model) = model {
         body["model"] = json!(model);
     }
-    if !has_fixed_temperature(temperature_model) {
+    if shape.temperature != Some(false) {
         body["temperature"] = json!(0);
     }
+    if let Reasoning::Effort(effort) = shape.reasoning {
+        // Reasoning tokens count against max_completion_tokens: leave room for the verdict.
+        body["reasoning_effort"] = json!(effort);
+        limit = limit.saturating_add(models::REASONING_ALLOWANCE);
+    }
+    body["max_completion_tokens"] = json!(limit);
     body
 }
 
@@ -59,6 +79,16 @@ pub(super) fn parse_chat_response(body: &str) -> Result<(Verdict, Usage), JudgeE
         return Err(JudgeError::Refused { message: "the output was blocked by the content filter".into() });
     }
     let content = message.get("content").and_then(Value::as_str).unwrap_or_default();
+    if content.trim().is_empty() {
+        let reasoning = value.pointer("/usage/completion_tokens_details/reasoning_tokens").and_then(Value::as_u64);
+        return Err(JudgeError::EmptyVerdict {
+            message: format!(
+                "no verdict text (finish_reason {}{}); raise max_tokens or choose a model that thinks less",
+                if finish_reason.is_empty() { "missing" } else { finish_reason },
+                reasoning.map(|r| format!(", {r} reasoning tokens")).unwrap_or_default()
+            ),
+        });
+    }
     let verdict = parse_verdict_text(content).map_err(|e| {
         malformed(if finish_reason == "length" {
             "the output was cut at max tokens (finish_reason length)".into()
@@ -99,9 +129,10 @@ fn bearer(request: reqwest::RequestBuilder, key: &secrecy::SecretString) -> Resu
     Ok(request.header(AUTHORIZATION, secret_header(&format!("Bearer {}", key.expose_secret().trim()))?))
 }
 
-/// `GET /models` authenticates the key and lists its models; then an empty chat request, which
-/// costs nothing (rejected 400 before any generation), tells a restricted key (401 missing scope
-/// `model.request`) from one that can call the model.
+/// `GET /models` authenticates the key and lists its models (with their shutdown dates); then an
+/// empty chat request, which costs nothing (rejected 400 before any generation), tells a key that
+/// may call the model from a restricted one (401 missing scope `model.request`). A key that may
+/// call models but not list them (401 missing scope `api.model.read`) is checked by the probe alone.
 pub(super) async fn check(
     http: &reqwest::Client,
     endpoints: &Endpoints,
@@ -112,19 +143,27 @@ pub(super) async fn check(
         Ok(request) => call(request, timeout, check.key, classify).await,
         Err(e) => Err(e),
     };
-    let reply = match list {
-        Ok(reply) => reply,
+    let (listed, note) = match list {
+        Ok(reply) => (Some(reply), None),
+        Err(CallError::Http(Failure { status: 401, ref message, .. })) if message.contains("api.model.read") => (
+            None,
+            Some("the key may not list models (missing scope api.model.read): the model was checked by a chat probe"),
+        ),
         Err(e) => return e.into_check_outcome(check.model),
     };
-    let Some(ids) = model_ids(&reply.body) else {
-        return unexpected_body(reply.status, "an OpenAI model list");
-    };
-    if !ids.iter().any(|id| id == check.model) {
-        return CheckOutcome::ModelUnavailable {
-            model: check.model.to_string(),
-            http_status: reply.status,
-            message: format!("model {} is not in the key's model list ({} models)", check.model, ids.len()),
+    let mut lifecycle = None;
+    if let Some(reply) = &listed {
+        let Some(models) = model_entries(&reply.body) else {
+            return unexpected_body(reply.status, "an OpenAI model list");
         };
+        let Some(entry) = models.iter().find(|m| m.get("id").and_then(Value::as_str) == Some(check.model)) else {
+            return CheckOutcome::ModelUnavailable {
+                model: check.model.to_string(),
+                http_status: reply.status,
+                message: format!("model {} is not in the key's model list ({} models)", check.model, models.len()),
+            };
+        };
+        lifecycle = reported(entry);
     }
     let probe_body = json!({"model": check.model, "messages": []});
     let probe = match bearer(http.post(join(&endpoints.openai, "chat/completions")), check.key) {
@@ -133,18 +172,29 @@ pub(super) async fn check(
     };
     match probe {
         // The expected answer: 400 for the empty message list, after auth and scope checks passed.
-        Ok(_) | Err(CallError::Http(super::error::Failure { kind: FailureKind::BadRequest, .. })) => {
-            CheckOutcome::Valid { http_status: reply.status, request_id: request_id(&reply.headers, "x-request-id") }
+        Ok(_) | Err(CallError::Http(Failure { kind: FailureKind::BadRequest, .. })) => {
+            let status = listed.as_ref().map_or(200, |r| r.status);
+            let request_id = listed.as_ref().and_then(|r| request_id(&r.headers, "x-request-id"));
+            CheckOutcome::Valid { http_status: status, request_id, note: note.map(str::to_string), lifecycle }
         }
         Err(e) => e.into_check_outcome(check.model),
     }
 }
 
-/// `data[].id` of a model list; None when the body is not a list.
-pub(super) fn model_ids(body: &str) -> Option<Vec<String>> {
-    let value: Value = serde_json::from_str(body).ok()?;
-    let data = value.get("data")?.as_array()?;
-    Some(data.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).map(str::to_string).collect())
+/// `data[]` of a model list; None when the body is not a list.
+pub(super) fn model_entries(body: &str) -> Option<Vec<Value>> {
+    let mut value: Value = serde_json::from_str(body).ok()?;
+    value.get_mut("data")?.as_array_mut().map(std::mem::take)
+}
+
+/// A model entry's `shutdown_date` (a date, a timestamp, or Unix seconds).
+fn reported(entry: &Value) -> Option<Reported> {
+    let date = match entry.get("shutdown_date")? {
+        Value::Number(n) => jiff::Timestamp::from_second(n.as_i64()?).ok()?.to_zoned(jiff::tz::TimeZone::UTC).date(),
+        Value::String(s) => models::parse_date(s)?,
+        _ => return None,
+    };
+    Some(Reported { shutdown: Some(date), status: None })
 }
 
 pub(super) async fn judge(
@@ -152,9 +202,13 @@ pub(super) async fn judge(
     endpoints: &Endpoints,
     request: &JudgeRequest<'_>,
 ) -> Result<(Verdict, Usage), JudgeError> {
-    let body = chat_body(Some(request.model), request.model, request);
-    let builder = http.post(join(&endpoints.openai, "chat/completions")).json(&body);
-    let reply = judge_call(bearer(builder, request.key), request.timeout, request.key, request.model, classify).await?;
+    let body = chat_body(Some(request.model), Shape::for_model(Provider::OpenAi, request.model), request);
+    let url = join(&endpoints.openai, "chat/completions");
+    let reply = judge_with_fallback(body, &OPTIONAL, |body| {
+        let builder = bearer(http.post(&url).json(body), request.key);
+        judge_call(builder, request.timeout, request.key, request.model, classify)
+    })
+    .await?;
     parse_chat_response(&reply.body)
 }
 
@@ -163,13 +217,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fixed_temperature_models() {
-        for m in ["gpt-5", "gpt-5.1", "gpt-5-mini", "o1", "o3-mini", "o4-mini", "O3"] {
-            assert!(has_fixed_temperature(m), "{m}");
-        }
-        for m in ["gpt-4o", "gpt-4.1", "omni-moderation", "gpt-4o-mini"] {
-            assert!(!has_fixed_temperature(m), "{m}");
-        }
+    fn shutdown_dates_in_any_form() {
+        let date = |v: Value| reported(&json!({"id": "m", "shutdown_date": v})).and_then(|r| r.shutdown);
+        let want = Some("2027-01-14".parse().unwrap());
+        assert_eq!(date(json!("2027-01-14")), want);
+        assert_eq!(date(json!("2027-01-14T00:00:00Z")), want);
+        assert_eq!(date(json!(1_799_884_800)), want);
+        assert_eq!(date(json!(null)), None);
+        assert_eq!(reported(&json!({"id": "m"})), None);
     }
 
     #[test]
@@ -205,16 +260,23 @@ mod tests {
             max_tokens: 512,
             timeout: Duration::from_secs(1),
         };
-        let body = chat_body(Some("gpt-4o"), "gpt-4o", &request);
+        let body = chat_body(Some("gpt-4o"), Shape::for_model(Provider::OpenAi, "gpt-4o"), &request);
         assert_eq!(body["temperature"], 0);
         assert_eq!(body["max_completion_tokens"], 512);
         assert!(body.get("max_tokens").is_none());
+        assert!(body.get("reasoning_effort").is_none());
         assert_eq!(body["messages"][0]["role"], "system");
         assert_eq!(body["response_format"]["json_schema"]["name"], "verdict");
         assert_eq!(body["response_format"]["json_schema"]["strict"], true);
-        let body = chat_body(Some("gpt-5.1"), "gpt-5.1", &request);
+        let body = chat_body(Some("gpt-5.1"), Shape::for_model(Provider::OpenAi, "gpt-5.1"), &request);
         assert!(body.get("temperature").is_none());
-        assert!(chat_body(None, "x", &request).get("model").is_none());
+        assert_eq!(body["reasoning_effort"], "low");
+        assert_eq!(body["max_completion_tokens"], 512 + models::REASONING_ALLOWANCE);
+        // Azure: nothing known of the deployment, temperature sent (and dropped if refused).
+        let azure = chat_body(None, Shape::for_model(Provider::AzureOpenAi, "judge"), &request);
+        assert!(azure.get("model").is_none());
+        assert_eq!(azure["temperature"], 0);
+        assert!(azure.get("reasoning_effort").is_none());
     }
 
     #[test]
@@ -231,6 +293,11 @@ mod tests {
         let cut = r#"{"choices":[{"message":{"content":"{\"score\":0.8,\"pa"},"finish_reason":"length"}]}"#;
         let err = parse_chat_response(cut).unwrap_err();
         assert!(matches!(err, JudgeError::MalformedVerdict { ref message } if message.contains("length")), "{err}");
+        let empty = r#"{"choices":[{"message":{"content":""},"finish_reason":"length"}],"usage":{"completion_tokens_details":{"reasoning_tokens":2048}}}"#;
+        let err = parse_chat_response(empty).unwrap_err();
+        assert!(matches!(err, JudgeError::EmptyVerdict { ref message } if message.contains("2048 reasoning")), "{err}");
+        let null = r#"{"choices":[{"message":{"content":null},"finish_reason":"stop"}]}"#;
+        assert!(matches!(parse_chat_response(null), Err(JudgeError::EmptyVerdict { .. })));
         for bad in ["", "{}", r#"{"choices":[]}"#, r#"{"choices":[{"message":{"content":"nope"}}]}"#, "[null]"] {
             assert!(matches!(parse_chat_response(bad), Err(JudgeError::MalformedVerdict { .. })), "{bad}");
         }

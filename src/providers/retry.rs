@@ -1,14 +1,18 @@
-//! Retry rules shared by every provider, matching what the official SDKs do (shared/providers.md):
-//! `retry-after-ms` first, then `retry-after` (seconds or HTTP date), used only when 0-60 s;
-//! `x-should-retry` overrides the status rules; 408, 409, 429 and 5xx are retried.
+//! Retry rules shared by every provider, matching what the official SDKs do (shared/providers.md,
+//! Corrections): `retry-after-ms` first, then `retry-after` (seconds or HTTP date); a server wait
+//! of up to 120 s is honoured and a longer one means "do not retry"; `x-should-retry` overrides the
+//! status rules; 408, 409, 429 and 5xx are retried.
 
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 
-/// The longest server-requested wait we honour; anything longer falls back to our own backoff,
-/// as the SDKs do (a 10-minute Retry-After would stall an evaluation far beyond its timeout).
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The longest server-requested wait a call retries after, as openai-python 3.x does: a server
+/// that asks for more is not retried (a 10-minute Retry-After would stall an evaluation far
+/// beyond its timeout, and retrying sooner than asked only burns the rate limit).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// Waits longer than this are not parsed at all (nonsense, or an overflow).
+const MAX_PARSED_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How `judge` retries transient failures.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,11 +41,11 @@ impl RetryPolicy {
         step.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
     }
 
-    /// The wait before retry number `retry`: the server's Retry-After when it gave a usable one,
-    /// otherwise jittered backoff.
+    /// The wait before retry number `retry`: the server's Retry-After when it gave one (never
+    /// more than [`MAX_RETRY_AFTER`]), otherwise jittered backoff.
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
         match retry_after {
-            Some(wait) => wait,
+            Some(wait) => wait.min(MAX_RETRY_AFTER),
             None => self.backoff(retry, rand::random::<f64>()),
         }
     }
@@ -62,17 +66,24 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let at = httpdate::parse_http_date(value).ok()?;
     // A date in the past means "retry now".
     let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
-    (wait <= MAX_RETRY_AFTER).then_some(wait)
+    (wait <= MAX_PARSED_WAIT).then_some(wait)
 }
 
-fn within_limit(secs: f64) -> Option<Duration> {
-    if !secs.is_finite() || !(0.0..=MAX_RETRY_AFTER.as_secs_f64()).contains(&secs) {
+/// A wait in seconds as the server wrote it; negative, infinite or absurd values mean nothing.
+pub fn within_limit(secs: f64) -> Option<Duration> {
+    if !secs.is_finite() || !(0.0..=MAX_PARSED_WAIT.as_secs_f64()).contains(&secs) {
         return None;
     }
     Some(Duration::from_secs_f64(secs))
 }
 
-/// The server-requested wait from response headers, if any and within 0-60 s.
+/// Whether a server-requested wait is short enough to retry after.
+pub fn wait_is_retryable(retry_after: Option<Duration>) -> bool {
+    retry_after.is_none_or(|wait| wait <= MAX_RETRY_AFTER)
+}
+
+/// The server-requested wait from response headers, if any (possibly longer than
+/// [`MAX_RETRY_AFTER`]: callers decide; see [`wait_is_retryable`]).
 pub fn retry_after_from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     header("retry-after-ms")
@@ -96,10 +107,11 @@ pub fn is_retryable_status(status: u16) -> bool {
 
 /// Whether a failed response should be retried. `permanent` marks failures that must never be
 /// retried whatever the headers say (bad key, missing permission, exhausted quota): retrying them
-/// only burns the user's rate limit and can lock the key. Otherwise `x-should-retry` wins over
-/// the status rules, as in the OpenAI/Anthropic SDKs.
-pub fn should_retry(status: u16, x_should_retry: Option<bool>, permanent: bool) -> bool {
-    if permanent {
+/// only burns the user's rate limit and can lock the key. A server wait over [`MAX_RETRY_AFTER`]
+/// is not retried either. Otherwise `x-should-retry` wins over the status rules, as in the
+/// OpenAI/Anthropic SDKs.
+pub fn should_retry(status: u16, x_should_retry: Option<bool>, permanent: bool, retry_after: Option<Duration>) -> bool {
+    if permanent || !wait_is_retryable(retry_after) {
         return false;
     }
     x_should_retry.unwrap_or_else(|| is_retryable_status(status))
@@ -125,18 +137,20 @@ mod tests {
         assert_eq!(parse_retry_after(" 2.5 ", now), Some(Duration::from_millis(2500)));
         assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("60", now), Some(Duration::from_secs(60)));
+        // Long waits are parsed (the caller decides not to retry), absurd ones are not.
+        assert_eq!(parse_retry_after("600", now), Some(Duration::from_secs(600)));
+        assert_eq!(parse_retry_after("1e12", now), None);
     }
 
     #[test]
     fn retry_after_out_of_range_or_garbage_is_ignored() {
         let now = SystemTime::now();
-        assert_eq!(parse_retry_after("61", now), None);
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("NaN", now), None);
         assert_eq!(parse_retry_after("inf", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("", now), None);
-        assert_eq!(parse_retry_after_ms("60001",), None);
+        assert_eq!(parse_retry_after_ms("1e15"), None);
         assert_eq!(parse_retry_after_ms("-5"), None);
     }
 
@@ -146,8 +160,10 @@ mod tests {
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now), Some(Duration::from_secs(30)));
         // In the past: retry immediately.
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), Some(Duration::ZERO));
-        // More than 60 s away: ignored.
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now), None);
+        // Two minutes away: parsed, and the longest wait still retried.
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now), Some(MAX_RETRY_AFTER));
+        assert!(wait_is_retryable(Some(MAX_RETRY_AFTER)));
+        assert!(!wait_is_retryable(Some(MAX_RETRY_AFTER + Duration::from_secs(1))));
     }
 
     #[test]
@@ -168,19 +184,22 @@ mod tests {
         assert_eq!(should_retry_header(&headers(&[("x-should-retry", "true")])), Some(true));
         assert_eq!(should_retry_header(&headers(&[("x-should-retry", "false")])), Some(false));
         assert_eq!(should_retry_header(&headers(&[("x-should-retry", "maybe")])), None);
-        assert!(!should_retry(429, Some(false), false));
-        assert!(should_retry(400, Some(true), false));
-        assert!(!should_retry(401, Some(true), true));
-        assert!(!should_retry(429, None, true));
+        assert!(!should_retry(429, Some(false), false, None));
+        assert!(should_retry(400, Some(true), false, None));
+        assert!(!should_retry(401, Some(true), true, None));
+        assert!(!should_retry(429, None, true, None));
+        // Asked to wait longer than the SDKs would: not retried, whatever else says so.
+        assert!(should_retry(429, None, false, Some(Duration::from_secs(120))));
+        assert!(!should_retry(429, Some(true), false, Some(Duration::from_secs(121))));
     }
 
     #[test]
     fn retryable_statuses() {
         for s in [408, 409, 429, 500, 502, 503, 504, 529] {
-            assert!(should_retry(s, None, false), "{s}");
+            assert!(should_retry(s, None, false, None), "{s}");
         }
         for s in [200, 400, 401, 403, 404, 413, 422] {
-            assert!(!should_retry(s, None, false), "{s}");
+            assert!(!should_retry(s, None, false, None), "{s}");
         }
     }
 
@@ -196,5 +215,6 @@ mod tests {
         let d = p.delay(0, None);
         assert!(d >= Duration::from_millis(375) && d <= Duration::from_millis(500), "{d:?}");
         assert_eq!(p.delay(5, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(p.delay(5, Some(Duration::from_secs(900))), MAX_RETRY_AFTER);
     }
 }

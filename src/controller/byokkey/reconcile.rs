@@ -18,11 +18,11 @@ use super::desired::{self, ENVELOPE_DATA_KEY, IMPORTED_FROM_ANNOTATION, conditio
 use super::import::{self, ImportError};
 use super::validation::{self, Trigger};
 use crate::controller::{Context, Error, FIELD_MANAGER};
-use crate::crd::conditions::byokkey::{DEFAULT, IMPORTED, READY, VALIDATED};
+use crate::crd::conditions::byokkey::{DEFAULT, IMPORTED, MODEL_DEPRECATED, READY, VALIDATED};
 use crate::crd::{ByokKey, ByokKeyStatus, KeyPhase, TEST_REQUESTED_ANNOTATION};
 use crate::crypto::sealing::AzureTarget;
 use crate::crypto::{self, Aad, Envelope};
-use crate::providers::{self, KeyCheck};
+use crate::providers::{self, KeyCheck, models};
 
 /// Identity of the key being reconciled, read once.
 struct Target<'a> {
@@ -418,7 +418,17 @@ async fn validate(
     ctx.metrics.validations.get_or_create(&labels).inc();
     let old_phase = st.phase;
     let old_reason = condition(&st.conditions, VALIDATED).map(|c| c.reason.clone());
-    validation::record(st, &outcome, &trigger, &model, t.generation, &t.now);
+    let old_lifecycle = condition(&st.conditions, MODEL_DEPRECATED).map(|c| (c.status.clone(), c.message.clone()));
+    let reported = match &outcome {
+        providers::CheckOutcome::Valid { lifecycle, .. } => lifecycle.as_ref(),
+        _ => None,
+    };
+    let notice = models::notice(t.key.spec.provider, &model, models::today(), reported);
+    validation::record(st, &outcome, &trigger, &model, notice.as_ref(), t.generation, &t.now);
+    let lifecycle = condition(&st.conditions, MODEL_DEPRECATED).map(|c| (c.status.clone(), c.message.clone()));
+    if let Some((_, message)) = lifecycle.filter(|l| l.0 == "True" && old_lifecycle.as_ref() != Some(l)) {
+        notes.push((EventType::Warning, "ModelDeprecated", message));
+    }
     let reason = condition(&st.conditions, VALIDATED).map(|c| c.reason.clone()).unwrap_or_default();
     let message = condition(&st.conditions, VALIDATED).map(|c| c.message.clone()).unwrap_or_default();
     tracing::info!(namespace = %t.ns, name = %t.name, provider = %t.key.spec.provider, ?trigger,

@@ -5,9 +5,11 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::desired::{condition, set_condition};
-use crate::crd::conditions::byokkey::VALIDATED;
+use crate::crd::conditions::byokkey::{MODEL_DEPRECATED, VALIDATED};
+use crate::crd::conditions::lifecycle;
 use crate::crd::{ByokKeyStatus, KeyPhase, KeyTest};
 use crate::providers::CheckOutcome;
+use crate::providers::models::{CHECKED, Notice};
 
 /// Why a validation runs now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,11 +65,12 @@ pub fn remaining(status: &ByokKeyStatus, now: jiff::Timestamp, interval: Duratio
     interval.saturating_sub(elapsed)
 }
 
-/// The backoff before retrying an Unknown result: the provider's Retry-After when it gave one,
-/// otherwise exponential from 5 s, capped at 5 minutes.
+/// The backoff before retrying an Unknown result: the provider's Retry-After when it gave one
+/// (between 1 s and an hour: a key check is cheap to postpone, unlike a judge call), otherwise
+/// exponential from 5 s, capped at 5 minutes.
 pub fn backoff(attempts: u32, retry_after: Option<Duration>) -> Duration {
     let exp = Duration::from_secs(5u64.saturating_mul(1u64 << attempts.min(6))).min(Duration::from_secs(300));
-    retry_after.map_or(exp, |ra| ra.max(Duration::from_secs(1)))
+    retry_after.map_or(exp, |ra| ra.clamp(Duration::from_secs(1), Duration::from_secs(3600)))
 }
 
 /// Short result word for `status.lastTest.result` and Events.
@@ -80,27 +83,40 @@ pub fn result_word(outcome: &CheckOutcome) -> &'static str {
     }
 }
 
-/// Writes a provider's answer into status: the Validated condition, the phase, and for an
-/// on-demand test, `lastTest` with the request token echoed.
+/// Writes a provider's answer into status: the Validated condition, the phase, the model's
+/// lifecycle (`notice`: deprecated or shut down, from the provider or the dated table), and for
+/// an on-demand test, `lastTest` with the request token echoed.
 pub fn record(
     status: &mut ByokKeyStatus,
     outcome: &CheckOutcome,
     trigger: &Trigger,
     model: &str,
+    notice: Option<&Notice>,
     generation: Option<i64>,
     now: &Time,
 ) {
+    let retired = notice.filter(|n| n.retired);
     let (cond_status, reason, message, phase, http_status) = match outcome {
-        CheckOutcome::Valid { http_status, .. } => (
+        CheckOutcome::Valid { http_status, note, .. } => (
             "True",
             "Valid".to_string(),
-            format!("the provider accepted the key and lists model {model}"),
+            match note {
+                Some(note) => format!("the provider accepted the key for model {model}; {note}"),
+                None => format!("the provider accepted the key for model {model}"),
+            },
             KeyPhase::Ready,
             Some(*http_status),
         ),
         CheckOutcome::Invalid { http_status, message, .. } => {
             ("False", outcome.reason_str().to_string(), message.clone(), KeyPhase::Invalid, Some(*http_status))
         }
+        CheckOutcome::ModelUnavailable { http_status, message, .. } if retired.is_some() => (
+            "False",
+            lifecycle::RETIRED.to_string(),
+            format!("the key works but {}: {message}", retired.map(Notice::to_string).unwrap_or_default()),
+            KeyPhase::Invalid,
+            Some(*http_status),
+        ),
         CheckOutcome::ModelUnavailable { model, http_status, message } => (
             "False",
             "ModelNotFound".to_string(),
@@ -113,6 +129,9 @@ pub fn record(
         }
     };
     set_condition(&mut status.conditions, VALIDATED, cond_status, &reason, message.clone(), generation, now);
+    if matches!(outcome, CheckOutcome::Valid { .. } | CheckOutcome::ModelUnavailable { .. }) {
+        record_lifecycle(status, model, notice, generation, now);
+    }
     status.phase = Some(phase);
     status.model = Some(model.to_string());
     status.last_validated = Some(now.clone());
@@ -125,6 +144,16 @@ pub fn record(
             request_token: token.clone(),
         });
     }
+}
+
+/// The ModelDeprecated condition: True with the date while the model is dying or dead.
+fn record_lifecycle(status: &mut ByokKeyStatus, model: &str, notice: Option<&Notice>, generation: Option<i64>, now: &Time) {
+    let (cond, reason, message) = match notice {
+        Some(n) if n.retired => ("True", lifecycle::RETIRED, n.to_string()),
+        Some(n) => ("True", lifecycle::DEPRECATED, n.to_string()),
+        None => ("False", lifecycle::CURRENT, format!("no shutdown known for model {model} (lifecycle table checked {CHECKED})")),
+    };
+    set_condition(&mut status.conditions, MODEL_DEPRECATED, cond, reason, message, generation, now);
 }
 
 #[cfg(test)]
@@ -188,5 +217,6 @@ mod tests {
         assert_eq!(backoff(0, None), Duration::from_secs(5));
         assert_eq!(backoff(2, None), Duration::from_secs(20));
         assert_eq!(backoff(30, None), Duration::from_secs(300));
+        assert_eq!(backoff(0, Some(Duration::from_secs(86_400))), Duration::from_secs(3600));
     }
 }

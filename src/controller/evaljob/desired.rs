@@ -13,8 +13,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
+use crate::controller::byokkey::desired::condition;
 use crate::controller::{labels, names};
-use crate::crd::{AzureSpec, EvalJob};
+use crate::crd::conditions::{MODEL_DEPRECATED, lifecycle};
+use crate::crd::{AzureSpec, ByokKey, EvalJob, Provider};
+use crate::providers::models::{self, CHECKED};
 use crate::judge::pin;
 use crate::judge::wire::{self, EndpointsConfig, JudgeConfig};
 
@@ -395,6 +398,27 @@ pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings, pins: &Pins) -> Job {
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+/// The ModelDeprecated condition (status, reason, message) for a judge model: what the key's own
+/// validation learnt from the provider when it checked this model, else the dated table.
+pub fn model_lifecycle(
+    provider: Provider,
+    model: &str,
+    key: Option<&ByokKey>,
+    today: jiff::civil::Date,
+) -> (&'static str, &'static str, String) {
+    let from_key = key.and_then(|k| k.status.as_ref()).filter(|s| s.model.as_deref() == Some(model));
+    let said = from_key.and_then(|s| condition(&s.conditions, MODEL_DEPRECATED)).filter(|c| c.status == "True");
+    if let Some(c) = said {
+        let reason = if c.reason == lifecycle::RETIRED { lifecycle::RETIRED } else { lifecycle::DEPRECATED };
+        return ("True", reason, c.message.clone());
+    }
+    match models::notice(provider, model, today, None) {
+        Some(n) if n.retired => ("True", lifecycle::RETIRED, format!("{n}: judge calls will fail")),
+        Some(n) => ("True", lifecycle::DEPRECATED, n.to_string()),
+        None => ("False", lifecycle::CURRENT, format!("no shutdown known for model {model} (lifecycle table checked {CHECKED})")),
     }
 }
 

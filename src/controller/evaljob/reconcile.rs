@@ -23,10 +23,7 @@ use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, KeyPhase, Progress,
 use crate::judge::wire::CaseResult;
 use crate::judge::{junit, scorers, summary};
 
-const KEY_RESOLVED: &str = "KeyResolved";
-const CASES_READY: &str = "CasesReady";
-const COMPLETE: &str = "Complete";
-const RESULTS_TRUSTED: &str = "ResultsTrusted";
+use crate::crd::conditions::evaljob::{CASES_READY, COMPLETE, KEY_RESOLVED, MODEL_DEPRECATED, RESULTS_TRUSTED};
 
 type Note = (EventType, &'static str, String);
 
@@ -173,6 +170,16 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
         let azure = key.as_ref().and_then(|k| k.spec.azure.clone());
         let model = ej.spec.model.clone().or_else(|| key.as_ref().and_then(|k| k.spec.model.clone()));
         let model = model.unwrap_or_else(|| ctx.models.model_for(ej.spec.provider, azure.as_ref()));
+        let (lc_status, lc_reason, lc_message) = desired::model_lifecycle(
+            ej.spec.provider,
+            &model,
+            key.as_deref(),
+            crate::providers::models::today(),
+        );
+        if lc_status == "True" {
+            notes.push((EventType::Warning, "ModelDeprecated", lc_message.clone()));
+        }
+        set_condition(&mut st.conditions, MODEL_DEPRECATED, lc_status, lc_reason, lc_message, generation, &now);
         let config = desired::judge_config(&ej, &model, azure, &ctx.settings);
         let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
         let bundle = desired::ca_bundle(&ns, &ctx.ca_pem);
