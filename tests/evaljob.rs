@@ -302,3 +302,54 @@ async fn local_judge_revoked_mid_run_errors_the_remaining_llm_cases() {
     wait_evaljob(&env, "after", "WaitingForKey", |e| phase(e) == Some(EvalPhase::WaitingForKey)).await;
     env.assert_no_plaintext().await;
 }
+
+#[tokio::test]
+async fn dying_and_retired_models_are_named_on_keys_and_evaljobs() {
+    use byok_operator::crd::conditions::{MODEL_DEPRECATED, byokkey::VALIDATED, lifecycle};
+    let mut env = TestEnv::new("ej-models").await;
+    let condition = |k: &byok_operator::crd::ByokKey, t: &str| {
+        k.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == t).cloned())
+    };
+    // A key for a model that shuts down on a known date: Ready, warned, with the date.
+    let key = common::fake_key(Provider::OpenAi, "dying");
+    env.create_secret("dying-src", "apiKey", key.as_bytes()).await;
+    let spec = byok_operator::crd::ByokKeySpec {
+        model: Some("gpt-4o".into()),
+        default: true,
+        ..env.spec(Provider::OpenAi, "dying-src")
+    };
+    env.create_key("dying", spec).await;
+    let k = env.wait_phase("dying", KeyPhase::Ready).await;
+    let c = condition(&k, MODEL_DEPRECATED).expect("ModelDeprecated");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", lifecycle::DEPRECATED));
+    assert!(c.message.contains("2027-01-14") && c.message.contains("gpt-5.1"), "{}", c.message);
+    env.wait_event("dying", "ModelDeprecated").await;
+    // A shut-down model: Invalid with a reason that says so, not a bare 404.
+    let key = common::fake_key(Provider::Anthropic, "gone");
+    env.create_secret("gone-src", "apiKey", key.as_bytes()).await;
+    let spec = byok_operator::crd::ByokKeySpec {
+        model: Some("claude-sonnet-4-5".into()),
+        ..env.spec(Provider::Anthropic, "gone-src")
+    };
+    env.create_key("gone", spec).await;
+    let k = env.wait_phase("gone", KeyPhase::Invalid).await;
+    let c = condition(&k, VALIDATED).expect("Validated");
+    assert_eq!(c.reason, lifecycle::RETIRED);
+    assert!(c.message.contains("2026-11-30") && c.message.contains("claude-sonnet-4-6"), "{}", c.message);
+    // A current default: the condition says so.
+    default_key(&mut env, "current", Provider::Anthropic).await;
+    let k = env.wait_phase("current", KeyPhase::Ready).await;
+    assert_eq!(condition(&k, MODEL_DEPRECATED).map(|c| c.reason), Some(lifecycle::CURRENT.to_string()));
+    // An EvalJob judged by the dying model carries the warning and its Event.
+    create_evaljob(&env, "eval", judge_spec("openai", cases(1))).await;
+    let ej = wait_evaljob(&env, "eval", "ModelDeprecated", |e| {
+        e.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == MODEL_DEPRECATED))
+    })
+    .await;
+    let st = ej.status.expect("status");
+    let c = st.conditions.iter().find(|c| c.type_ == MODEL_DEPRECATED).expect("condition");
+    assert_eq!((c.status.as_str(), st.model.as_deref()), ("True", Some("gpt-4o")));
+    assert!(c.message.contains("2027-01-14"), "{}", c.message);
+    env.wait_event("eval", "ModelDeprecated").await;
+    env.assert_no_plaintext().await;
+}

@@ -121,7 +121,9 @@ async fn valid_keys_are_valid() {
     for target in ALL {
         let key = format!("sk-good-{target:?}-0123456789");
         let outcome = f.check(target, &key, None).await;
-        assert!(matches!(outcome, CheckOutcome::Valid { http_status: 200, .. }), "{target:?}: {outcome:?}");
+        // Azure's check is an empty chat request: its 400 (the empty message list) is the good answer.
+        let status = if matches!(target, Target::AzureV1 | Target::AzureDated) { 400 } else { 200 };
+        assert!(matches!(outcome, CheckOutcome::Valid { http_status, .. } if http_status == status), "{target:?}: {outcome:?}");
         assert_eq!(outcome.reason_str(), "Valid");
         assert_eq!(f.mock.requests_for_key(&key), target.check_requests(), "{target:?}");
     }
@@ -444,7 +446,9 @@ async fn temperature_goes_only_where_the_model_takes_it() {
         (Target::AzureV1, "gpt-4o"),
     ] {
         let key = format!("sk-temp-{target:?}-{model}-0123456789");
-        f.judge(target, &key, Some(model), "mock-score=0.6", "u", 512).await.unwrap_or_else(|e| panic!("{model}: {e:?}"));
+        f.judge(target, &key, Some(model), "mock-score=0.6", "u", 512)
+            .await
+            .unwrap_or_else(|e| panic!("{model}: {e:?}"));
         assert_eq!(f.mock.requests_for_key(&key), 1, "{model}");
     }
     // An Azure deployment's name says nothing of its model: "judge" runs a reasoning model that
@@ -729,7 +733,7 @@ async fn mock_speaks_each_providers_wire_format() {
     let (status, v) =
         json_of(http.get(format!("{base}/google/v1beta/models?pageSize=1&key=k")).send().await.unwrap()).await;
     assert_eq!(status, 200);
-    assert_eq!(v["models"][0]["name"], "models/gemini-2.5-pro");
+    assert_eq!(v["models"][0]["name"], "models/gemini-3.5-flash");
     assert_eq!(v["nextPageToken"], "1");
     let (status, v) = json_of(
         http.get(format!("{base}/google/v1/models")).header("x-goog-api-key", "bad-invalid").send().await.unwrap(),
@@ -738,19 +742,33 @@ async fn mock_speaks_each_providers_wire_format() {
     assert_eq!((status, v["error"]["status"].as_str()), (400, Some("INVALID_ARGUMENT")));
     assert_eq!(v["error"]["details"][0]["reason"], "API_KEY_INVALID");
 
-    // Azure: dated routes need api-version; unknown deployments are DeploymentNotFound.
+    // Azure: dated routes need api-version; a chat to an unknown deployment is DeploymentNotFound
+    // before its body is even read, and an existing one refuses the empty message list.
     let (status, _) =
         json_of(http.get(format!("{base}/azure/openai/models")).header("api-key", "k").send().await.unwrap()).await;
     assert_eq!(status, 404);
-    let (status, v) = json_of(
-        http.get(format!("{base}/azure/openai/deployments/nope?api-version=2024-10-21"))
-            .header("api-key", "k")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let chat = |d: &str| format!("{base}/azure/openai/deployments/{d}/chat/completions?api-version=2024-10-21");
+    let empty = json!({"messages": []});
+    let (status, v) =
+        json_of(http.post(chat("nope")).header("api-key", "k").json(&empty).send().await.unwrap()).await;
     assert_eq!((status, v["error"]["code"].as_str()), (404, Some("DeploymentNotFound")));
+    let (status, _) = json_of(http.post(chat("gpt-4o")).header("api-key", "k").json(&empty).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+
+    // Gemini /v1 refuses the fields only /v1beta takes; /v1beta takes them.
+    let body = json!({"systemInstruction": {"parts": [{"text": "s"}]}, "contents": [{"parts": [{"text": "u"}]}]});
+    let generate = |v: &str| format!("{base}/google/{v}/models/gemini-3.5-flash:generateContent");
+    let (status, v) =
+        json_of(http.post(generate("v1")).header("x-goog-api-key", "k").json(&body).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(v["error"]["message"].as_str().unwrap_or_default().contains("systemInstruction"), "{v}");
+    let (status, _) =
+        json_of(http.post(generate("v1beta")).header("x-goog-api-key", "k").json(&body).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+
+    // Unknown routes answer each provider's own 404.
+    let (status, v) = json_of(http.get(format!("{base}/openai/v1/nope")).bearer_auth("k").send().await.unwrap()).await;
+    assert_eq!((status, v["error"]["type"].as_str()), (404, Some("invalid_request_error")));
 
     // Control endpoints: behaviour override and per-fingerprint stats.
     let r = http

@@ -228,7 +228,8 @@ mod tests {
         assert_eq!(said(json!({"id": "m"})), None);
         let r = said(json!({"id": "m", "lifecycle": "deprecated"})).unwrap();
         assert_eq!(r.status.as_deref(), Some("deprecated"));
-        let r = said(json!({"id": "m", "lifecycle": {"status": "deprecated", "retirement_date": "2027-02-01"}})).unwrap();
+        let r =
+            said(json!({"id": "m", "lifecycle": {"status": "deprecated", "retirement_date": "2027-02-01"}})).unwrap();
         assert_eq!(r.shutdown, Some("2027-02-01".parse().unwrap()));
     }
 

@@ -100,7 +100,14 @@ const OPTIONAL: [Optional; 2] = [
     Optional {
         parent: "/generationConfig",
         field: "thinkingConfig",
-        names: &["thinkingConfig", "thinking_config", "thinkingLevel", "thinking_level", "thinkingBudget", "thinking_budget"],
+        names: &[
+            "thinkingConfig",
+            "thinking_config",
+            "thinkingLevel",
+            "thinking_level",
+            "thinkingBudget",
+            "thinking_budget",
+        ],
     },
     Optional { parent: "/generationConfig", field: "temperature", names: &["temperature"] },
 ];
@@ -212,7 +219,7 @@ mod tests {
         let day = minute.replace("PerMinute", "PerDay").replace("37s", "86000s");
         let parsed = classify(429, &day);
         assert_eq!(parsed.kind, FailureKind::QuotaExhausted);
-        assert_eq!(parsed.retry_hint, None);
+        assert_eq!(parsed.retry_hint, Some(Duration::from_secs(86_000)), "kept; quota is never retried anyway");
         assert_eq!(
             classify(503, r#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#).kind,
             FailureKind::Server

@@ -82,24 +82,11 @@ pub enum CheckOutcome {
     },
     /// Authentication/permission failure (401/403, Gemini 400 API_KEY_INVALID) or quota exhausted: never retried.
     /// `http_status` is 0 when no request could be made (MalformedKey, Misconfigured).
-    Invalid {
-        reason: InvalidReason,
-        http_status: u16,
-        message: String,
-    },
+    Invalid { reason: InvalidReason, http_status: u16, message: String },
     /// Key works but the configured model (or Azure deployment) is not available to it.
-    ModelUnavailable {
-        model: String,
-        http_status: u16,
-        message: String,
-    },
+    ModelUnavailable { model: String, http_status: u16, message: String },
     /// Network error, timeout, 408/409/429/5xx: try later; retry_after from the response headers if any (0-60 s rule).
-    Unknown {
-        reason: TransientReason,
-        http_status: Option<u16>,
-        retry_after: Option<Duration>,
-        message: String,
-    },
+    Unknown { reason: TransientReason, http_status: Option<u16>, retry_after: Option<Duration>, message: String },
 }
 
 impl CheckOutcome {

@@ -54,7 +54,13 @@ pub const LIFECYCLE: &[Row] = &[
         "platform.openai.com/docs/deprecations",
     ),
     row(Provider::Anthropic, "claude-sonnet-4-6", Stage::Current, None, PROVIDERS_MD),
-    row(Provider::Anthropic, "claude-sonnet-4-5*", Stage::ShutsDown("2026-11-30"), Some("claude-sonnet-4-6"), PROVIDERS_MD),
+    row(
+        Provider::Anthropic,
+        "claude-sonnet-4-5*",
+        Stage::ShutsDown("2026-11-30"),
+        Some("claude-sonnet-4-6"),
+        PROVIDERS_MD,
+    ),
     row(
         Provider::Anthropic,
         "claude-sonnet-4-20250514",
@@ -62,7 +68,13 @@ pub const LIFECYCLE: &[Row] = &[
         Some("claude-sonnet-4-6"),
         PROVIDERS_MD,
     ),
-    row(Provider::Anthropic, "claude-sonnet-4-0", Stage::ShutsDown("2026-06-15"), Some("claude-sonnet-4-6"), PROVIDERS_MD),
+    row(
+        Provider::Anthropic,
+        "claude-sonnet-4-0",
+        Stage::ShutsDown("2026-06-15"),
+        Some("claude-sonnet-4-6"),
+        PROVIDERS_MD,
+    ),
     row(Provider::Google, "gemini-3.5-flash", Stage::Current, None, GEMINI_PAGE),
     row(Provider::Google, "gemini-2.5-pro", Stage::ShutsDown("2026-06-17"), Some("gemini-3.5-flash"), GEMINI_PAGE),
     row(Provider::Google, "gemini-2.5-flash", Stage::ShutsDown("2026-06-17"), Some("gemini-3.5-flash"), GEMINI_PAGE),
@@ -207,9 +219,9 @@ pub fn reasoning(provider: Provider, model: &str) -> Reasoning {
 fn openai_reasoning(model: &str) -> bool {
     let mut chars = model.chars();
     let o_series = chars.next() == Some('o') && chars.next().is_some_and(|c| c.is_ascii_digit());
-    let gpt_major = model.strip_prefix("gpt-").and_then(|rest| {
-        rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|major| major.parse::<u32>().ok())
-    });
+    let gpt_major = model
+        .strip_prefix("gpt-")
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|major| major.parse::<u32>().ok()));
     o_series || gpt_major.is_some_and(|major| major >= 5)
 }
 

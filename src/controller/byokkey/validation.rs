@@ -147,11 +147,21 @@ pub fn record(
 }
 
 /// The ModelDeprecated condition: True with the date while the model is dying or dead.
-fn record_lifecycle(status: &mut ByokKeyStatus, model: &str, notice: Option<&Notice>, generation: Option<i64>, now: &Time) {
+fn record_lifecycle(
+    status: &mut ByokKeyStatus,
+    model: &str,
+    notice: Option<&Notice>,
+    generation: Option<i64>,
+    now: &Time,
+) {
     let (cond, reason, message) = match notice {
         Some(n) if n.retired => ("True", lifecycle::RETIRED, n.to_string()),
         Some(n) => ("True", lifecycle::DEPRECATED, n.to_string()),
-        None => ("False", lifecycle::CURRENT, format!("no shutdown known for model {model} (lifecycle table checked {CHECKED})")),
+        None => (
+            "False",
+            lifecycle::CURRENT,
+            format!("no shutdown known for model {model} (lifecycle table checked {CHECKED})"),
+        ),
     };
     set_condition(&mut status.conditions, MODEL_DEPRECATED, cond, reason, message, generation, now);
 }
@@ -209,6 +219,62 @@ mod tests {
         assert_eq!(due(&st, Some(1), None, false, at(3599), HOUR, true), None);
         assert_eq!(remaining(&st, at(3599), HOUR), Duration::from_secs(1));
         assert_eq!(due(&st, Some(1), None, false, at(3600), HOUR, true), Some(Trigger::Periodic));
+    }
+
+    fn notice(retired: bool) -> Notice {
+        Notice {
+            model: "gpt-4o".into(),
+            retired,
+            shutdown: Some("2027-01-14".parse().expect("date")),
+            replacement: Some("gpt-5.1".into()),
+            source: "test".into(),
+        }
+    }
+
+    fn valid(note: Option<&str>) -> CheckOutcome {
+        CheckOutcome::Valid { http_status: 200, request_id: None, note: note.map(str::to_string), lifecycle: None }
+    }
+
+    #[test]
+    fn a_dying_model_warns_with_its_date_and_a_note_is_kept() {
+        let mut st = ByokKeyStatus::default();
+        let now = Time(at(0));
+        let dying = notice(false);
+        record(&mut st, &valid(Some("cannot list models")), &Trigger::Imported, "gpt-4o", Some(&dying), Some(1), &now);
+        assert_eq!(st.phase, Some(KeyPhase::Ready));
+        assert!(condition(&st.conditions, VALIDATED).unwrap().message.contains("cannot list models"));
+        let c = condition(&st.conditions, MODEL_DEPRECATED).expect("set");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", lifecycle::DEPRECATED));
+        assert!(c.message.contains("2027-01-14") && c.message.contains("gpt-5.1"), "{}", c.message);
+        // Once nothing is known against it, the warning clears.
+        record(&mut st, &valid(None), &Trigger::Periodic, "gpt-5.1", None, Some(1), &now);
+        let c = condition(&st.conditions, MODEL_DEPRECATED).expect("set");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", lifecycle::CURRENT));
+    }
+
+    #[test]
+    fn a_missing_model_the_table_knows_is_gone_is_model_retired() {
+        let mut st = ByokKeyStatus::default();
+        let now = Time(at(0));
+        let gone = CheckOutcome::ModelUnavailable { model: "gpt-4o".into(), http_status: 404, message: "nope".into() };
+        record(&mut st, &gone, &Trigger::Imported, "gpt-4o", Some(&notice(true)), Some(1), &now);
+        assert_eq!(st.phase, Some(KeyPhase::Invalid));
+        let c = condition(&st.conditions, VALIDATED).expect("set");
+        assert_eq!(c.reason, lifecycle::RETIRED);
+        assert!(c.message.contains("shut down on 2027-01-14"), "{}", c.message);
+        // Without the table's word it stays a plain ModelNotFound.
+        record(&mut st, &gone, &Trigger::Periodic, "gpt-4o", None, Some(1), &now);
+        assert_eq!(condition(&st.conditions, VALIDATED).expect("set").reason, "ModelNotFound");
+        // An outage says nothing about the model: the lifecycle condition is left as it was.
+        let before = condition(&st.conditions, MODEL_DEPRECATED).cloned();
+        let outage = CheckOutcome::Unknown {
+            reason: crate::providers::TransientReason::ServerError,
+            http_status: Some(503),
+            retry_after: None,
+            message: "down".into(),
+        };
+        record(&mut st, &outage, &Trigger::Retry, "gpt-4o", Some(&notice(false)), Some(1), &now);
+        assert_eq!(condition(&st.conditions, MODEL_DEPRECATED).cloned(), before);
     }
 
     #[test]

@@ -17,9 +17,9 @@ use crate::controller::byokkey::desired::condition;
 use crate::controller::{labels, names};
 use crate::crd::conditions::{MODEL_DEPRECATED, lifecycle};
 use crate::crd::{AzureSpec, ByokKey, EvalJob, Provider};
-use crate::providers::models::{self, CHECKED};
 use crate::judge::pin;
 use crate::judge::wire::{self, EndpointsConfig, JudgeConfig};
+use crate::providers::models::{self, CHECKED};
 
 /// ConfigMap (in each EvalJob namespace) with the broker's CA certificate, for the judge pods.
 pub const CA_BUNDLE_CONFIGMAP: &str = "byok-broker-ca";
@@ -418,13 +418,52 @@ pub fn model_lifecycle(
     match models::notice(provider, model, today, None) {
         Some(n) if n.retired => ("True", lifecycle::RETIRED, format!("{n}: judge calls will fail")),
         Some(n) => ("True", lifecycle::DEPRECATED, n.to_string()),
-        None => ("False", lifecycle::CURRENT, format!("no shutdown known for model {model} (lifecycle table checked {CHECKED})")),
+        None => (
+            "False",
+            lifecycle::CURRENT,
+            format!("no shutdown known for model {model} (lifecycle table checked {CHECKED})"),
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn judge_model_lifecycle_from_the_key_then_the_table() {
+        let today: jiff::civil::Date = "2026-12-02".parse().unwrap();
+        let (status, reason, message) = model_lifecycle(Provider::OpenAi, "gpt-4o", None, today);
+        assert_eq!((status, reason), ("True", lifecycle::DEPRECATED));
+        assert!(message.contains("2027-01-14"), "{message}");
+        let (status, reason, message) = model_lifecycle(Provider::Anthropic, "claude-sonnet-4-5", None, today);
+        assert_eq!((status, reason), ("True", lifecycle::RETIRED));
+        assert!(message.contains("judge calls will fail"), "{message}");
+        assert_eq!(model_lifecycle(Provider::OpenAi, "gpt-5.1", None, today).0, "False");
+        // The key's validation learnt from the provider: that wins for the model it checked.
+        let mut key: ByokKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "launchgate.ai/v1alpha1", "kind": "ByokKey",
+            "metadata": {"name": "k", "namespace": "ns"},
+            "spec": {"provider": "anthropic", "secretRef": {"name": "s", "key": "k"}}
+        }))
+        .unwrap();
+        let mut st = crate::crd::ByokKeyStatus { model: Some("claude-opus-4-1".into()), ..Default::default() };
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+        let said = "model claude-opus-4-1 is deprecated (source: the provider's model list)";
+        crate::controller::byokkey::desired::set_condition(
+            &mut st.conditions,
+            MODEL_DEPRECATED,
+            "True",
+            lifecycle::DEPRECATED,
+            said,
+            None,
+            &now,
+        );
+        key.status = Some(st);
+        let (status, _, message) = model_lifecycle(Provider::Anthropic, "claude-opus-4-1", Some(&key), today);
+        assert_eq!((status, message.as_str()), ("True", said));
+        assert_eq!(model_lifecycle(Provider::Anthropic, "claude-sonnet-4-6", Some(&key), today).0, "False");
+    }
 
     fn ej(parallelism: i32) -> EvalJob {
         let spec = serde_json::from_value(serde_json::json!({

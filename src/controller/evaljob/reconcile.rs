@@ -170,12 +170,8 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
         let azure = key.as_ref().and_then(|k| k.spec.azure.clone());
         let model = ej.spec.model.clone().or_else(|| key.as_ref().and_then(|k| k.spec.model.clone()));
         let model = model.unwrap_or_else(|| ctx.models.model_for(ej.spec.provider, azure.as_ref()));
-        let (lc_status, lc_reason, lc_message) = desired::model_lifecycle(
-            ej.spec.provider,
-            &model,
-            key.as_deref(),
-            crate::providers::models::today(),
-        );
+        let (lc_status, lc_reason, lc_message) =
+            desired::model_lifecycle(ej.spec.provider, &model, key.as_deref(), crate::providers::models::today());
         if lc_status == "True" {
             notes.push((EventType::Warning, "ModelDeprecated", lc_message.clone()));
         }
