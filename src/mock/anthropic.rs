@@ -1,5 +1,7 @@
 //! Mock Anthropic under `/anthropic`: `x-api-key` or `Authorization: Bearer`, a dated
 //! `anthropic-version`, `/v1/models`, `/v1/models/{id}`, `/v1/messages` with forced tool use.
+//! Models, their lifecycle and whether they take `temperature` come from
+//! [`super::catalog::ANTHROPIC`].
 
 use std::sync::Arc;
 
@@ -10,8 +12,9 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
+use super::catalog::{Catalog, Lifecycle, Model, Temperature};
 use super::openai::bearer_key;
 use super::state::{Injected, MockState, Stage};
 use super::verdicts::{mock_output_tokens, mock_refuses, mock_tokens, mock_verdict, verdict_json};
@@ -19,11 +22,14 @@ use super::{admit, respond};
 
 const TOOL: &str = "record_verdict";
 
+/// Routes below `/anthropic`, which stands for `https://api.anthropic.com`.
 pub(crate) fn routes() -> Router<Arc<MockState>> {
     Router::new()
-        .route("/anthropic/v1/models", get(list_models))
-        .route("/anthropic/v1/models/{model}", get(get_model))
-        .route("/anthropic/v1/messages", post(messages))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{model}", get(get_model))
+        .route("/v1/messages", post(messages))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(unknown_route)
 }
 
 fn api_key(headers: &HeaderMap) -> Option<String> {
@@ -38,10 +44,11 @@ fn dated(version: &str) -> bool {
 }
 
 fn headers(state: &MockState, remaining: u32) -> Vec<(&'static str, String)> {
+    // Without a reset time (a clock past year 9999) the reset headers are left out.
     let reset = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(60))
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default();
+        .ok()
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
     let mut h = vec![("request-id", format!("req_{}", state.next_id()))];
     for (limit, remaining_name, reset_name, max, left) in [
         (
@@ -73,7 +80,8 @@ fn headers(state: &MockState, remaining: u32) -> Vec<(&'static str, String)> {
             19_900,
         ),
     ] {
-        h.extend([(limit, max.to_string()), (remaining_name, left.to_string()), (reset_name, reset.clone())]);
+        h.extend([(limit, max.to_string()), (remaining_name, left.to_string())]);
+        h.extend(reset.clone().map(|reset| (reset_name, reset)));
     }
     h
 }
@@ -96,20 +104,21 @@ fn failure(state: &MockState, injected: Injected) -> Response {
             "Your API key does not have permission to use the specified resource.",
             vec![],
         ),
-        Injected::Quota => {
-            // [unconfirmed] spend-limit marker; see shared/providers.md.
-            let h = headers(state, 0);
-            let request_id = h[0].1.clone();
-            respond(
-                429,
-                h,
-                &json!({"type": "error", "request_id": request_id, "error": {
-                    "type": "rate_limit_error",
-                    "message": "You have reached your specified workspace API usage limits. You will regain access on 2026-08-01 at 00:00 UTC.",
-                    "details": {"error_code": "enforced_spend_limit_reached"}
-                }}),
-            )
-        }
+        // Out of credit and over the spend limit are both 400s (shared/providers.md, Corrections).
+        Injected::Quota => error(
+            state,
+            400,
+            "invalid_request_error",
+            "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+            vec![],
+        ),
+        Injected::SpendLimit => error(
+            state,
+            400,
+            "invalid_request_error",
+            "You have reached your specified API usage limits. You will regain access on 2027-01-01 at 00:00 UTC.",
+            vec![],
+        ),
         Injected::RateLimit => error(
             state,
             429,
@@ -144,8 +153,33 @@ async fn gate(state: &MockState, request_headers: &HeaderMap, stage: Stage) -> R
     }
 }
 
-fn model_object(id: &str) -> Value {
-    json!({"type": "model", "id": id, "display_name": id, "created_at": "2026-01-15T00:00:00Z"})
+/// A model object. The `lifecycle` field (`active`/`deprecated`) is [unconfirmed]: seen only in
+/// third-party material (shared/providers.md, Corrections).
+fn model_object(model: &Model) -> Value {
+    let lifecycle = match model.lifecycle {
+        Lifecycle::Active => "active",
+        Lifecycle::Deprecated { .. } => "deprecated",
+        Lifecycle::Retired => "retired",
+    };
+    json!({"type": "model", "id": model.id, "display_name": model.id, "created_at": "2026-01-15T00:00:00Z",
+           "lifecycle": lifecycle})
+}
+
+fn model_not_found(state: &MockState, model: &str) -> Response {
+    error(state, 404, "not_found_error", &format!("model: {model}"), vec![])
+}
+
+/// Any other path or method under `/anthropic`, after authentication [unconfirmed].
+async fn unknown_route(State(state): State<Arc<MockState>>, request_headers: HeaderMap) -> Response {
+    let key = api_key(&request_headers);
+    let behaviour = admit(&state, key.as_deref()).await;
+    if key.is_none() {
+        return error(&state, 401, "authentication_error", "x-api-key header is required", vec![]);
+    }
+    if let Some(f @ Injected::Unauthorized) = state.injected(behaviour, Stage::Request) {
+        return failure(&state, f);
+    }
+    error(&state, 404, "not_found_error", "Not Found", vec![])
 }
 
 #[derive(Deserialize)]
@@ -162,15 +196,15 @@ async fn list_models(
     if let Err(response) = gate(&state, &request_headers, Stage::Listing { restricted_ok: false }).await {
         return response;
     }
-    let models = &state.config.anthropic_models;
-    let start = query.after_id.and_then(|after| models.iter().position(|m| *m == after)).map_or(0, |i| i + 1);
+    let models: Vec<&Model> = Catalog::listed(&state.config.catalog.anthropic).collect();
+    let start = query.after_id.and_then(|after| models.iter().position(|m| m.id == after)).map_or(0, |i| i + 1);
     let limit = query.limit.unwrap_or(20).clamp(1, 1000);
-    let page: Vec<&String> = models.iter().skip(start).take(limit).collect();
+    let page: Vec<&Model> = models.iter().skip(start).take(limit).copied().collect();
     let body = json!({
         "data": page.iter().map(|m| model_object(m)).collect::<Vec<_>>(),
         "has_more": start + page.len() < models.len(),
-        "first_id": page.first(),
-        "last_id": page.last(),
+        "first_id": page.first().map(|m| m.id),
+        "last_id": page.last().map(|m| m.id),
     });
     respond(200, headers(&state, 49), &body)
 }
@@ -183,10 +217,22 @@ async fn get_model(
     if let Err(response) = gate(&state, &request_headers, Stage::Listing { restricted_ok: false }).await {
         return response;
     }
-    if !state.config.anthropic_models.contains(&model) {
-        return error(&state, 404, "not_found_error", &format!("model: {model}"), vec![]);
+    match state.config.catalog.anthropic_model(&model) {
+        Some(found) => respond(200, headers(&state, 49), &model_object(found)),
+        None => model_not_found(&state, &model),
     }
-    respond(200, headers(&state, 49), &model_object(&model))
+}
+
+/// Checks the parameters that depend on the model: claude-opus-4-7 and later and the 5-series
+/// answer 400 whenever `temperature` is sent.
+pub(crate) fn check_params(model: &Model, request: &Map<String, Value>) -> Result<(), &'static str> {
+    const DEPRECATED: &str = "`temperature` is deprecated for this model.";
+    match (model.temperature, request.get("temperature")) {
+        (Temperature::Rejected, Some(_)) => Err(DEPRECATED),
+        // No Anthropic row takes only the default; rejecting other values alike is [unconfirmed].
+        (Temperature::OnlyDefault, Some(t)) if t.as_f64() != Some(1.0) => Err(DEPRECATED),
+        _ => Ok(()),
+    }
 }
 
 /// Text of `system` or a message `content`: a string or an array of text blocks.
@@ -209,16 +255,17 @@ async fn messages(State(state): State<Arc<MockState>>, request_headers: HeaderMa
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
         return bad("There was an issue with the request body: invalid JSON");
     };
-    let Some(model) = request.get("model").and_then(Value::as_str) else { return bad("model: Field required") };
+    let Some(id) = request.get("model").and_then(Value::as_str) else { return bad("model: Field required") };
+    // Retired ids answer exactly like unknown ones, before the rest of the body is looked at.
+    let Some(model) = state.config.catalog.anthropic_model(id) else { return model_not_found(&state, id) };
     let Some(max_tokens) = request.get("max_tokens").and_then(Value::as_u64) else {
         return bad("max_tokens: Field required");
     };
     let Some(messages) = request.get("messages").and_then(Value::as_array) else {
         return bad("messages: Field required");
     };
-    // Retired ids answer exactly like unknown ones.
-    if !state.config.anthropic_models.iter().any(|m| m == model) {
-        return error(&state, 404, "not_found_error", &format!("model: {model}"), vec![]);
+    if let Err(message) = check_params(model, &request) {
+        return bad(message);
     }
     if let Some(f) = state.injected(behaviour, Stage::Generation) {
         return failure(&state, f);
@@ -252,7 +299,7 @@ async fn messages(State(state): State<Arc<MockState>>, request_headers: HeaderMa
         "id": format!("msg_{}", state.next_id()),
         "type": "message",
         "role": "assistant",
-        "model": model,
+        "model": model.id,
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": null,
@@ -263,6 +310,26 @@ async fn messages(State(state): State<Arc<MockState>>, request_headers: HeaderMa
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn temperature_follows_the_catalog() {
+        let catalog = Catalog::default();
+        let check = |id: &str, request: Value| {
+            let Some(model) = catalog.anthropic_model(id) else { panic!("{id} is not served") };
+            let Value::Object(request) = request else { panic!("not an object") };
+            check_params(model, &request)
+        };
+        for id in ["claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-1"] {
+            assert_eq!(check(id, json!({"temperature": 0})), Ok(()), "{id}");
+        }
+        for id in ["claude-opus-4-8", "claude-sonnet-5"] {
+            assert_eq!(check(id, json!({"temperature": 0})), Err("`temperature` is deprecated for this model."));
+            assert_eq!(check(id, json!({"temperature": 1})), Err("`temperature` is deprecated for this model."));
+            assert_eq!(check(id, json!({"max_tokens": 10})), Ok(()), "{id}");
+        }
+    }
+
     #[test]
     fn dated_versions() {
         assert!(super::dated("2023-06-01"));

@@ -1,6 +1,12 @@
 //! Mock Azure OpenAI under `/azure`: `api-key` header; dated
-//! (`/openai/deployments/{d}/chat/completions?api-version=`) and v1 (`/openai/v1/...`) styles,
-//! model listing and deployment lookup. Bodies are OpenAI's plus content-filter annotations.
+//! (`/openai/deployments/{d}/chat/completions?api-version=`) and v1 (`/openai/v1/...`) styles and
+//! model listing. Bodies are OpenAI's plus content-filter annotations.
+//!
+//! Deployments come from [`super::catalog::AZURE`]: each names an underlying OpenAI model, whose
+//! catalog row decides which parameters are rejected and which id the response reports. There is
+//! no data-plane deployment lookup (`GET /openai/deployments/{d}` is 404 "Resource not found",
+//! like every other unknown route); a missing deployment is 404 `DeploymentNotFound` on chat,
+//! before the body is validated.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,19 +19,22 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::openai::{Completion, completion};
+use super::catalog::{Catalog, Model};
+use super::openai::{bad_request, completion, invalid_json, parse_body};
 use super::state::{Behaviour, Injected, MockState, Stage};
-use super::{admit, respond, unix_now};
+use super::{admit, respond};
 
 type Params = Query<HashMap<String, String>>;
 
+/// Routes below `/azure`, which stands for `https://{resource}.openai.azure.com`.
 pub(crate) fn routes() -> Router<Arc<MockState>> {
     Router::new()
-        .route("/azure/openai/models", get(list_models_dated))
-        .route("/azure/openai/v1/models", get(list_models_v1))
-        .route("/azure/openai/deployments/{deployment}", get(get_deployment))
-        .route("/azure/openai/deployments/{deployment}/chat/completions", post(chat_dated))
-        .route("/azure/openai/v1/chat/completions", post(chat_v1))
+        .route("/openai/models", get(list_models_dated))
+        .route("/openai/v1/models", get(list_models_v1))
+        .route("/openai/deployments/{deployment}/chat/completions", post(chat_dated))
+        .route("/openai/v1/chat/completions", post(chat_v1))
+        .fallback(resource_not_found)
+        .method_not_allowed_fallback(resource_not_found)
 }
 
 fn headers(state: &MockState, remaining: u32) -> Vec<(&'static str, String)> {
@@ -56,7 +65,7 @@ fn failure(state: &MockState, injected: Injected) -> Response {
             error(state, 403, "AuthenticationTypeDisabled", "Key based authentication is disabled for this resource.")
         }
         // [unconfirmed] Azure's data plane mostly reports quota as rate limiting; this models a hard stop.
-        Injected::Quota => error(
+        Injected::Quota | Injected::SpendLimit => error(
             state,
             429,
             "insufficient_quota",
@@ -84,10 +93,10 @@ async fn gate(
     api_version: Option<Option<&String>>,
     stage: Stage,
 ) -> Result<Behaviour, Response> {
-    let key = request_headers.get("api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty());
+    let key = request_key(request_headers);
     let behaviour = admit(state, key).await;
     if let Some(None) = api_version {
-        return Err(error(state, 404, "404", "Resource not found"));
+        return Err(not_found(state));
     }
     if key.is_none() {
         return Err(failure(state, Injected::Unauthorized));
@@ -98,17 +107,45 @@ async fn gate(
     }
 }
 
+/// `{"error":{"code":"404","message":"Resource not found"}}`: an unknown route.
+fn not_found(state: &MockState) -> Response {
+    error(state, 404, "404", "Resource not found")
+}
+
+/// Any other path or method under `/azure` (the deployment lookup among them), after the key
+/// [unconfirmed order].
+async fn resource_not_found(State(state): State<Arc<MockState>>, h: HeaderMap) -> Response {
+    let key = request_key(&h);
+    let behaviour = admit(&state, key).await;
+    if key.is_none() || state.injected(behaviour, Stage::Request) == Some(Injected::Unauthorized) {
+        return failure(&state, Injected::Unauthorized);
+    }
+    not_found(&state)
+}
+
+fn request_key(request_headers: &HeaderMap) -> Option<&str> {
+    request_headers.get("api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty())
+}
+
+/// Unix time of a `YYYY-MM-DD` date, midnight UTC.
+fn unix_day(date: &str) -> Option<i64> {
+    let date: jiff::civil::Date = date.parse().ok()?;
+    Some(date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp().as_second())
+}
+
+/// The resource's models: base models (the catalog's OpenAI ids), not deployment names. The
+/// `deprecation.inference` time of deprecated models is [unconfirmed].
 fn model_list(state: &MockState) -> Value {
-    let data: Vec<Value> = state
-        .config
-        .azure_deployments
-        .iter()
-        .map(|m| {
-            json!({"id": m, "object": "model", "status": "succeeded", "created_at": 1_715_367_049,
-                   "lifecycle_status": "generally-available",
-                   "capabilities": {"chat_completion": true, "completion": false, "embeddings": false}})
-        })
-        .collect();
+    let object = |model: &Model| {
+        let mut object = json!({"id": model.id, "object": "model", "status": "succeeded", "created_at": 1_715_367_049,
+               "lifecycle_status": "generally-available",
+               "capabilities": {"chat_completion": true, "completion": false, "embeddings": false}});
+        if let Some(shutdown) = model.shutdown_date().and_then(unix_day) {
+            object["deprecation"] = json!({"inference": shutdown});
+        }
+        object
+    };
+    let data: Vec<Value> = Catalog::listed(&state.config.catalog.openai).map(object).collect();
     json!({"object": "list", "data": data})
 }
 
@@ -136,43 +173,38 @@ fn deployment_not_found(state: &MockState) -> Response {
     )
 }
 
-async fn get_deployment(
-    State(state): State<Arc<MockState>>,
-    Path(deployment): Path<String>,
-    Query(params): Params,
-    h: HeaderMap,
-) -> Response {
-    if let Err(response) =
-        gate(&state, &h, Some(params.get("api-version")), Stage::Listing { restricted_ok: false }).await
-    {
-        return response;
-    }
-    if !state.config.azure_deployments.contains(&deployment) {
-        return deployment_not_found(&state);
-    }
-    let now = unix_now();
-    let body = json!({"id": deployment, "model": deployment, "owner": "organization-owner", "object": "deployment",
-                      "status": "succeeded", "created_at": now, "updated_at": now,
-                      "scale_settings": {"scale_type": "standard"}});
-    respond(200, headers(&state, 99), &body)
-}
-
+/// A chat request to `deployment` (from the dated URL, else the body's `model`): the deployment
+/// must exist before the body is validated, against the deployment's underlying model.
 async fn chat(
     state: &MockState,
     request_headers: &HeaderMap,
     api_version: Option<Option<&String>>,
-    url_model: Option<&str>,
+    url_deployment: Option<&str>,
     body: &[u8],
 ) -> Response {
     let behaviour = match gate(state, request_headers, api_version, Stage::Request).await {
         Ok(behaviour) => behaviour,
         Err(response) => return response,
     };
-    let exists = |d: &str| state.config.azure_deployments.iter().any(|x| x == d);
-    match completion(state, body, url_model, exists) {
-        Completion::BadRequest(response) => response,
-        Completion::UnknownModel(_) => deployment_not_found(state),
-        Completion::Ready(ready) => match state.injected(behaviour, Stage::Generation) {
+    let lookup = |deployment: &str| state.config.catalog.azure_model(deployment);
+    let (model, request) = match url_deployment {
+        Some(deployment) => {
+            let Some(model) = lookup(deployment) else { return deployment_not_found(state) };
+            let Some(request) = parse_body(body) else { return invalid_json(state) };
+            (model, request)
+        }
+        None => {
+            let Some(request) = parse_body(body) else { return invalid_json(state) };
+            let Some(deployment) = request.get("model").and_then(Value::as_str) else {
+                return bad_request(state, "you must provide a model parameter", None, None);
+            };
+            let Some(model) = lookup(deployment) else { return deployment_not_found(state) };
+            (model, request)
+        }
+    };
+    match completion(&request, model) {
+        Err(rejected) => rejected.response(state),
+        Ok(ready) => match state.injected(behaviour, Stage::Generation) {
             Some(f) => failure(state, f),
             None => respond(200, headers(state, 98), &ready.render(state, true)),
         },

@@ -1,5 +1,7 @@
 //! Mock Gemini API under `/google/{v1beta|v1}`: `x-goog-api-key` header or `?key=`,
-//! `models`, `models/{model}`, `models/{model}:generateContent`.
+//! `models`, `models/{model}`, `models/{model}:generateContent`. Models and their thinking
+//! controls come from [`super::catalog::GOOGLE`]; `/v1` rejects the fields it does not know
+//! (`systemInstruction`, `generationConfig.responseMimeType`, `generationConfig.responseSchema`).
 
 use std::sync::Arc;
 
@@ -10,18 +12,38 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
+use super::catalog::{self, Catalog, Model, Reasoning};
 use super::state::{Behaviour, Injected, MockState, Stage};
-use super::verdicts::{mock_output_tokens, mock_refuses, mock_tokens, mock_verdict, verdict_json};
+use super::verdicts::{Spend, mock_output_tokens, mock_refuses, mock_tokens, mock_verdict, spend, verdict_json};
 use super::{admit, respond};
 
 const ERROR_INFO: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+const BAD_REQUEST: &str = "type.googleapis.com/google.rpc.BadRequest";
 
+/// Routes below `/google`, which stands for `https://generativelanguage.googleapis.com`.
 pub(crate) fn routes() -> Router<Arc<MockState>> {
     Router::new()
-        .route("/google/{version}/models", get(list_models))
-        .route("/google/{version}/models/{name}", get(get_model).post(generate))
+        .route("/{version}/models", get(list_models))
+        .route("/{version}/models/{name}", get(get_model).post(generate))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(unknown_route)
+}
+
+/// An unknown path, like an unknown API version, is 404 before any key is looked at
+/// [unconfirmed], as this mock has always answered an unknown version.
+fn route_not_found() -> Response {
+    respond(404, vec![], &json!({"error": {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}}))
+}
+
+async fn unknown_route(
+    State(state): State<Arc<MockState>>,
+    Query(query): Query<GoogleQuery>,
+    h: HeaderMap,
+) -> Response {
+    admit(&state, request_key(&h, &query).as_deref()).await;
+    route_not_found()
 }
 
 #[derive(Deserialize, Default)]
@@ -38,12 +60,17 @@ fn error(status: u16, rpc_status: &str, message: &str, details: Value, extra: Ve
     respond(status, extra, &body)
 }
 
-fn failure(injected: Injected) -> Response {
+/// An injected failure; `model` names the quota dimension when the request names a model.
+fn failure(injected: Injected, model: Option<&str>) -> Response {
     let quota = |quota_id: &str| {
+        let mut dimensions = json!({"location": "global"});
+        if let Some(model) = model {
+            dimensions["model"] = json!(model);
+        }
         json!({"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
             "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
             "quotaId": quota_id,
-            "quotaDimensions": {"location": "global", "model": "gemini-2.5-pro"},
+            "quotaDimensions": dimensions,
             "quotaValue": "50"
         }]})
     };
@@ -69,7 +96,8 @@ fn failure(injected: Injected) -> Response {
                     "metadata": {"service": "generativelanguage.googleapis.com"}}]),
             vec![],
         ),
-        Injected::Quota => error(
+        // Gemini has no separate spend limit: both are the per-day quota.
+        Injected::Quota | Injected::SpendLimit => error(
             429,
             "RESOURCE_EXHAUSTED",
             exceeded,
@@ -100,15 +128,10 @@ async fn gate(
     query: &GoogleQuery,
     stage: Stage,
 ) -> Result<Behaviour, Response> {
-    let header = request_headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let key = header.or_else(|| query.key.clone()).filter(|k| !k.trim().is_empty());
+    let key = request_key(request_headers, query);
     let behaviour = admit(state, key.as_deref()).await;
     if version != "v1beta" && version != "v1" {
-        return Err(respond(
-            404,
-            vec![],
-            &json!({"error": {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}}),
-        ));
+        return Err(route_not_found());
     }
     if key.is_none() {
         return Err(error(
@@ -120,15 +143,24 @@ async fn gate(
         ));
     }
     match state.injected(behaviour, stage) {
-        Some(f) => Err(failure(f)),
+        Some(f) => Err(failure(f, None)),
         None => Ok(behaviour),
     }
 }
 
-fn model_object(id: &str) -> Value {
+/// The key from `x-goog-api-key`, else `?key=`.
+fn request_key(request_headers: &HeaderMap, query: &GoogleQuery) -> Option<String> {
+    let header = request_headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    header.or_else(|| query.key.clone()).filter(|k| !k.trim().is_empty())
+}
+
+fn model_object(model: &Model) -> Value {
+    let id = model.id;
+    // "gemini-3.5-flash" -> "3.5"; the real field's exact values are [unconfirmed].
+    let version = id.strip_prefix("gemini-").and_then(|rest| rest.split('-').next()).unwrap_or(id);
     json!({
         "name": format!("models/{id}"),
-        "version": "2.5",
+        "version": version,
         "displayName": id,
         "inputTokenLimit": 1_048_576,
         "outputTokenLimit": 65_536,
@@ -137,7 +169,7 @@ fn model_object(id: &str) -> Value {
         "topP": 0.95,
         "topK": 64,
         "maxTemperature": 2.0,
-        "thinking": true
+        "thinking": model.is_reasoning()
     })
 }
 
@@ -159,7 +191,8 @@ async fn list_models(
     {
         return response;
     }
-    let models = &state.config.google_models;
+    let models: Vec<&Model> = Catalog::listed(&state.config.catalog.google).collect();
+    // A page token this mock did not hand out starts over [unconfirmed: Google answers 400].
     let start: usize = query.page_token.as_deref().and_then(|t| t.parse().ok()).unwrap_or(0);
     let size = query.page_size.unwrap_or(50).clamp(1, 1000);
     let page: Vec<Value> = models.iter().skip(start).take(size).map(|m| model_object(m)).collect();
@@ -181,10 +214,108 @@ async fn get_model(
     {
         return response;
     }
-    if !state.config.google_models.contains(&name) {
-        return not_found(&name, &version);
+    match state.config.catalog.google_model(&name) {
+        Some(model) => respond(200, vec![], &model_object(model)),
+        None => not_found(&name, &version),
     }
-    respond(200, vec![], &model_object(&name))
+}
+
+/// A field by its JSON name or its proto name: the API accepts both (`systemInstruction`,
+/// `system_instruction`).
+fn field<'a>(object: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
+    object.get(camel).or_else(|| object.get(snake))
+}
+
+/// A field `/v1` does not know: `name` as it was sent, `parent` the proto path it was under.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct UnknownField {
+    pub name: &'static str,
+    pub parent: Option<&'static str>,
+}
+
+impl UnknownField {
+    pub(crate) fn message(&self) -> String {
+        match self.parent {
+            None => format!("Invalid JSON payload received. Unknown name \"{}\": Cannot find field.", self.name),
+            Some(parent) => format!(
+                "Invalid JSON payload received. Unknown name \"{}\" at '{parent}': Cannot find field.",
+                self.name
+            ),
+        }
+    }
+
+    /// The 400 INVALID_ARGUMENT with a BadRequest field violation. Real answers put no `field` in
+    /// the violation of a top-level name (seen in python-genai #425, vercel/ai #2256); the
+    /// nested one's `field` is [unconfirmed].
+    fn response(&self) -> Response {
+        let message = self.message();
+        let mut violation = json!({"description": message});
+        if let Some(parent) = self.parent {
+            violation["field"] = json!(parent);
+        }
+        error(
+            400,
+            "INVALID_ARGUMENT",
+            &message,
+            json!([{"@type": BAD_REQUEST, "fieldViolations": [violation]}]),
+            vec![],
+        )
+    }
+}
+
+/// The first field of a generateContent body that `/v1` rejects (as of September 2025,
+/// python-genai #1398): `systemInstruction`, then `generationConfig.responseMimeType`, then
+/// `generationConfig.responseSchema`. The real parser names the first in document order and may
+/// list every unknown name [unconfirmed]; this names one, in this fixed order.
+pub(crate) fn v1_unknown_field(request: &Map<String, Value>) -> Option<UnknownField> {
+    let top = ["systemInstruction", "system_instruction"].into_iter().find(|name| request.contains_key(*name));
+    if let Some(name) = top {
+        return Some(UnknownField { name, parent: None });
+    }
+    let config = request.get("generationConfig").or_else(|| request.get("generation_config"))?;
+    ["responseMimeType", "response_mime_type", "responseSchema", "response_schema"]
+        .into_iter()
+        .find(|name| config.get(*name).is_some())
+        .map(|name| UnknownField { name, parent: Some("generation_config") })
+}
+
+/// Thinking tokens for a budget value; only integers are budgets.
+fn budget_tokens(budget: &Value) -> Result<u64, String> {
+    budget.as_i64().and_then(catalog::thinking_budget_tokens).ok_or_else(|| {
+        // Wording [unconfirmed].
+        format!("Invalid value at 'generation_config.thinking_config.thinking_budget' (TYPE_INT32), {budget}")
+    })
+}
+
+/// Checks `generationConfig.thinkingConfig` against the model and returns the tokens it will
+/// think before answering. Gemini 3 models take `thinkingLevel` (and reject it together with
+/// `thinkingBudget`); Gemini 2.5 models take only `thinkingBudget`. With no control a thinking
+/// model thinks [`catalog::GEMINI_DEFAULT_THINKING`] tokens.
+pub(crate) fn thinking_tokens(model: &Model, generation_config: Option<&Value>) -> Result<u64, String> {
+    let config = generation_config.and_then(|g| field(g, "thinkingConfig", "thinking_config"));
+    let level = config.and_then(|c| field(c, "thinkingLevel", "thinking_level"));
+    let budget = config.and_then(|c| field(c, "thinkingBudget", "thinking_budget"));
+    match (model.reasoning, level, budget) {
+        // A model that does not think has nothing to spend [unconfirmed: no row is one].
+        (Reasoning::None | Reasoning::Effort { .. }, _, _) => Ok(0),
+        // Seen in third-party reports; [unconfirmed].
+        (Reasoning::ThinkingLevel { .. }, Some(_), Some(_)) => {
+            Err("You can only set only one of thinking budget and thinking level.".into())
+        }
+        (Reasoning::ThinkingLevel { accepted }, Some(level), None) => level
+            .as_str()
+            .filter(|l| accepted.iter().any(|a| a.eq_ignore_ascii_case(l)))
+            .and_then(catalog::thinking_level_tokens)
+            // Wording [unconfirmed].
+            .ok_or_else(|| format!("Thinking level {level} is not supported for this model.")),
+        // Wording [unconfirmed]; that the error exists is documented.
+        (Reasoning::ThinkingBudget, Some(_), _) => Err("Thinking level is not supported for this model.".into()),
+        // That Gemini 3 still takes a budget alone is [unconfirmed].
+        (Reasoning::ThinkingLevel { .. } | Reasoning::ThinkingBudget, None, Some(budget)) => budget_tokens(budget),
+        (Reasoning::ThinkingLevel { .. } | Reasoning::ThinkingBudget, None, None) => {
+            Ok(catalog::GEMINI_DEFAULT_THINKING)
+        }
+    }
 }
 
 /// Text of every part of the given contents.
@@ -204,57 +335,167 @@ async fn generate(
         Ok(behaviour) => behaviour,
         Err(response) => return response,
     };
-    let Some((model, "generateContent")) = name.split_once(':') else {
+    let Some((id, "generateContent")) = name.split_once(':') else {
         return error(404, "NOT_FOUND", "Method not found.", json!([]), vec![]);
     };
+    let Some(model) = state.config.catalog.google_model(id) else { return not_found(id, &version) };
     let bad = |message: &str| error(400, "INVALID_ARGUMENT", message, json!([]), vec![]);
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
         return bad("Invalid JSON payload received.");
     };
+    if version == "v1"
+        && let Some(unknown) = v1_unknown_field(&request)
+    {
+        return unknown.response();
+    }
     let contents = request.get("contents").and_then(Value::as_array).filter(|c| !c.is_empty());
     let Some(contents) = contents else { return bad("* GenerateContentRequest.contents: contents is not specified") };
-    if !state.config.google_models.iter().any(|m| m == model) {
-        return not_found(model, &version);
-    }
+    let generation_config = request.get("generationConfig").or_else(|| request.get("generation_config"));
+    let thinking = match thinking_tokens(model, generation_config) {
+        Ok(thinking) => thinking,
+        Err(message) => return bad(&message),
+    };
     if let Some(f) = state.injected(behaviour, Stage::Generation) {
-        return failure(f);
+        return failure(f, Some(model.id));
     }
-    let system = parts_text(request.get("systemInstruction"));
+    let system = parts_text(request.get("systemInstruction").or_else(|| request.get("system_instruction")));
     let user = contents
         .iter()
         .filter(|c| c.get("role").and_then(Value::as_str).is_none_or(|r| r == "user"))
         .map(|c| parts_text(Some(c)))
         .collect::<Vec<_>>()
         .join("\n");
-    let max_tokens = request.get("generationConfig").and_then(|c| c.get("maxOutputTokens")).and_then(Value::as_u64);
+    let max_tokens =
+        generation_config.and_then(|c| field(c, "maxOutputTokens", "max_output_tokens")).and_then(Value::as_u64);
     let verdict = mock_verdict(&system, &user);
-    let needed = mock_output_tokens(&verdict);
     let input = mock_tokens(&system) + mock_tokens(&user);
-    let (candidate, output) = if mock_refuses(&system, &user) {
+    let (candidate, output, thoughts) = if mock_refuses(&system, &user) {
         (
             json!({"finishReason": "SAFETY", "index": 0, "safetyRatings": [
             {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": true}]}),
             0,
+            thinking,
         )
-    } else if max_tokens.is_some_and(|max| max < needed) {
-        // What thinking models really do: the budget goes to thoughts, no parts come back.
-        (json!({"content": {"role": "model"}, "finishReason": "MAX_TOKENS", "index": 0}), 0)
     } else {
-        (
-            json!({"content": {"parts": [{"text": verdict_json(&verdict)}], "role": "model"}, "finishReason": "STOP", "index": 0}),
-            needed,
-        )
+        match spend(thinking, mock_output_tokens(&verdict), max_tokens) {
+            // The limit went to thoughts: no parts come back.
+            Spend::Truncated { thinking, .. } => {
+                (json!({"content": {"role": "model"}, "finishReason": "MAX_TOKENS", "index": 0}), 0, thinking)
+            }
+            Spend::Complete { thinking, verdict: tokens } => (
+                json!({"content": {"parts": [{"text": verdict_json(&verdict)}], "role": "model"}, "finishReason": "STOP", "index": 0}),
+                tokens,
+                thinking,
+            ),
+        }
     };
+    let mut usage = json!({
+        "promptTokenCount": input,
+        "candidatesTokenCount": output,
+        "totalTokenCount": input + output + thoughts,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": input}]
+    });
+    if model.is_reasoning() {
+        usage["thoughtsTokenCount"] = json!(thoughts);
+    }
     let body = json!({
         "candidates": [candidate],
-        "usageMetadata": {
-            "promptTokenCount": input,
-            "candidatesTokenCount": output,
-            "totalTokenCount": input + output,
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": input}]
-        },
-        "modelVersion": model,
+        "usageMetadata": usage,
+        "modelVersion": model.id,
         "responseId": state.next_id()
     });
     respond(200, vec![], &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(id: &str) -> Model {
+        match Catalog::default().google_model(id) {
+            Some(model) => *model,
+            None => panic!("{id} is not served"),
+        }
+    }
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn v1_rejects_the_fields_it_does_not_know() {
+        let judge = object(json!({
+            "systemInstruction": {"parts": [{"text": "judge"}]},
+            "contents": [{"role": "user", "parts": [{"text": "x"}]}],
+            "generationConfig": {"temperature": 0, "responseMimeType": "application/json", "responseSchema": {}}
+        }));
+        let unknown = v1_unknown_field(&judge);
+        assert_eq!(unknown, Some(UnknownField { name: "systemInstruction", parent: None }));
+        assert_eq!(
+            unknown.map(|u| u.message()).as_deref(),
+            Some("Invalid JSON payload received. Unknown name \"systemInstruction\": Cannot find field.")
+        );
+        let nested =
+            object(json!({"contents": [], "generationConfig": {"responseSchema": {}, "responseMimeType": "x"}}));
+        let unknown = v1_unknown_field(&nested);
+        assert_eq!(unknown, Some(UnknownField { name: "responseMimeType", parent: Some("generation_config") }));
+        assert_eq!(
+            unknown.map(|u| u.message()).as_deref(),
+            Some(
+                "Invalid JSON payload received. Unknown name \"responseMimeType\" at 'generation_config': Cannot find field."
+            )
+        );
+        let schema = object(json!({"generation_config": {"response_schema": {}}}));
+        assert_eq!(
+            v1_unknown_field(&schema),
+            Some(UnknownField { name: "response_schema", parent: Some("generation_config") })
+        );
+        let snake = object(json!({"system_instruction": {}}));
+        assert_eq!(v1_unknown_field(&snake).map(|u| u.name), Some("system_instruction"));
+        let plain = object(json!({"contents": [], "generationConfig": {"temperature": 0, "maxOutputTokens": 10}}));
+        assert_eq!(v1_unknown_field(&plain), None);
+    }
+
+    #[test]
+    fn thinking_controls_follow_the_catalog() {
+        let config = |c: Value| Some(c);
+        for id in ["gemini-3.5-flash", "gemini-3.1-pro-preview"] {
+            let m = model(id);
+            assert_eq!(thinking_tokens(&m, None), Ok(1024), "{id}");
+            assert_eq!(thinking_tokens(&m, config(json!({"maxOutputTokens": 10})).as_ref()), Ok(1024));
+            let level = |l: &str| json!({"thinkingConfig": {"thinkingLevel": l}});
+            assert_eq!(thinking_tokens(&m, config(level("low")).as_ref()), Ok(64));
+            assert_eq!(thinking_tokens(&m, config(level("high")).as_ref()), Ok(2048));
+            assert_eq!(thinking_tokens(&m, config(level("HIGH")).as_ref()), Ok(2048));
+            assert!(thinking_tokens(&m, config(level("medium")).as_ref()).is_err());
+            let both = json!({"thinkingConfig": {"thinkingLevel": "low", "thinkingBudget": 128}});
+            assert_eq!(
+                thinking_tokens(&m, Some(&both)),
+                Err("You can only set only one of thinking budget and thinking level.".into())
+            );
+            let snake = json!({"thinking_config": {"thinking_level": "low"}});
+            assert_eq!(thinking_tokens(&m, Some(&snake)), Ok(64));
+        }
+        let lite = model("gemini-2.5-flash-lite");
+        assert_eq!(thinking_tokens(&lite, None), Ok(1024));
+        let budget = |b: Value| json!({"thinkingConfig": {"thinkingBudget": b}});
+        assert_eq!(thinking_tokens(&lite, Some(&budget(json!(0)))), Ok(0));
+        assert_eq!(thinking_tokens(&lite, Some(&budget(json!(600)))), Ok(600));
+        assert_eq!(thinking_tokens(&lite, Some(&budget(json!(24_576)))), Ok(1024));
+        assert_eq!(thinking_tokens(&lite, Some(&budget(json!(-1)))), Ok(1024));
+        assert!(thinking_tokens(&lite, Some(&budget(json!("many")))).is_err());
+        assert!(thinking_tokens(&lite, Some(&budget(json!(-5)))).is_err());
+        let level = json!({"thinkingConfig": {"thinkingLevel": "low"}});
+        assert_eq!(thinking_tokens(&lite, Some(&level)), Err("Thinking level is not supported for this model.".into()));
+    }
+
+    #[test]
+    fn listed_models_describe_themselves() {
+        let m = model_object(&model("gemini-3.5-flash"));
+        assert_eq!((m["name"].as_str(), m["version"].as_str()), (Some("models/gemini-3.5-flash"), Some("3.5")));
+        assert_eq!(m["thinking"], true);
+    }
 }

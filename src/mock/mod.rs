@@ -4,11 +4,39 @@
 //!
 //! Keys choose their behaviour by substring ([`Behaviour::for_key`]) or at runtime
 //! ([`MockHandle::set_behaviour`], `POST /_mock/behaviour`). Verdicts: see [`mock_verdict`].
+//!
+//! What each model accepts comes from the mock's own [`catalog`] (December 2026), never from the
+//! provider clients' tables nor from a model's name. A request is answered in the real services'
+//! order: authentication, then the route and the model (or Azure deployment), then the body, then
+//! credit. From the catalog:
+//! - Retired and unknown models are 404 in each provider's envelope and absent from listings;
+//!   OpenAI lists deprecated models with a `shutdown_date`, Anthropic's model objects carry a
+//!   `lifecycle`.
+//! - OpenAI reasoning models reject `max_tokens`, a `temperature` other than 1 and an unknown
+//!   `reasoning_effort`; other models reject `reasoning_effort`. Anthropic's newest models reject
+//!   `temperature`. Gemini 3 takes `thinkingLevel`, Gemini 2.5 only `thinkingBudget`.
+//! - Reasoning and thinking tokens (`reasoning_effort`, `thinkingLevel`, `thinkingBudget`) count
+//!   against the output limit: too small a limit gives an empty answer (OpenAI `finish_reason`
+//!   `length` with `content: ""`, Gemini `MAX_TOKENS` without parts). Usage reports them
+//!   (`reasoning_tokens`, `thoughtsTokenCount`).
+//! - Gemini `/v1` rejects `systemInstruction`, `responseMimeType` and `responseSchema`; `/v1beta`
+//!   takes them.
+//! - Azure has no deployment lookup route; chat to a missing deployment is `DeploymentNotFound`
+//!   before the body is looked at, and a deployment answers as its underlying model.
+//! - Unknown routes under each prefix answer that provider's 404.
+//!
+//! Anthropic answers out-of-credit keys ([`Behaviour::Quota`]) and keys over their spend limit
+//! ([`Behaviour::SpendLimit`]) with 400 `invalid_request_error`; OpenAI keys without the model-read
+//! scope ([`Behaviour::NoModelRead`]) fail the model endpoints with 401 but can chat.
+
+pub mod catalog;
 
 mod anthropic;
 mod azure;
 mod google;
 mod openai;
+#[cfg(test)]
+mod server_tests;
 mod state;
 mod verdicts;
 
@@ -29,6 +57,7 @@ use tokio::task::JoinHandle;
 
 use crate::providers::Endpoints;
 
+pub use catalog::Catalog;
 pub use state::{Behaviour, fnv1a64, key_fingerprint};
 pub use verdicts::{mock_output_tokens, mock_refuses, mock_score, mock_tokens, mock_usage, mock_verdict};
 
@@ -43,12 +72,9 @@ pub struct MockConfig {
     pub latency: Duration,
     /// Extra delay for keys behaving [`Behaviour::Slow`].
     pub slow_delay: Duration,
-    pub openai_models: Vec<String>,
-    pub anthropic_models: Vec<String>,
-    /// Ids that answer 404 not_found_error, as retired models do.
-    pub anthropic_retired_models: Vec<String>,
-    pub google_models: Vec<String>,
-    pub azure_deployments: Vec<String>,
+    /// The models and Azure deployments served, and what each accepts; the full December 2026
+    /// catalog by default.
+    pub catalog: Catalog,
     /// Whether an out-of-quota key also fails model listings. Real services let such keys list
     /// models and only refuse to generate, so this is off by default.
     pub quota_blocks_listing: bool,
@@ -56,16 +82,11 @@ pub struct MockConfig {
 
 impl Default for MockConfig {
     fn default() -> Self {
-        let owned = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect();
         Self {
             addr: None,
             latency: Duration::ZERO,
             slow_delay: Duration::from_secs(5),
-            openai_models: owned(&["gpt-4o", "gpt-4o-mini", "gpt-5.1", "o4-mini"]),
-            anthropic_models: owned(&["claude-sonnet-4-6", "claude-opus-4-8", "claude-sonnet-5", "claude-haiku-4-5"]),
-            anthropic_retired_models: owned(&["claude-sonnet-4-20250514"]),
-            google_models: owned(&["gemini-2.5-pro", "gemini-2.5-flash"]),
-            azure_deployments: owned(&["gpt-4o"]),
+            catalog: Catalog::default(),
             quota_blocks_listing: false,
         }
     }
@@ -163,11 +184,12 @@ impl Drop for MockHandle {
 }
 
 fn router(state: Arc<MockState>) -> Router {
+    // Each prefix stands for a provider's host; its router answers unknown routes itself.
     Router::new()
-        .merge(openai::routes())
-        .merge(anthropic::routes())
-        .merge(google::routes())
-        .merge(azure::routes())
+        .nest("/openai", openai::routes())
+        .nest("/anthropic", anthropic::routes())
+        .nest("/google", google::routes())
+        .nest("/azure", azure::routes())
         .route("/_mock/behaviour", post(set_behaviour))
         .route("/_mock/latency", post(set_latency))
         .route("/_mock/stats", get(stats))

@@ -1,25 +1,30 @@
 //! Mock OpenAI under `/openai/v1`; the chat-completions logic is shared with the Azure mock.
+//! Models and what they accept come from [`super::catalog::OPENAI`].
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::state::{Injected, MockState, Stage};
-use super::verdicts::{mock_output_tokens, mock_refuses, mock_tokens, mock_verdict, verdict_json};
+use super::catalog::{self, Catalog, Model, Reasoning, Temperature};
+use super::state::{Behaviour, Injected, MockState, Stage};
+use super::verdicts::{Spend, mock_output_tokens, mock_refuses, mock_tokens, mock_verdict, spend, verdict_json};
 use super::{admit, respond, unix_now};
 use crate::providers::Verdict;
 
+/// Routes below `/openai`, which stands for `https://api.openai.com`.
 pub(crate) fn routes() -> Router<Arc<MockState>> {
     Router::new()
-        .route("/openai/v1/models", get(list_models))
-        .route("/openai/v1/models/{model}", get(get_model))
-        .route("/openai/v1/chat/completions", post(chat))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{model}", get(get_model))
+        .route("/v1/chat/completions", post(chat))
+        .fallback(invalid_url)
+        .method_not_allowed_fallback(invalid_url)
 }
 
 /// The key from `Authorization: Bearer <key>`.
@@ -97,7 +102,7 @@ fn failure(state: &MockState, injected: Injected, key: &str) -> Response {
             None,
             None,
         ),
-        Injected::Quota => error(
+        Injected::Quota | Injected::SpendLimit => error(
             429,
             headers(state, 9999),
             "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
@@ -128,18 +133,45 @@ fn failure(state: &MockState, injected: Injected, key: &str) -> Response {
     }
 }
 
-fn model_object(id: &str) -> Value {
-    json!({"id": id, "object": "model", "created": 1_715_367_049, "owned_by": "system"})
+fn model_object(model: &Model) -> Value {
+    let mut object = json!({"id": model.id, "object": "model", "created": 1_715_367_049, "owned_by": "system"});
+    if let Some(date) = model.shutdown_date() {
+        object["shutdown_date"] = json!(date);
+    }
+    object
+}
+
+/// A restricted key without "Models: Read" on the model endpoints.
+fn no_model_read(state: &MockState) -> Response {
+    error(
+        401,
+        headers(state, 9999),
+        "You have insufficient permissions for this operation. Missing scopes: api.model.read. Check that you have the correct role in your organization (Reader, Writer, Owner) and project (Member, Owner), and if you're using a restricted API key, that it has the necessary scopes.",
+        "invalid_request_error",
+        None,
+        None,
+    )
+}
+
+/// Authentication, injected failures and the model-read scope of the model endpoints.
+async fn gate_listing(state: &MockState, request_headers: &HeaderMap) -> Result<(), Response> {
+    let key = bearer_key(request_headers);
+    let behaviour = admit(state, key.as_deref()).await;
+    let Some(key) = key else { return Err(missing_key(state)) };
+    if let Some(f) = state.injected(behaviour, Stage::Listing { restricted_ok: true }) {
+        return Err(failure(state, f, &key));
+    }
+    if behaviour == Behaviour::NoModelRead {
+        return Err(no_model_read(state));
+    }
+    Ok(())
 }
 
 async fn list_models(State(state): State<Arc<MockState>>, request_headers: HeaderMap) -> Response {
-    let key = bearer_key(&request_headers);
-    let behaviour = admit(&state, key.as_deref()).await;
-    let Some(key) = key else { return missing_key(&state) };
-    if let Some(f) = state.injected(behaviour, Stage::Listing { restricted_ok: true }) {
-        return failure(&state, f, &key);
+    if let Err(response) = gate_listing(&state, &request_headers).await {
+        return response;
     }
-    let data: Vec<Value> = state.config.openai_models.iter().map(|m| model_object(m)).collect();
+    let data: Vec<Value> = Catalog::listed(&state.config.catalog.openai).map(model_object).collect();
     respond(200, headers(&state, 9999), &json!({"object": "list", "data": data}))
 }
 
@@ -148,21 +180,36 @@ async fn get_model(
     Path(model): Path<String>,
     request_headers: HeaderMap,
 ) -> Response {
-    let key = bearer_key(&request_headers);
-    let behaviour = admit(&state, key.as_deref()).await;
-    let Some(key) = key else { return missing_key(&state) };
-    if let Some(f) = state.injected(behaviour, Stage::Listing { restricted_ok: true }) {
-        return failure(&state, f, &key);
+    if let Err(response) = gate_listing(&state, &request_headers).await {
+        return response;
     }
-    if !state.config.openai_models.contains(&model) {
-        return model_not_found(&state, &model);
+    match state.config.catalog.openai_model(&model) {
+        Some(found) => respond(200, headers(&state, 9999), &model_object(found)),
+        None => model_not_found(&state, &model),
     }
-    respond(200, headers(&state, 9999), &model_object(&model))
 }
 
 fn model_not_found(state: &MockState, model: &str) -> Response {
     let message = format!("The model `{model}` does not exist or you do not have access to it.");
     error(404, headers(state, 9999), &message, "invalid_request_error", None, Some("model_not_found"))
+}
+
+/// Any other path or method under `/openai`, as OpenAI answers it (after authentication
+/// [unconfirmed]). `uri` is the path below the prefix, i.e. the real service's path.
+async fn invalid_url(
+    State(state): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    request_headers: HeaderMap,
+) -> Response {
+    let key = bearer_key(&request_headers);
+    let behaviour = admit(&state, key.as_deref()).await;
+    let Some(key) = key else { return missing_key(&state) };
+    if let Some(f @ Injected::Unauthorized) = state.injected(behaviour, Stage::Request) {
+        return failure(&state, f, &key);
+    }
+    let message = format!("Invalid URL ({method} {})", uri.path());
+    error(404, headers(&state, 9999), &message, "invalid_request_error", None, None)
 }
 
 async fn chat(State(state): State<Arc<MockState>>, request_headers: HeaderMap, body: Bytes) -> Response {
@@ -172,32 +219,144 @@ async fn chat(State(state): State<Arc<MockState>>, request_headers: HeaderMap, b
     if let Some(f) = state.injected(behaviour, Stage::Request) {
         return failure(&state, f, &key);
     }
-    let outcome = completion(&state, &body, None, |model| state.config.openai_models.iter().any(|m| m == model));
-    match outcome {
-        Completion::BadRequest(response) => response,
-        Completion::UnknownModel(model) => model_not_found(&state, &model),
-        Completion::Ready(ready) => match state.injected(behaviour, Stage::Generation) {
+    let Some(request) = parse_body(&body) else { return invalid_json(&state) };
+    let Some(id) = request.get("model").and_then(Value::as_str) else {
+        return bad_request(&state, "you must provide a model parameter", None, None);
+    };
+    let Some(model) = state.config.catalog.openai_model(id) else { return model_not_found(&state, id) };
+    match completion(&request, model) {
+        Err(rejected) => rejected.response(&state),
+        Ok(ready) => match state.injected(behaviour, Stage::Generation) {
             Some(f) => failure(&state, f, &key),
             None => respond(200, headers(&state, 9998), &ready.render(&state, false)),
         },
     }
 }
 
-/// gpt-5.x and o-series reject `max_tokens` and any temperature other than 1.
-fn has_fixed_temperature(model: &str) -> bool {
-    let mut chars = model.chars();
-    model.starts_with("gpt-5") || (chars.next() == Some('o') && chars.next().is_some_and(|c| c.is_ascii_digit()))
+pub(crate) fn bad_request(state: &MockState, message: &str, param: Option<&str>, code: Option<&str>) -> Response {
+    error(400, headers(state, 9999), message, "invalid_request_error", param, code)
 }
 
-pub(crate) enum Completion {
-    BadRequest(Response),
-    UnknownModel(String),
-    Ready(ReadyCompletion),
+/// The body of a chat request when it is a JSON object; else answer [`invalid_json`].
+pub(crate) fn parse_body(body: &[u8]) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(request)) => Some(request),
+        _ => None,
+    }
+}
+
+pub(crate) fn invalid_json(state: &MockState) -> Response {
+    bad_request(
+        state,
+        "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
+        None,
+        None,
+    )
+}
+
+/// A body the API refuses: 400 invalid_request_error naming the parameter.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Rejected {
+    pub message: String,
+    pub param: &'static str,
+    pub code: &'static str,
+}
+
+impl Rejected {
+    pub(crate) fn response(&self, state: &MockState) -> Response {
+        bad_request(state, &self.message, Some(self.param), Some(self.code))
+    }
+
+    fn unsupported_parameter(param: &'static str, message: String) -> Self {
+        Self { message, param, code: "unsupported_parameter" }
+    }
+
+    fn unsupported_value(param: &'static str, message: String) -> Self {
+        Self { message, param, code: "unsupported_value" }
+    }
+}
+
+/// `'a', 'b', and 'c'`.
+fn quoted_list(values: &[&str]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
+    match quoted.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{}, and {last}", rest.join(", ")),
+    }
+}
+
+/// Checks the parameters that depend on the model, as the real API does, and returns the tokens
+/// the model will think before it answers (0 for non-reasoning models).
+///
+/// Reasoning models reject `max_tokens`, any `temperature` other than 1, and a `reasoning_effort`
+/// outside their list (`null` means the default [unconfirmed]); other models reject
+/// `reasoning_effort` whatever its value.
+pub(crate) fn check_params(model: &Model, request: &Map<String, Value>) -> Result<u64, Rejected> {
+    if model.is_reasoning() && request.contains_key("max_tokens") {
+        return Err(Rejected::unsupported_parameter(
+            "max_tokens",
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+                .into(),
+        ));
+    }
+    match (model.temperature, request.get("temperature")) {
+        (_, None) | (Temperature::Any, _) => {}
+        (Temperature::OnlyDefault, Some(t)) if t.as_f64() == Some(1.0) => {}
+        (Temperature::OnlyDefault, Some(t)) => {
+            return Err(Rejected::unsupported_value(
+                "temperature",
+                format!(
+                    "Unsupported value: 'temperature' does not support {t} with this model. Only the default (1) value is supported."
+                ),
+            ));
+        }
+        // No OpenAI row rejects temperature outright; the wording is [unconfirmed].
+        (Temperature::Rejected, Some(_)) => {
+            return Err(Rejected::unsupported_parameter(
+                "temperature",
+                "Unsupported parameter: 'temperature' is not supported with this model.".into(),
+            ));
+        }
+    }
+    let effort = request.get("reasoning_effort");
+    let Reasoning::Effort { accepted, default } = model.reasoning else {
+        return match effort {
+            None => Ok(0),
+            Some(_) => Err(Rejected::unsupported_parameter(
+                "reasoning_effort",
+                "Unsupported parameter: 'reasoning_effort' is not supported with this model.".into(),
+            )),
+        };
+    };
+    let chosen = match effort {
+        None | Some(Value::Null) => Some(default),
+        Some(Value::String(e)) => accepted.iter().copied().find(|a| a == e),
+        Some(_) => None,
+    };
+    // The wording of this message is [unconfirmed]; its param and code are as asked.
+    chosen.and_then(catalog::effort_tokens).ok_or_else(|| {
+        let shown = match effort {
+            Some(Value::String(e)) => format!("'{e}'"),
+            other => other.map_or_else(String::new, Value::to_string),
+        };
+        Rejected::unsupported_value(
+            "reasoning_effort",
+            format!(
+                "Unsupported value: 'reasoning_effort' does not support {shown} with this model. Supported values are: {}.",
+                quoted_list(accepted)
+            ),
+        )
+    })
 }
 
 /// A validated request, ready to be answered once credit is checked.
 pub(crate) struct ReadyCompletion {
-    model: String,
+    /// The model id the response reports (Azure: the deployment's underlying model).
+    model: &'static str,
+    reasoning: bool,
+    /// Tokens thought before the verdict.
+    thinking: u64,
     system: String,
     user: String,
     max_tokens: Option<u64>,
@@ -214,66 +373,27 @@ fn content_text(content: &Value) -> String {
     }
 }
 
-/// Validates a chat-completions body like the real API. `url_model` is Azure's deployment from a
-/// dated URL, which makes `model` optional.
-pub(crate) fn completion(
-    state: &MockState,
-    body: &[u8],
-    url_model: Option<&str>,
-    model_exists: impl Fn(&str) -> bool,
-) -> Completion {
-    let bad = |message: &str, param: Option<&str>, code: Option<&str>| {
-        Completion::BadRequest(error(400, headers(state, 9999), message, "invalid_request_error", param, code))
-    };
-    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
-        return bad(
-            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
-            None,
-            None,
-        );
-    };
-    let model = match (url_model, request.get("model").and_then(Value::as_str)) {
-        (Some(m), _) | (None, Some(m)) => m.to_string(),
-        (None, None) => return bad("you must provide a model parameter", None, None),
-    };
+/// Validates a chat-completions body for a model that exists, like the real API: messages first,
+/// then the parameters the model rejects.
+pub(crate) fn completion(request: &Map<String, Value>, model: &Model) -> Result<ReadyCompletion, Rejected> {
     let messages = match request.get("messages").and_then(Value::as_array) {
         None => {
-            return bad(
-                "Missing required parameter: 'messages'.",
-                Some("messages"),
-                Some("missing_required_parameter"),
-            );
+            return Err(Rejected {
+                message: "Missing required parameter: 'messages'.".into(),
+                param: "messages",
+                code: "missing_required_parameter",
+            });
         }
         Some(m) if m.is_empty() => {
-            return bad(
-                "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
-                Some("messages"),
-                Some("empty_array"),
-            );
+            return Err(Rejected {
+                message: "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.".into(),
+                param: "messages",
+                code: "empty_array",
+            });
         }
         Some(m) => m,
     };
-    if has_fixed_temperature(&model) {
-        if request.contains_key("max_tokens") {
-            return bad(
-                "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
-                Some("max_tokens"),
-                Some("unsupported_parameter"),
-            );
-        }
-        if let Some(t) = request.get("temperature").filter(|t| t.as_f64() != Some(1.0)) {
-            return bad(
-                &format!(
-                    "Unsupported value: 'temperature' does not support {t} with this model. Only the default (1) value is supported."
-                ),
-                Some("temperature"),
-                Some("unsupported_value"),
-            );
-        }
-    }
-    if !model_exists(&model) {
-        return Completion::UnknownModel(model);
-    }
+    let thinking = check_params(model, request)?;
     let text_of = |roles: &[&str]| {
         messages
             .iter()
@@ -282,9 +402,12 @@ pub(crate) fn completion(
             .collect::<Vec<_>>()
             .join("\n")
     };
+    // Reasoning models never get here with max_tokens: check_params rejects it.
     let max_tokens = request.get("max_completion_tokens").or_else(|| request.get("max_tokens")).and_then(Value::as_u64);
-    Completion::Ready(ReadyCompletion {
-        model,
+    Ok(ReadyCompletion {
+        model: model.id,
+        reasoning: model.is_reasoning(),
+        thinking,
         system: text_of(&["system", "developer"]),
         user: text_of(&["user"]),
         max_tokens,
@@ -296,20 +419,29 @@ impl ReadyCompletion {
     pub(crate) fn render(&self, state: &MockState, azure: bool) -> Value {
         let input = mock_tokens(&self.system) + mock_tokens(&self.user);
         let verdict: Verdict = mock_verdict(&self.system, &self.user);
-        let needed = mock_output_tokens(&verdict);
-        let (message, finish, output) = if mock_refuses(&self.system, &self.user) {
-            (json!({"role": "assistant", "content": null, "refusal": "I'm sorry, I can't help with that."}), "stop", 9)
-        } else if self.max_tokens.is_some_and(|max| max < needed) {
-            // Cut mid-JSON, as a real model stops when it runs out of tokens.
-            let text = verdict_json(&verdict);
-            let cut: String = text.chars().take(text.len() / 2).collect();
-            (json!({"role": "assistant", "content": cut, "refusal": null}), "length", self.max_tokens.unwrap_or(0))
+        let (message, finish, output, reasoning) = if mock_refuses(&self.system, &self.user) {
+            let message =
+                json!({"role": "assistant", "content": null, "refusal": "I'm sorry, I can't help with that."});
+            (message, "stop", self.thinking + 9, self.thinking)
         } else {
-            (
-                json!({"role": "assistant", "content": verdict_json(&verdict), "refusal": null, "annotations": []}),
-                "stop",
-                needed,
-            )
+            match spend(self.thinking, mock_output_tokens(&verdict), self.max_tokens) {
+                Spend::Complete { thinking, verdict: tokens } => (
+                    json!({"role": "assistant", "content": verdict_json(&verdict), "refusal": null, "annotations": []}),
+                    "stop",
+                    thinking + tokens,
+                    thinking,
+                ),
+                // A reasoning model spent the limit thinking: an empty answer, not cut JSON.
+                Spend::Truncated { thinking, total } if self.reasoning => {
+                    (json!({"role": "assistant", "content": "", "refusal": null}), "length", total, thinking)
+                }
+                Spend::Truncated { total, .. } => {
+                    // Cut mid-JSON, as a real model stops when it runs out of tokens.
+                    let text = verdict_json(&verdict);
+                    let cut: String = text.chars().take(text.len() / 2).collect();
+                    (json!({"role": "assistant", "content": cut, "refusal": null}), "length", total, 0)
+                }
+            }
         };
         let mut choice = json!({"index": 0, "message": message, "logprobs": null, "finish_reason": finish});
         let mut value = json!({
@@ -323,7 +455,7 @@ impl ReadyCompletion {
                 "completion_tokens": output,
                 "total_tokens": input + output,
                 "prompt_tokens_details": {"cached_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": 0}
+                "completion_tokens_details": {"reasoning_tokens": reasoning}
             }
         });
         if azure {
@@ -349,5 +481,120 @@ mod tests {
     fn masks_like_openai() {
         assert_eq!(masked("sk-abcdefghijklmnop"), "sk-ab**********mnop");
         assert_eq!(masked("short"), "***");
+    }
+
+    fn model(id: &str) -> Model {
+        match Catalog::default().openai_model(id) {
+            Some(model) => *model,
+            None => panic!("{id} is not served"),
+        }
+    }
+
+    fn body(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn rejected(id: &str, request: Value) -> (&'static str, &'static str, String) {
+        match check_params(&model(id), &body(request)) {
+            Err(r) => (r.param, r.code, r.message),
+            Ok(tokens) => panic!("{id} accepted it, thinking {tokens}"),
+        }
+    }
+
+    #[test]
+    fn temperature_follows_the_catalog() {
+        for id in ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini"] {
+            assert_eq!(check_params(&model(id), &body(json!({"temperature": 0, "max_tokens": 10}))), Ok(0), "{id}");
+        }
+        for id in ["gpt-5.1", "gpt-5-mini", "o4-mini"] {
+            let (param, code, message) = rejected(id, json!({"temperature": 0}));
+            assert_eq!((param, code), ("temperature", "unsupported_value"), "{id}");
+            assert_eq!(
+                message,
+                "Unsupported value: 'temperature' does not support 0 with this model. Only the default (1) value is supported."
+            );
+            assert!(check_params(&model(id), &body(json!({"temperature": 1}))).is_ok(), "{id}");
+            assert!(check_params(&model(id), &body(json!({"temperature": 1.0}))).is_ok(), "{id}");
+            let (param, code, _) = rejected(id, json!({"max_tokens": 100}));
+            assert_eq!((param, code), ("max_tokens", "unsupported_parameter"), "{id}");
+        }
+    }
+
+    #[test]
+    fn reasoning_effort_follows_the_catalog() {
+        let (param, code, message) = rejected("gpt-4o", json!({"reasoning_effort": "low"}));
+        assert_eq!((param, code), ("reasoning_effort", "unsupported_parameter"));
+        assert_eq!(message, "Unsupported parameter: 'reasoning_effort' is not supported with this model.");
+        assert_eq!(rejected("gpt-4.1", json!({"reasoning_effort": null})).0, "reasoning_effort");
+
+        let (param, code, message) = rejected("o4-mini", json!({"reasoning_effort": "none"}));
+        assert_eq!((param, code), ("reasoning_effort", "unsupported_value"));
+        assert!(message.contains("'none'") && message.contains("'low', 'medium', and 'high'"), "{message}");
+        assert_eq!(rejected("gpt-5.1", json!({"reasoning_effort": "minimal"})).1, "unsupported_value");
+        assert_eq!(rejected("gpt-5.1", json!({"reasoning_effort": 3})).1, "unsupported_value");
+    }
+
+    #[test]
+    fn reasoning_tokens_by_effort() {
+        let thinking = |id: &str, request: Value| check_params(&model(id), &body(request));
+        assert_eq!(thinking("gpt-5.1", json!({})), Ok(512));
+        assert_eq!(thinking("gpt-5.1", json!({"reasoning_effort": null})), Ok(512));
+        assert_eq!(thinking("gpt-5.1", json!({"reasoning_effort": "none"})), Ok(0));
+        assert_eq!(thinking("gpt-5.1", json!({"reasoning_effort": "low"})), Ok(64));
+        assert_eq!(thinking("gpt-5.1", json!({"reasoning_effort": "high"})), Ok(2048));
+        assert_eq!(thinking("gpt-5-mini", json!({"reasoning_effort": "minimal"})), Ok(16));
+        assert_eq!(thinking("o4-mini", json!({"reasoning_effort": "medium"})), Ok(512));
+        assert_eq!(thinking("gpt-4o", json!({})), Ok(0));
+    }
+
+    #[test]
+    fn messages_are_checked_before_parameters() {
+        let missing = completion(&body(json!({"temperature": 0})), &model("gpt-5.1")).err().map(|r| r.code);
+        assert_eq!(missing, Some("missing_required_parameter"));
+        let empty =
+            completion(&body(json!({"messages": [], "temperature": 0})), &model("gpt-5.1")).err().map(|r| r.code);
+        assert_eq!(empty, Some("empty_array"));
+        let ready = completion(&body(json!({"messages": [{"role": "user", "content": "x"}]})), &model("o4-mini"));
+        assert!(ready.is_ok_and(|r| r.model == "o4-mini" && r.reasoning && r.thinking == 512));
+    }
+
+    /// Renders a completion of `request` to `id` without a server.
+    fn render(id: &str, request: Value) -> Value {
+        let state = MockState::new(super::super::MockConfig::default());
+        match completion(&body(request), &model(id)) {
+            Ok(ready) => ready.render(&state, false),
+            Err(r) => panic!("{}", r.message),
+        }
+    }
+
+    #[test]
+    fn reasoning_spends_the_completion_limit() {
+        let user = json!([{"role": "user", "content": "mock-score=0.9 the answer"}]);
+        let verdict = mock_output_tokens(&mock_verdict("", "mock-score=0.9 the answer"));
+
+        let full = render("gpt-5.1", json!({"messages": user, "reasoning_effort": "low"}));
+        assert_eq!(full["choices"][0]["finish_reason"], "stop");
+        assert_eq!(full["usage"]["completion_tokens"], 64 + verdict);
+        assert_eq!(full["usage"]["completion_tokens_details"]["reasoning_tokens"], 64);
+
+        // The default effort (medium, 512) does not fit in 100 tokens: an empty answer.
+        let cut = render("gpt-5.1", json!({"messages": user, "max_completion_tokens": 100}));
+        assert_eq!(cut["choices"][0]["finish_reason"], "length");
+        assert_eq!(cut["choices"][0]["message"]["content"], "");
+        assert_eq!(cut["usage"]["completion_tokens"], 100);
+        assert_eq!(cut["usage"]["completion_tokens_details"]["reasoning_tokens"], 100);
+
+        let fits = render("gpt-5.1", json!({"messages": user, "max_completion_tokens": 512 + verdict}));
+        assert_eq!(fits["choices"][0]["finish_reason"], "stop");
+
+        // Non-reasoning models still stop mid-JSON.
+        let cut = render("gpt-4o", json!({"messages": user, "max_tokens": 5}));
+        assert_eq!(cut["choices"][0]["finish_reason"], "length");
+        let Some(text) = cut["choices"][0]["message"]["content"].as_str() else { panic!("no content: {cut}") };
+        assert!(text.starts_with("{\"") && serde_json::from_str::<Value>(text).is_err(), "{text}");
+        assert_eq!(cut["usage"]["completion_tokens_details"]["reasoning_tokens"], 0);
     }
 }

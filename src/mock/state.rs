@@ -21,8 +21,17 @@ pub enum Behaviour {
     Invalid,
     /// OpenAI: lists models but chat fails 401 (missing scope). Others: 403 permission error.
     Restricted,
-    /// Out of credit: OpenAI insufficient_quota, Anthropic spend limit, Gemini daily quota, Azure insufficient_quota.
+    /// OpenAI restricted key without "Models: Read": `/v1/models` and `/v1/models/{id}` fail 401
+    /// (missing scope `api.model.read`), chat works. Other providers: a working key.
+    #[serde(alias = "nomodelread")]
+    NoModelRead,
+    /// Out of credit: OpenAI 429 insufficient_quota, Anthropic 400 "credit balance is too low",
+    /// Gemini 429 daily quota, Azure 429 insufficient_quota.
     Quota,
+    /// Anthropic: the workspace's own spend limit reached, 400 "You have reached your specified API
+    /// usage limits". Other providers: as [`Behaviour::Quota`].
+    #[serde(alias = "spendlimit")]
+    SpendLimit,
     /// 429 with Retry-After 1 on every request.
     #[serde(alias = "ratelimit", alias = "rate_limit")]
     RateLimited,
@@ -34,10 +43,13 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
-    /// The default behaviour of a key, from a marker substring: "invalid", "restricted", "quota",
-    /// "ratelimit", "servererror", "slow"; any other key works.
+    /// The default behaviour of a key, from a marker substring: "nomodelread", "spendlimit",
+    /// "invalid", "restricted", "quota", "ratelimit", "servererror", "slow"; any other key works.
+    /// The first marker found in this order wins.
     pub fn for_key(key: &str) -> Self {
-        const MARKERS: [(&str, Behaviour); 6] = [
+        const MARKERS: [(&str, Behaviour); 8] = [
+            ("nomodelread", Behaviour::NoModelRead),
+            ("spendlimit", Behaviour::SpendLimit),
             ("invalid", Behaviour::Invalid),
             ("restricted", Behaviour::Restricted),
             ("quota", Behaviour::Quota),
@@ -55,6 +67,7 @@ pub(crate) enum Injected {
     Unauthorized,
     Restricted,
     Quota,
+    SpendLimit,
     RateLimit,
     ServerError,
 }
@@ -74,10 +87,13 @@ pub(crate) enum Stage {
 pub(crate) fn injected(behaviour: Behaviour, stage: Stage, quota_blocks_listing: bool) -> Option<Injected> {
     use Behaviour as B;
     match (behaviour, stage) {
-        (B::Normal | B::Slow, _) => None,
+        // NoModelRead only changes OpenAI's model listings, which decide it themselves.
+        (B::Normal | B::Slow | B::NoModelRead, _) => None,
         (B::Quota, Stage::Generation) => Some(Injected::Quota),
         (B::Quota, Stage::Listing { .. }) if quota_blocks_listing => Some(Injected::Quota),
-        (B::Quota, _) | (_, Stage::Generation) => None,
+        (B::SpendLimit, Stage::Generation) => Some(Injected::SpendLimit),
+        (B::SpendLimit, Stage::Listing { .. }) if quota_blocks_listing => Some(Injected::SpendLimit),
+        (B::Quota | B::SpendLimit, _) | (_, Stage::Generation) => None,
         (B::Invalid, _) => Some(Injected::Unauthorized),
         (B::Restricted, Stage::Listing { restricted_ok: true }) => None,
         (B::Restricted, _) => Some(Injected::Restricted),
@@ -193,6 +209,15 @@ mod tests {
         assert_eq!(Behaviour::for_key("sk-invalid-1"), Behaviour::Invalid);
         assert_eq!(Behaviour::for_key("sk-ratelimit"), Behaviour::RateLimited);
         assert_eq!(Behaviour::for_key("servererror"), Behaviour::ServerError);
+        assert_eq!(Behaviour::for_key("sk-nomodelread-1"), Behaviour::NoModelRead);
+        assert_eq!(Behaviour::for_key("sk-ant-spendlimit"), Behaviour::SpendLimit);
+        assert_eq!(Behaviour::for_key("sk-quota"), Behaviour::Quota);
+        // Markers never overlap; a key carrying two takes the first in the documented order.
+        assert_eq!(Behaviour::for_key("sk-quota-spendlimit"), Behaviour::SpendLimit);
+        let parsed: Behaviour = serde_json::from_str("\"spendlimit\"").unwrap();
+        assert_eq!(parsed, Behaviour::SpendLimit);
+        let parsed: Behaviour = serde_json::from_str("\"no_model_read\"").unwrap();
+        assert_eq!(parsed, Behaviour::NoModelRead);
     }
 
     #[test]
@@ -221,5 +246,12 @@ mod tests {
         assert_eq!(injected(Behaviour::Quota, Stage::Generation, false), Some(Injected::Quota));
         assert_eq!(injected(Behaviour::Invalid, Stage::Generation, false), None);
         assert_eq!(injected(Behaviour::Invalid, Stage::Request, false), Some(Injected::Unauthorized));
+        assert_eq!(injected(Behaviour::SpendLimit, r, false), None);
+        assert_eq!(injected(Behaviour::SpendLimit, r, true), Some(Injected::SpendLimit));
+        assert_eq!(injected(Behaviour::SpendLimit, Stage::Request, false), None);
+        assert_eq!(injected(Behaviour::SpendLimit, Stage::Generation, false), Some(Injected::SpendLimit));
+        for stage in [r, Stage::Listing { restricted_ok: false }, Stage::Request, Stage::Generation] {
+            assert_eq!(injected(Behaviour::NoModelRead, stage, true), None);
+        }
     }
 }

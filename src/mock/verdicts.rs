@@ -62,6 +62,28 @@ pub fn mock_usage(system: &str, user: &str) -> Usage {
     }
 }
 
+/// How a model spends its output-token limit on a verdict. Thinking comes first and counts
+/// against the same limit as the answer (`max_completion_tokens`, `maxOutputTokens`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Spend {
+    /// Thought `thinking` tokens, then wrote the whole verdict in `verdict` tokens.
+    Complete { thinking: u64, verdict: u64 },
+    /// Ran out at the limit (`total`): `thinking` of those tokens went to thoughts (all of them
+    /// when the limit fell inside the thinking), and the verdict was not finished.
+    Truncated { thinking: u64, total: u64 },
+}
+
+/// What a model spends when it thinks `thinking` tokens before a verdict of `verdict` tokens,
+/// under an optional output limit.
+pub(crate) fn spend(thinking: u64, verdict: u64, limit: Option<u64>) -> Spend {
+    match limit {
+        Some(limit) if thinking.checked_add(verdict).is_none_or(|needed| limit < needed) => {
+            Spend::Truncated { thinking: thinking.min(limit), total: limit }
+        }
+        _ => Spend::Complete { thinking, verdict },
+    }
+}
+
 /// The verdict as the JSON text a model would write.
 pub(crate) fn verdict_json(verdict: &Verdict) -> String {
     serde_json::json!({"score": verdict.score, "pass": verdict.pass, "reason": verdict.reason}).to_string()
@@ -106,5 +128,18 @@ mod tests {
         let usage = mock_usage("Judge strictly. mock-score=0.83", "the answer");
         // 3 words -> 4, 2 words -> 3; the reason has 8 words -> 11, + 6.
         assert_eq!(usage, Usage { input_tokens: 7, output_tokens: 17 });
+    }
+
+    #[test]
+    fn thinking_counts_against_the_limit() {
+        assert_eq!(spend(0, 17, None), Spend::Complete { thinking: 0, verdict: 17 });
+        assert_eq!(spend(512, 17, None), Spend::Complete { thinking: 512, verdict: 17 });
+        assert_eq!(spend(512, 17, Some(529)), Spend::Complete { thinking: 512, verdict: 17 });
+        // One token short of thinking + verdict: the verdict is lost.
+        assert_eq!(spend(512, 17, Some(528)), Spend::Truncated { thinking: 512, total: 528 });
+        // The limit falls inside the thinking: every token went to thoughts.
+        assert_eq!(spend(512, 17, Some(100)), Spend::Truncated { thinking: 100, total: 100 });
+        assert_eq!(spend(0, 17, Some(10)), Spend::Truncated { thinking: 0, total: 10 });
+        assert_eq!(spend(u64::MAX, 17, Some(u64::MAX)), Spend::Truncated { thinking: u64::MAX, total: u64::MAX });
     }
 }
