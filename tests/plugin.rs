@@ -85,9 +85,13 @@ async fn plugin_create_list_test_set_default_revoke() {
     let ran = byok(&env, &["list"], None).await;
     assert!(ran.ok, "{ran:?}");
     let header = ran.stdout.lines().next().unwrap_or_default().to_string();
-    assert!(header.split_whitespace().eq(["NAME", "PROVIDER", "DEFAULT", "PREFIX", "STATUS", "KEK", "AGE"]), "{ran:?}");
+    assert!(
+        header.split_whitespace().eq(["NAME", "PROVIDER", "DEFAULT", "PREFIX", "STATUS", "MODEL", "KEK", "AGE"]),
+        "{ran:?}"
+    );
     let row = ran.stdout.lines().find(|l| l.starts_with("main ")).unwrap_or_default().to_string();
     assert!(row.contains(&key[..8]) && row.contains("Ready") && row.contains("true"), "{ran:?}");
+    assert!(row.contains("gpt-5.1") && !row.contains("deprecated"), "the current default model: {ran:?}");
     let ran = byok(&env, &["list", "-o", "json"], None).await;
     let listed: Vec<ByokKey> = serde_json::from_str(&ran.stdout).expect("list -o json");
     assert_eq!(listed.len(), 1);

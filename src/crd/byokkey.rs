@@ -28,6 +28,8 @@ pub const TEST_REQUESTED_ANNOTATION: &str = "launchgate.ai/test-requested";
     printcolumn = r#"{"name":"Default","type":"boolean","jsonPath":".status.effectiveDefault"}"#,
     printcolumn = r#"{"name":"Prefix","type":"string","jsonPath":".status.keyPrefix"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Model","type":"string","priority":1,"jsonPath":".status.model"}"#,
+    printcolumn = r#"{"name":"Model Lifecycle","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"ModelDeprecated\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new(

@@ -219,6 +219,16 @@ fn request_id(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String
     headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(200).collect())
 }
 
+/// A 2xx body that is not what the provider documents: say so without echoing it at length.
+fn unexpected_body(status: u16, what: &str) -> CheckOutcome {
+    CheckOutcome::Unknown {
+        reason: TransientReason::UnexpectedResponse,
+        http_status: Some(status),
+        retry_after: None,
+        message: format!("HTTP {status} but the body is not {what}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,15 +244,5 @@ mod tests {
         assert_eq!(explain_retired(Provider::Anthropic, unknown, today).reason(), "ModelNotFound");
         let dying = JudgeError::ModelNotFound { model: "gpt-4o".into(), status: 404, message: "m".into() };
         assert_eq!(explain_retired(Provider::OpenAi, dying, today).reason(), "ModelNotFound", "not shut down yet");
-    }
-}
-
-/// A 2xx body that is not what the provider documents: say so without echoing it at length.
-fn unexpected_body(status: u16, what: &str) -> CheckOutcome {
-    CheckOutcome::Unknown {
-        reason: TransientReason::UnexpectedResponse,
-        http_status: Some(status),
-        retry_after: None,
-        message: format!("HTTP {status} but the body is not {what}"),
     }
 }

@@ -277,7 +277,7 @@ mod tests {
             let row = lookup(provider, model).unwrap_or_else(|| panic!("default {model} has no lifecycle row"));
             assert_eq!(row.stage, Stage::Current, "default {model} must be current");
             assert_eq!(notice(provider, model, next_quarter, None), None, "{model}");
-            assert_eq!(temperature(provider, model).is_some(), true);
+            assert!(temperature(provider, model).is_some());
         }
     }
 

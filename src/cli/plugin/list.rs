@@ -5,8 +5,9 @@ use kube::{Api, ResourceExt};
 
 use super::ctx::Ctx;
 use super::error::Error;
-use super::output::{age, structured, table};
+use super::output::{age, condition, structured, table};
 use crate::crd::ByokKey;
+use crate::crd::conditions::{MODEL_DEPRECATED, lifecycle};
 
 pub async fn list(ctx: &Ctx, all_namespaces: bool) -> Result<(), Error> {
     let api: Api<ByokKey> = if all_namespaces { Api::all(ctx.client.clone()) } else { ctx.keys() };
@@ -21,7 +22,7 @@ pub async fn list(ctx: &Ctx, all_namespaces: bool) -> Result<(), Error> {
         eprintln!("No ByokKeys found in {where_}; create one with `kubectl byok create NAME --provider P`");
         return Ok(());
     }
-    let mut header = vec!["NAME", "PROVIDER", "DEFAULT", "PREFIX", "STATUS", "KEK", "AGE"];
+    let mut header = vec!["NAME", "PROVIDER", "DEFAULT", "PREFIX", "STATUS", "MODEL", "KEK", "AGE"];
     if all_namespaces {
         header.insert(0, "NAMESPACE");
     }
@@ -39,6 +40,7 @@ fn row(k: &ByokKey, with_namespace: bool) -> Vec<String> {
         st.effective_default.to_string(),
         st.key_prefix.unwrap_or_else(dash),
         st.phase.map_or_else(|| "Pending".to_string(), |p| format!("{p:?}")),
+        model(k),
         st.kek_id.unwrap_or_else(dash),
         age(k.metadata.creation_timestamp.as_ref()),
     ];
@@ -46,4 +48,14 @@ fn row(k: &ByokKey, with_namespace: bool) -> Vec<String> {
         row.insert(0, k.namespace().unwrap_or_default());
     }
     row
+}
+
+/// The validated model, marked when the provider or the lifecycle table says it is dying.
+fn model(k: &ByokKey) -> String {
+    let Some(model) = k.status.as_ref().and_then(|s| s.model.clone()) else { return "-".into() };
+    match condition(k, MODEL_DEPRECATED) {
+        Some(("True", lifecycle::RETIRED, _)) => format!("{model} (retired)"),
+        Some(("True", _, _)) => format!("{model} (deprecated)"),
+        _ => model,
+    }
 }
