@@ -123,7 +123,10 @@ async fn valid_keys_are_valid() {
         let outcome = f.check(target, &key, None).await;
         // Azure's check is an empty chat request: its 400 (the empty message list) is the good answer.
         let status = if matches!(target, Target::AzureV1 | Target::AzureDated) { 400 } else { 200 };
-        assert!(matches!(outcome, CheckOutcome::Valid { http_status, .. } if http_status == status), "{target:?}: {outcome:?}");
+        assert!(
+            matches!(outcome, CheckOutcome::Valid { http_status, .. } if http_status == status),
+            "{target:?}: {outcome:?}"
+        );
         assert_eq!(outcome.reason_str(), "Valid");
         assert_eq!(f.mock.requests_for_key(&key), target.check_requests(), "{target:?}");
     }
@@ -749,10 +752,10 @@ async fn mock_speaks_each_providers_wire_format() {
     assert_eq!(status, 404);
     let chat = |d: &str| format!("{base}/azure/openai/deployments/{d}/chat/completions?api-version=2024-10-21");
     let empty = json!({"messages": []});
-    let (status, v) =
-        json_of(http.post(chat("nope")).header("api-key", "k").json(&empty).send().await.unwrap()).await;
+    let (status, v) = json_of(http.post(chat("nope")).header("api-key", "k").json(&empty).send().await.unwrap()).await;
     assert_eq!((status, v["error"]["code"].as_str()), (404, Some("DeploymentNotFound")));
-    let (status, _) = json_of(http.post(chat("gpt-4o")).header("api-key", "k").json(&empty).send().await.unwrap()).await;
+    let (status, _) =
+        json_of(http.post(chat("gpt-4o")).header("api-key", "k").json(&empty).send().await.unwrap()).await;
     assert_eq!(status, 400);
 
     // Gemini /v1 refuses the fields only /v1beta takes; /v1beta takes them.
