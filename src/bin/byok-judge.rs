@@ -3,23 +3,30 @@
 //!   to an in-memory emptyDir. Prints the key prefix only.
 //! - `run` (judge container): scores its shard of the cases and reports results to the broker;
 //!   exits 0 only once the final report was accepted, so the Job retries a pod that could not.
+//! - `smoke` (people, not pods): validates the key in `BYOK_SMOKE_KEY` against a provider's real API
+//!   as the operator would, scores three fixed cases as a judge pod would, and prints the result
+//!   as one JSON line; `smoke-table` renders such lines. Driven by `hack/live-smoke.sh`.
 //!
-//! Logs go to stderr (RUST_LOG, default info). Neither the key nor a token is ever logged.
+//! Logs go to stderr (RUST_LOG, default info; warn for `smoke`). Neither the key nor a token is
+//! ever logged.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use byok_operator::crd::ScorerType;
+use byok_operator::crd::{AzureSpec, Provider, ScorerType};
 use byok_operator::judge::cases::parse_shard;
 use byok_operator::judge::client::{HttpReporter, fetch_key, read_key_file, write_key_file};
 use byok_operator::judge::pin::PinnedFile;
 use byok_operator::judge::runner::{ReportPacing, ShardRun, run_shard};
 use byok_operator::judge::scorers::scorer_names;
+use byok_operator::judge::smoke::{self, NoteRow, TableLine};
 use byok_operator::judge::summary::{summarize, usage};
 use byok_operator::judge::wire::{CaseResult, JudgeConfig};
+use byok_operator::providers::Endpoints;
 use clap::{Parser, Subcommand};
+use secrecy::SecretString;
 use zeroize::Zeroize as _;
 
 #[derive(Parser)]
@@ -35,6 +42,12 @@ enum Command {
     FetchKey(FetchKey),
     /// Score this pod's shard of the cases and report the results to the broker.
     Run(Run),
+    /// Live smoke test of one provider key, read from the BYOK_SMOKE_KEY environment variable
+    /// (never from the command line): validate it, score three cases, print one JSON line.
+    /// Exits 0 when the key is Valid and no case errored. See hack/live-smoke.sh.
+    Smoke(Smoke),
+    /// Print the JSON lines of `smoke` runs (stdin) as a table; exits 1 if any provider failed.
+    SmokeTable,
 }
 
 #[derive(Parser)]
@@ -99,6 +112,45 @@ struct Run {
     results_out: Option<PathBuf>,
 }
 
+#[derive(Parser)]
+struct Smoke {
+    /// openai, anthropic, google or azure_openai.
+    #[arg(long, value_parser = parse_provider)]
+    provider: Provider,
+    /// Judge model; the operator's default for the provider when omitted (Azure: the deployment).
+    #[arg(long)]
+    model: Option<String>,
+    /// Azure OpenAI resource endpoint, e.g. https://my-resource.openai.azure.com (must be on the
+    /// default allow-list unless --azure-base-url replaces it).
+    #[arg(long)]
+    azure_endpoint: Option<String>,
+    /// Azure OpenAI deployment to validate and call.
+    #[arg(long)]
+    azure_deployment: Option<String>,
+    /// Azure OpenAI dated API version; the v1 API when omitted.
+    #[arg(long)]
+    azure_api_version: Option<String>,
+    /// Instead of https://api.openai.com/v1 (a gateway, or the mock provider).
+    #[arg(long)]
+    openai_base_url: Option<String>,
+    /// Instead of https://api.anthropic.com.
+    #[arg(long)]
+    anthropic_base_url: Option<String>,
+    /// Instead of https://generativelanguage.googleapis.com.
+    #[arg(long)]
+    google_base_url: Option<String>,
+    /// Replaces the Azure OpenAI endpoint (a gateway, or the mock provider).
+    #[arg(long)]
+    azure_base_url: Option<String>,
+}
+
+fn parse_provider(value: &str) -> Result<Provider, String> {
+    Provider::ALL.into_iter().find(|p| p.as_str() == value).ok_or_else(|| {
+        let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+        format!("unknown provider {value:?} (expected one of {})", names.join(", "))
+    })
+}
+
 /// A completion index; an empty value (the variable set but blank, outside an Indexed Job) is 0.
 fn parse_index(value: &str) -> Result<u32, String> {
     match value.trim() {
@@ -108,11 +160,16 @@ fn parse_index(value: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A smoke test prints its own results: its logs are for problems only.
+    let default_level = match cli.command {
+        Command::FetchKey(_) | Command::Run(_) => "info",
+        Command::Smoke(_) | Command::SmokeTable => "warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -122,12 +179,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::FetchKey(args) => fetch(args).await,
-            Command::Run(args) => run(args).await,
+            Command::FetchKey(args) => fetch(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Run(args) => run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Smoke(args) => smoke_test(args).await.map(|()| ExitCode::SUCCESS),
+            Command::SmokeTable => smoke_table(),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             tracing::error!("{error:#}");
             ExitCode::FAILURE
@@ -208,4 +267,83 @@ fn write_results(path: &Path, results: &[CaseResult]) -> anyhow::Result<()> {
         out.write_all(b"\n")?;
     }
     out.flush().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs the smoke test and prints its row; on an error before a row exists, prints a note row
+/// saying why, so the table still shows the provider as failed.
+async fn smoke_test(args: Smoke) -> anyhow::Result<()> {
+    let provider = args.provider;
+    let result = smoke_row(args).await;
+    let line = match &result {
+        Ok(row) => TableLine::Row(Box::new(row.clone())),
+        Err(error) => {
+            TableLine::Note(NoteRow { provider: provider.to_string(), skipped: false, message: format!("{error:#}") })
+        }
+    };
+    println!("{}", serde_json::to_string(&line).context("cannot print the smoke result")?);
+    let row = result?;
+    if !row.ok {
+        let (_, _, errored) = row.counts();
+        bail!(
+            "{provider}: smoke test failed (validation {}, {errored} case(s) errored, {} case result(s))",
+            row.validation.reason,
+            row.cases.len()
+        );
+    }
+    Ok(())
+}
+
+async fn smoke_row(args: Smoke) -> anyhow::Result<smoke::SmokeRow> {
+    let key = smoke_key()?;
+    let azure = match (args.provider, args.azure_endpoint, args.azure_deployment) {
+        (Provider::AzureOpenAi, Some(endpoint), Some(deployment)) => {
+            Some(AzureSpec { endpoint, deployment, api_version: args.azure_api_version })
+        }
+        (Provider::AzureOpenAi, _, _) => bail!("azure_openai needs --azure-endpoint and --azure-deployment"),
+        _ => None,
+    };
+    let mut endpoints = Endpoints::default();
+    for (url, slot) in [
+        (args.openai_base_url, &mut endpoints.openai),
+        (args.anthropic_base_url, &mut endpoints.anthropic),
+        (args.google_base_url, &mut endpoints.google),
+    ] {
+        if let Some(url) = url {
+            *slot = url;
+        }
+    }
+    endpoints.azure = args.azure_base_url;
+    Ok(smoke::run(args.provider, key, args.model, azure, endpoints).await?)
+}
+
+/// The key, from the environment only. The error never shows the value (std's does, for a value
+/// that is not Unicode).
+fn smoke_key() -> anyhow::Result<SecretString> {
+    match std::env::var_os(smoke::KEY_ENV) {
+        None => bail!("no key: set {} in the environment (never on the command line)", smoke::KEY_ENV),
+        Some(value) => match value.into_string() {
+            Ok(key) if key.is_empty() => bail!("{} is empty", smoke::KEY_ENV),
+            Ok(key) => Ok(SecretString::from(key)),
+            Err(_) => bail!("{} is not valid UTF-8", smoke::KEY_ENV),
+        },
+    }
+}
+
+/// Reads `smoke` JSON lines from stdin and prints the table; exits 1 if a provider failed (the
+/// table says which).
+fn smoke_table() -> anyhow::Result<ExitCode> {
+    let mut lines = Vec::new();
+    for (index, line) in std::io::stdin().lines().enumerate() {
+        let line = line.context("cannot read the smoke results")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: TableLine =
+            serde_json::from_str(&line).with_context(|| format!("line {} is not a smoke result", index + 1))?;
+        lines.push(parsed);
+    }
+    let (table, failed) = smoke::render_table(&lines);
+    print!("{table}");
+    std::io::stdout().flush().context("cannot print the table")?;
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

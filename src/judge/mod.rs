@@ -10,4 +10,5 @@ pub mod pin;
 pub mod report;
 pub mod runner;
 pub mod scorers;
+pub mod smoke;
 pub mod summary;
