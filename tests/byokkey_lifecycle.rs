@@ -37,9 +37,9 @@ async fn each_provider_is_imported_encrypted_and_ready() {
         // sourcePolicy Delete (the default): the plaintext source is gone.
         let src = env.secrets().get_opt(&format!("{name}-src")).await.expect("get");
         assert!(src.is_none(), "{name}: source Secret deleted");
-        // One check: OpenAI lists models and probes for a restricted key, Azure lists models and
-        // looks up the deployment; Anthropic and Google need one call.
-        let per_check = if matches!(*name, "openai" | "azure") { 2 } else { 1 };
+        // One check: OpenAI lists models and probes for a restricted key; Azure sends one empty chat
+        // request (key, endpoint and deployment at once); Anthropic and Google need one call.
+        let per_check = if *name == "openai" { 2 } else { 1 };
         assert_eq!(env.mock.requests_for_key(plaintext), per_check, "{name}: exactly one validation");
     }
     env.assert_no_plaintext().await;
