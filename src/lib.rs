@@ -6,6 +6,8 @@ pub mod controller;
 pub mod crd;
 pub mod crypto;
 pub mod judge;
+pub mod labels;
 pub mod metrics;
 pub mod mock;
+pub mod names;
 pub mod providers;

@@ -11,7 +11,7 @@ use kube::runtime::reflector::Store;
 
 use super::Refusal;
 use super::authn::PodIdentity;
-use crate::controller::evaljob::desired::{EVALJOB_UID_LABEL, same_judge_pod};
+use crate::controller::evaljob::desired::same_judge_pod;
 use crate::crd::{EvalJob, EvalPhase};
 
 /// A pod proven to belong to an EvalJob's current Job.
@@ -110,7 +110,7 @@ pub fn matches_template(pod: &Pod, job: &Job, evaljob: &EvalJob) -> Result<(), R
     let Some(template) = job.spec.as_ref().map(|s| &s.template) else { return no };
     let (Some(want), Some(have)) = (template.spec.as_ref(), pod.spec.as_ref()) else { return no };
     let label = |labels: Option<&std::collections::BTreeMap<String, String>>| {
-        labels.and_then(|l| l.get(EVALJOB_UID_LABEL)).cloned()
+        labels.and_then(|l| l.get(crate::labels::EVALJOB_UID)).cloned()
     };
     let template_label = label(template.metadata.as_ref().and_then(|m| m.labels.as_ref()));
     if label(pod.metadata.labels.as_ref()) != evaljob.uid() || template_label != evaljob.uid() {

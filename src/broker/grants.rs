@@ -12,8 +12,8 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::authn::PodIdentity;
-use crate::controller::labels;
 use crate::crd::EvalJob;
+use crate::labels;
 
 const COMPONENT: &str = "key-grant";
 /// Records outlive any pod that could ask again: a judge Job's deadline is at most 24 hours.
@@ -50,8 +50,7 @@ impl Grant {
 
     /// The record: named by the pod uid, so creating it twice fails.
     pub fn record(&self, operator_namespace: &str) -> ConfigMap {
-        let mut l = labels::managed();
-        l.insert(labels::COMPONENT.into(), COMPONENT.into());
+        let l = labels::component(COMPONENT);
         let data = BTreeMap::from([
             ("namespace".to_string(), self.namespace.clone()),
             ("pod".to_string(), self.pod.clone()),
@@ -119,7 +118,7 @@ pub async fn warn_evaljob(recorder: &Recorder, evaljob: &EvalJob, pod: &str) {
 /// Deletes grant records older than any pod that could still ask, every `every`.
 pub async fn sweep(client: Client, operator_namespace: String, every: std::time::Duration) {
     let api: Api<ConfigMap> = Api::namespaced(client, &operator_namespace);
-    let selector = format!("{}={COMPONENT},{}={}", labels::COMPONENT, labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
+    let selector = labels::component_selector(COMPONENT);
     let mut ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(every));
     while ticks.next().await.is_some() {
         let list = match api.list_metadata(&ListParams::default().labels(&selector)).await {

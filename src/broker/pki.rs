@@ -11,7 +11,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::controller::labels;
+use crate::labels;
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";

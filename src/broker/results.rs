@@ -5,10 +5,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::controller::evaljob::desired::EVALJOB_UID_LABEL;
-use crate::controller::{FIELD_MANAGER, labels};
 use crate::crd::EvalJob;
 use crate::judge::wire::ResultsReport;
+use crate::labels::{self, EVALJOB_UID, FIELD_MANAGER};
 
 /// Annotation on results ConfigMaps: shard, total, done.
 pub const SHARD_ANNOTATION: &str = "launchgate.ai/shard";
@@ -81,7 +80,7 @@ pub const MAX_PARTS: usize = crate::judge::wire::MAX_REPORT_BYTES / PART_BYTES +
 
 /// Name of part `part` of shard `shard`'s results of EvalJob `ej`.
 pub fn part_name(ej: &str, shard: u32, part: usize) -> String {
-    crate::controller::names::bounded(ej, &format!("results-{shard}-{part}"))
+    crate::names::bounded(ej, &format!("results-{shard}-{part}"))
 }
 
 /// The ConfigMaps holding a shard's results: `results.jsonl` split into parts under 1 MiB.
@@ -98,9 +97,8 @@ pub fn results_config_maps(ej: &EvalJob, report: &ResultsReport, mac: &ResultsMa
         }
     }
     let shard = format!("{}/{}/{}", report.shard, report.total, if report.done { "done" } else { "running" });
-    let mut l = labels::managed();
-    l.insert(labels::COMPONENT.into(), RESULTS_COMPONENT.into());
-    l.insert(EVALJOB_UID_LABEL.into(), ej.uid().unwrap_or_default());
+    let mut l = labels::component(RESULTS_COMPONENT);
+    l.insert(EVALJOB_UID.into(), ej.uid().unwrap_or_default());
     parts
         .into_iter()
         .enumerate()

@@ -7,8 +7,9 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
 use crate::controller::byokkey::desired::envelope_kek;
-use crate::controller::{Error, keyring, labels};
+use crate::controller::{Error, keyring};
 use crate::crd::ByokKey;
+use crate::labels;
 
 /// How many ByokKeys and ciphertexts use each KEK of the keyring.
 #[derive(Debug, Default, PartialEq, Eq)]

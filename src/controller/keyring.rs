@@ -12,8 +12,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{Error, labels};
+use super::Error;
 use crate::crypto::Keyring;
+use crate::labels;
 
 /// Secret type of the keyring, to tell it apart from ordinary Secrets.
 pub const KEYRING_SECRET_TYPE: &str = "launchgate.ai/kek-keyring";

@@ -4,18 +4,13 @@ pub mod byokkey;
 mod context;
 pub mod evaljob;
 pub mod keyring;
-pub mod labels;
 pub mod leader;
 pub mod loglevel;
 pub mod memo;
-pub mod names;
 pub mod operator;
 pub mod sealing;
 
 pub use context::{Context, OperatorConfig};
-
-/// The one field manager every server-side apply of the operator uses.
-pub const FIELD_MANAGER: &str = "byok-operator";
 
 /// Errors a reconcile can end with. None of them carries key material.
 #[derive(Debug, thiserror::Error)]

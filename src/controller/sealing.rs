@@ -6,8 +6,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
-use super::{Error, FIELD_MANAGER, labels};
+use super::Error;
 use crate::crypto::sealing::SealingKey;
+use crate::labels::{self, FIELD_MANAGER};
 
 /// Name of both the private-key Secret and the public-key ConfigMap.
 pub const SEALING_KEY_NAME: &str = "byok-sealing-key";

@@ -7,9 +7,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
 
-use crate::controller::labels;
 use crate::crd::{ByokKey, KeyPhase};
 use crate::crypto::Envelope;
+use crate::labels;
 
 /// Data key of the encrypted Secret that holds the envelope.
 pub const ENVELOPE_DATA_KEY: &str = "envelope";
@@ -37,12 +37,8 @@ pub fn encrypted_secret_name(byokkey: &str) -> String {
         return name;
     }
     // Keep within the name limit while staying unique: truncate and add a stable hash.
-    let hash = fnv1a(byokkey.as_bytes());
+    let hash = crate::names::fnv1a(byokkey.as_bytes());
     format!("{}-{hash:016x}", &name[..253 - 17])
-}
-
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Identity of a source Secret version: a change means there is a new key to import.

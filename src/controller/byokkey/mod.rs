@@ -20,8 +20,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{Context, Error, labels};
+use super::{Context, Error};
 use crate::crd::ByokKey;
+use crate::labels;
 
 /// Finalizer that removes the encrypted Secret before a ByokKey goes away.
 pub const FINALIZER: &str = "launchgate.ai/byokkey-cleanup";

@@ -17,11 +17,12 @@ use serde_json::json;
 use super::desired::{self, ENVELOPE_DATA_KEY, IMPORTED_FROM_ANNOTATION, condition, set_condition};
 use super::import::{self, ImportError};
 use super::validation::{self, Trigger};
-use crate::controller::{Context, Error, FIELD_MANAGER};
+use crate::controller::{Context, Error};
 use crate::crd::conditions::byokkey::{DEFAULT, IMPORTED, MODEL_DEPRECATED, READY, VALIDATED};
 use crate::crd::{ByokKey, ByokKeyStatus, KeyPhase, TEST_REQUESTED_ANNOTATION};
 use crate::crypto::sealing::AzureTarget;
 use crate::crypto::{self, Aad, Envelope};
+use crate::labels::FIELD_MANAGER;
 use crate::providers::{self, KeyCheck, models};
 
 /// Identity of the key being reconciled, read once.
@@ -231,7 +232,7 @@ async fn import_sealed(
     // An Azure key's target is part of what was imported: editing spec.azure means checking the
     // sealed binding again, and the key is not used meanwhile.
     let bound = azure.as_ref().map_or_else(String::new, |a| format!("\0{}\0{}", a.endpoint, a.deployment));
-    let version = format!("sealed/{:016x}", desired::fnv1a(format!("{sealed}{bound}").as_bytes()));
+    let version = format!("sealed/{:016x}", crate::names::fnv1a(format!("{sealed}{bound}").as_bytes()));
     if recorded.as_deref() == Some(version.as_str()) {
         return Ok(Import::Unchanged);
     }

@@ -14,19 +14,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::controller::byokkey::desired::condition;
-use crate::controller::{labels, names};
 use crate::crd::conditions::{MODEL_DEPRECATED, lifecycle};
 use crate::crd::{AzureSpec, ByokKey, EvalJob, Provider};
 use crate::judge::pin;
 use crate::judge::wire::{self, EndpointsConfig, JudgeConfig};
+use crate::labels::{self, EVALJOB_UID};
+use crate::names;
 use crate::providers::models::{self, CHECKED};
 
 /// ConfigMap (in each EvalJob namespace) with the broker's CA certificate, for the judge pods.
 pub const CA_BUNDLE_CONFIGMAP: &str = "byok-broker-ca";
 pub const CASES_FILE: &str = "cases.jsonl";
 pub const CONFIG_FILE: &str = "config.json";
-/// Label on everything an EvalJob owns: its uid.
-pub const EVALJOB_UID_LABEL: &str = "launchgate.ai/evaljob-uid";
 /// The judge runs as this non-root user; the key file belongs to it.
 const JUDGE_UID: i64 = 65532;
 
@@ -127,9 +126,8 @@ pub fn job_name(ej: &str) -> String {
 }
 
 fn owned_meta(ej: &EvalJob, name: String, component: &str) -> ObjectMeta {
-    let mut l = labels::managed();
-    l.insert(labels::COMPONENT.into(), component.into());
-    l.insert(EVALJOB_UID_LABEL.into(), ej.uid().unwrap_or_default());
+    let mut l = labels::component(component);
+    l.insert(EVALJOB_UID.into(), ej.uid().unwrap_or_default());
     ObjectMeta {
         name: Some(name),
         namespace: ej.namespace(),
@@ -172,13 +170,11 @@ pub fn owned_config_map(ej: &EvalJob, name: String, component: &str, data: BTree
 
 /// The CA bundle ConfigMap published to an EvalJob namespace.
 pub fn ca_bundle(namespace: &str, ca_pem: &str) -> ConfigMap {
-    let mut l = labels::managed();
-    l.insert(labels::COMPONENT.into(), "broker-ca".into());
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(CA_BUNDLE_CONFIGMAP.into()),
             namespace: Some(namespace.into()),
-            labels: Some(l),
+            labels: Some(labels::component("broker-ca")),
             ..Default::default()
         },
         data: Some(BTreeMap::from([("ca.crt".to_string(), ca_pem.to_string())])),

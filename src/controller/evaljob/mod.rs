@@ -16,7 +16,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use super::{Error, labels};
+use super::Error;
 use crate::crd::{ByokKey, EvalJob, EvalPhase};
 use crate::providers::ModelTable;
 pub use desired::JudgeSettings;
@@ -80,7 +80,7 @@ pub async fn run(
     make_ctx: impl FnOnce(Store<Job>) -> EvalContext,
     ready: tokio::sync::oneshot::Sender<EvalStores>,
 ) {
-    let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
+    let selector = crate::labels::managed_selector();
     let (job_store, job_writer) = reflector::store();
     let jobs = watcher(apis.jobs, watcher::Config::default().labels(&selector))
         .default_backoff()

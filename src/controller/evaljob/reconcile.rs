@@ -15,13 +15,14 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::EvalContext;
-use super::desired::{self, EVALJOB_UID_LABEL};
+use super::desired;
 use crate::broker::results::{MAX_PARTS, RESULTS_COMPONENT, RESULTS_FILE, SHARD_ANNOTATION, part_name};
+use crate::controller::Error;
 use crate::controller::byokkey::desired::{condition, set_condition};
-use crate::controller::{Error, FIELD_MANAGER};
 use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, KeyPhase, Progress, ResultsRef, ScorerType};
 use crate::judge::wire::CaseResult;
 use crate::judge::{junit, scorers, summary};
+use crate::labels::{self, EVALJOB_UID, FIELD_MANAGER};
 
 use crate::crd::conditions::evaljob::{CASES_READY, COMPLETE, KEY_RESOLVED, MODEL_DEPRECATED, RESULTS_TRUSTED};
 
@@ -66,7 +67,7 @@ struct Collected {
 /// written: memory stays bounded by the EvalJob's own results whatever else a tenant creates.
 async fn collect_results(ctx: &EvalContext, ej: &EvalJob, ns: &str, uid: &str) -> Result<Collected, Error> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!("{EVALJOB_UID_LABEL}={uid},{}={RESULTS_COMPONENT}", crate::controller::labels::COMPONENT);
+    let selector = format!("{EVALJOB_UID}={uid},{}={RESULTS_COMPONENT}", labels::COMPONENT);
     let mut listed: Vec<String> =
         api.list_metadata(&ListParams::default().labels(&selector)).await?.items.iter().map(|m| m.name_any()).collect();
     listed.sort();
@@ -314,7 +315,7 @@ fn count_cases(ctx: &EvalContext, ej: &EvalJob, results: &[CaseResult]) {
 }
 
 fn junit_config_map(ej: &EvalJob, xml: &str) -> ConfigMap {
-    let name = crate::controller::names::bounded(&ej.name_any(), "junit");
+    let name = crate::names::bounded(&ej.name_any(), "junit");
     desired::owned_config_map(ej, name, "eval-junit", [("junit.xml".to_string(), xml.to_string())].into())
 }
 
