@@ -8,8 +8,6 @@ pub const MANAGED_BY_VALUE: &str = "byok-operator";
 pub const COMPONENT: &str = "app.kubernetes.io/component";
 /// On everything an EvalJob owns (judge Job and pods, cases and results ConfigMaps): its uid.
 pub const EVALJOB_UID: &str = "launchgate.ai/evaljob-uid";
-/// On an encrypted Secret: the uid of the ByokKey it belongs to (names can exceed label limits, uids cannot).
-pub const BYOKKEY_UID: &str = "launchgate.ai/byokkey-uid";
 
 /// The one field manager every server-side apply of the operator uses.
 pub const FIELD_MANAGER: &str = "byok-operator";
@@ -28,11 +26,6 @@ pub fn component(value: &str) -> BTreeMap<String, String> {
 /// Label selector of everything the operator writes.
 pub fn managed_selector() -> String {
     format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
-}
-
-/// Label selector of the operator's encrypted key Secrets.
-pub fn encrypted_key_selector() -> String {
-    component_selector("encrypted-key")
 }
 
 /// Label selector of one component of what the operator writes.

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod crd;
 pub mod crypto;
 pub mod judge;
+pub mod keystore;
 pub mod labels;
 pub mod metrics;
 pub mod mock;

@@ -334,7 +334,7 @@ async fn a_sealed_azure_key_cannot_be_moved_to_another_endpoint() {
         k.status.as_ref().is_some_and(|s| s.phase == Some(KeyPhase::Error) && s.encrypted_secret_ref.is_none())
     })
     .await;
-    let enc = env.secrets().get_opt(&byok_operator::controller::byokkey::desired::encrypted_secret_name("az")).await;
+    let enc = env.secrets().get_opt(&byok_operator::keystore::encrypted_secret_name("az")).await;
     assert!(enc.expect("get").is_none(), "the ciphertext was withdrawn");
     assert_eq!(env.mock.requests_for_key(&key), calls, "no call was made with the key after the edit");
     env.assert_no_plaintext().await;

@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use byok_operator::cli::kek;
-use byok_operator::controller::byokkey::desired::{ENVELOPE_DATA_KEY, KEK_ID_ANNOTATION, encrypted_secret_name};
 use byok_operator::crd::conditions::byokkey::IMPORTED;
 use byok_operator::crd::{ByokKey, KeyPhase, Provider};
+use byok_operator::keystore::{ENVELOPE_DATA_KEY, KEK_ID_ANNOTATION, encrypted_secret_name};
 use common::{TestEnv, condition_reason, phase_of};
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};

@@ -17,11 +17,9 @@ use std::net::SocketAddr;
 use super::authn::{self, PodIdentity};
 use super::authz::{self, Grant};
 use super::{BrokerState, Refusal, grants, results};
-use crate::controller::byokkey::desired::{ENVELOPE_DATA_KEY, encrypted_secret_name};
-use crate::controller::byokkey::import::PREFIX_LEN;
 use crate::crd::{ByokKey, EvalJob, KeyPhase};
-use crate::crypto::{self, Aad, Envelope};
 use crate::judge::wire::{self, KeyRequest, KeyResponse, ResultsAck, ResultsReport};
+use crate::keystore;
 
 fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
     let value = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -130,19 +128,17 @@ async fn usable_key(st: &BrokerState, grant: &Grant) -> Result<Arc<ByokKey>, Ref
 
 /// The ByokKey's plaintext, opened from its ciphertext, and the KEK it was sealed under.
 async fn open_key(st: &BrokerState, key: &ByokKey) -> Result<(SecretString, String), Refusal> {
-    let (ns, name) = (key.namespace().unwrap_or_default(), key.name_any());
-    let aad = Aad::new(&ns, &name, key.uid().as_deref().unwrap_or_default(), key.spec.provider.as_str());
-    let secret_name = encrypted_secret_name(&name);
+    let (ns, secret_name) = (key.namespace().unwrap_or_default(), keystore::encrypted_secret_name(&key.name_any()));
     let secret = match st.stores()?.encrypted.get(&ObjectRef::new(&secret_name).within(&ns)) {
         Some(s) => Some(s),
         None => live::<Secret>(st, &ns, &secret_name).await?,
     };
-    let text = secret.as_ref().and_then(|s| s.data.as_ref()?.get(ENVELOPE_DATA_KEY).map(|b| b.0.clone()));
-    let envelope = text.and_then(|t| String::from_utf8(t).ok()).and_then(|t| Envelope::parse(&t).ok());
-    let envelope = envelope.ok_or(Refusal::KeyNotReady)?;
     let ring = st.keyring.read().map_err(|_| Refusal::Unavailable)?;
-    let plain = crypto::open(&ring, &aad, &envelope).map_err(|_| Refusal::KeyNotReady)?;
-    Ok((plain, envelope.kek_id().to_string()))
+    // Whatever the cause (no ciphertext yet, a KEK not loaded, a foreign ciphertext), the key is
+    // not usable now; the controller reports the cause on the ByokKey.
+    let opened = keystore::open(secret.as_deref(), key, &ring).map_err(|_| Refusal::KeyNotReady)?;
+    let kek = opened.kek_id().to_string();
+    Ok((opened.key, kek))
 }
 
 /// Every check a key request must pass before the key is opened: the pod is the Job controller's
@@ -202,7 +198,7 @@ pub async fn key(
         job = %grant.job.name_any(), evaljob = %grant.evaljob.name_any(), byokkey = %key.name_any(), kek_id = %kek,
         requester = %format!("system:serviceaccount:{}:{}", id.namespace, id.service_account), peer = %peer.ip(),
         "key handed to judge pod");
-    let prefix: String = plain.expose_secret().chars().take(PREFIX_LEN).collect();
+    let prefix = keystore::prefix(plain.expose_secret());
     Json(KeyResponse { key: plain.expose_secret().to_string(), key_prefix: prefix }).into_response()
 }
 

@@ -173,7 +173,7 @@ impl BrokerState {
     pub fn metrics_text(&self) -> String {
         let mut by_kek: BTreeMap<String, i64> = BTreeMap::new();
         for secret in self.stores.get().map(|s| s.encrypted.state()).unwrap_or_default() {
-            *by_kek.entry(crate::controller::byokkey::desired::envelope_kek(&secret)).or_default() += 1;
+            *by_kek.entry(crate::keystore::envelope_kek(&secret)).or_default() += 1;
         }
         self.metrics.keys_by_kek.clear();
         for (kek_id, n) in by_kek {

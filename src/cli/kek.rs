@@ -6,10 +6,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
-use crate::controller::byokkey::desired::envelope_kek;
 use crate::controller::{Error, keyring};
 use crate::crd::ByokKey;
-use crate::labels;
+use crate::keystore;
 
 /// How many ByokKeys and ciphertexts use each KEK of the keyring.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -58,9 +57,9 @@ pub async fn status(client: &Client, ns: &str, name: &str) -> Result<KekUsage, E
         }
     }
     // Counted from the envelopes themselves: an annotation can be edited, the ciphertext cannot lie.
-    let lp = ListParams::default().labels(&labels::encrypted_key_selector());
+    let lp = ListParams::default().labels(&keystore::selector());
     for s in Api::<Secret>::all(client.clone()).list(&lp).await? {
-        usage.entry(envelope_kek(&s)).or_default().1 += 1;
+        usage.entry(keystore::envelope_kek(&s)).or_default().1 += 1;
     }
     Ok(KekUsage { active: ring.active().id().to_string(), usage })
 }

@@ -46,7 +46,7 @@ pub async fn load_or_create(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let lp = kube::api::ListParams::default().labels(&labels::encrypted_key_selector()).limit(1);
+    let lp = kube::api::ListParams::default().labels(&crate::keystore::selector()).limit(1);
     if let Some(found) = encrypted.list_metadata(&lp).await?.items.first() {
         let at = format!(
             "{}/{}",

@@ -1,81 +1,15 @@
-//! Pure functions: the objects and status the ByokKey controller wants, from what it observed.
+//! Pure functions: the status the ByokKey controller wants, from what it observed (the encrypted
+//! Secret it wants is the keystore's).
 
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{ByokKey, KeyPhase};
-use crate::crypto::Envelope;
-use crate::labels;
 
-/// Data key of the encrypted Secret that holds the envelope.
-pub const ENVELOPE_DATA_KEY: &str = "envelope";
-/// Secret type of the operator's encrypted keys, so they are easy to tell apart and exclude.
-pub const ENCRYPTED_SECRET_TYPE: &str = "launchgate.ai/encrypted-key";
-/// Annotation on the encrypted Secret: the source Secret version (uid/resourceVersion) it was imported from.
-pub const IMPORTED_FROM_ANNOTATION: &str = "launchgate.ai/imported-from";
-/// Annotation on the encrypted Secret: the KEK id its envelope is sealed under.
-pub const KEK_ID_ANNOTATION: &str = "launchgate.ai/kek-id";
 /// Default re-validation interval of a Ready key.
 pub const DEFAULT_VALIDATION_INTERVAL: Duration = Duration::from_secs(6 * 3600);
-
-/// The KEK an encrypted key Secret's envelope is sealed under (read from the envelope, not from
-/// an annotation anyone with `update secrets` could edit), or `unreadable`.
-pub fn envelope_kek(secret: &Secret) -> String {
-    let text = secret.data.as_ref().and_then(|d| d.get(ENVELOPE_DATA_KEY)).and_then(|b| std::str::from_utf8(&b.0).ok());
-    text.and_then(|t| Envelope::parse(t).ok()).map_or_else(|| "unreadable".to_string(), |e| e.kek_id().to_string())
-}
-
-/// Name of the operator-owned Secret holding a ByokKey's ciphertext. Deterministic, so a
-/// restarted operator finds what it wrote instead of importing twice.
-pub fn encrypted_secret_name(byokkey: &str) -> String {
-    let name = format!("byok-enc-{byokkey}");
-    if name.len() <= 253 {
-        return name;
-    }
-    // Keep within the name limit while staying unique: truncate and add a stable hash.
-    let hash = crate::names::fnv1a(byokkey.as_bytes());
-    format!("{}-{hash:016x}", &name[..253 - 17])
-}
-
-/// Identity of a source Secret version: a change means there is a new key to import.
-pub fn source_version(uid: &str, resource_version: &str) -> String {
-    format!("{uid}/{resource_version}")
-}
-
-/// The encrypted Secret for `key`: owned by it (garbage-collected with it), labelled for the
-/// operator's filtered watch, holding only the envelope.
-pub fn encrypted_secret(key: &ByokKey, envelope: &Envelope, imported_from: &str) -> Secret {
-    let owner = key.controller_owner_ref(&());
-    let mut labels = labels::managed();
-    labels.insert(labels::COMPONENT.into(), "encrypted-key".into());
-    if let Some(uid) = key.uid() {
-        labels.insert(labels::BYOKKEY_UID.into(), uid);
-    }
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(encrypted_secret_name(&key.name_any())),
-            namespace: key.namespace(),
-            labels: Some(labels),
-            annotations: Some(
-                [
-                    (IMPORTED_FROM_ANNOTATION.to_string(), imported_from.to_string()),
-                    (KEK_ID_ANNOTATION.to_string(), envelope.kek_id().to_string()),
-                ]
-                .into(),
-            ),
-            owner_references: owner.map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
-        type_: Some(ENCRYPTED_SECRET_TYPE.into()),
-        data: Some([(ENVELOPE_DATA_KEY.to_string(), ByteString(envelope.encode().into_bytes()))].into()),
-        immutable: None,
-        string_data: None,
-    }
-}
 
 /// When a key asked to be default, if it may be the effective default: asked to be (and the
 /// controller has recorded when), and usable.
@@ -223,30 +157,6 @@ mod tests {
         set_condition(&mut cs, "Ready", "False", "Invalid", "no", Some(2), &t2);
         assert_eq!(cs[0].last_transition_time, t2);
         assert_eq!(cs.len(), 1);
-    }
-
-    #[test]
-    fn encrypted_secret_is_owned_labelled_and_holds_only_the_envelope() {
-        let k = key("openai-main", 1, false, None);
-        let ring = crate::crypto::Keyring::generate();
-        let aad = crate::crypto::Aad::new("ns", "openai-main", "uid-openai-main", "openai");
-        let env = crate::crypto::seal(&ring, &aad, &"sk-proj-0123456789abcdef".to_string().into()).expect("seals");
-        let s = encrypted_secret(&k, &env, "src-uid/1");
-        assert_eq!(s.metadata.name.as_deref(), Some("byok-enc-openai-main"));
-        let owner = &s.metadata.owner_references.as_ref().expect("owner")[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("ByokKey", Some(true)));
-        let data = s.data.expect("data");
-        assert_eq!(data.keys().collect::<Vec<_>>(), vec![ENVELOPE_DATA_KEY]);
-        let stored = String::from_utf8(data[ENVELOPE_DATA_KEY].0.clone()).expect("utf8");
-        assert!(!stored.contains("sk-proj"));
-    }
-
-    #[test]
-    fn long_names_stay_within_limits_and_unique() {
-        let a = encrypted_secret_name(&"a".repeat(253));
-        let b = encrypted_secret_name(&format!("{}b", "a".repeat(252)));
-        assert!(a.len() <= 253 && b.len() <= 253);
-        assert_ne!(a, b);
     }
 
     #[test]

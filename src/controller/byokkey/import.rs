@@ -3,12 +3,13 @@
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-/// Keys shorter than this are refused: the 8-character prefix would give away most of the key.
+use crate::keystore;
+
+/// Keys shorter than this are refused: the shown prefix ([`keystore::PREFIX_LEN`]) would give away
+/// most of the key.
 pub const MIN_KEY_LEN: usize = 16;
 /// Real provider keys are a few hundred bytes at most; anything larger is a mistake.
 pub const MAX_KEY_LEN: usize = 4096;
-/// How many leading characters of a key are ever shown again.
-pub const PREFIX_LEN: usize = 8;
 /// A Secret of this type may be imported by any ByokKey of its namespace.
 pub const SOURCE_SECRET_TYPE: &str = "launchgate.ai/byok-source";
 /// A Secret with this annotation may be imported by the ByokKey it names (`kubectl byok create`
@@ -106,7 +107,7 @@ pub fn extract(secret: &str, key: &str, data: Option<&[u8]>) -> Result<ImportedK
         return Err(ImportError::TooShort { secret, key, len: trimmed.len() });
     }
     let owned = Zeroizing::new(trimmed.to_string());
-    Ok(ImportedKey { prefix: trimmed[..PREFIX_LEN].to_string(), key: SecretString::from(owned.as_str()) })
+    Ok(ImportedKey { prefix: keystore::prefix(trimmed), key: SecretString::from(owned.as_str()) })
 }
 
 #[cfg(test)]

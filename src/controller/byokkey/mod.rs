@@ -22,7 +22,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{Context, Error};
 use crate::crd::ByokKey;
-use crate::labels;
+use crate::keystore;
 
 /// Finalizer that removes the encrypted Secret before a ByokKey goes away.
 pub const FINALIZER: &str = "launchgate.ai/byokkey-cleanup";
@@ -90,7 +90,7 @@ fn error_policy(key: Arc<ByokKey>, err: &Error, _ctx: Arc<Context>) -> Action {
 /// Source Secrets of interest: every Secret but our own ciphertexts and service-account tokens.
 /// Watched as metadata only, so the operator never holds other Secrets' data.
 fn source_fields() -> String {
-    format!("type!={},type!=kubernetes.io/service-account-token", desired::ENCRYPTED_SECRET_TYPE)
+    format!("type!={},type!=kubernetes.io/service-account-token", keystore::ENCRYPTED_SECRET_TYPE)
 }
 
 /// What `run` needs besides the context's shared pieces.
@@ -107,7 +107,7 @@ pub struct Wiring {
 pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context) {
     let Wiring { byokkeys, secrets, secret_metadata, keyring_changed } = wiring;
     let (enc_store, enc_writer) = reflector::store();
-    let enc_cfg = watcher::Config::default().labels(&labels::encrypted_key_selector());
+    let enc_cfg = watcher::Config::default().labels(&keystore::selector());
     let encrypted = watcher(secrets, enc_cfg).default_backoff().reflect(enc_writer).touched_objects();
 
     let (src_store, src_writer) = reflector::store();

@@ -14,14 +14,15 @@ use kube::{Api, Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use super::desired::{self, ENVELOPE_DATA_KEY, IMPORTED_FROM_ANNOTATION, condition, set_condition};
+use super::desired::{self, condition, set_condition};
 use super::import::{self, ImportError};
 use super::validation::{self, Trigger};
 use crate::controller::{Context, Error};
 use crate::crd::conditions::byokkey::{DEFAULT, IMPORTED, MODEL_DEPRECATED, READY, VALIDATED};
 use crate::crd::{ByokKey, ByokKeyStatus, KeyPhase, TEST_REQUESTED_ANNOTATION};
+use crate::crypto::Envelope;
 use crate::crypto::sealing::AzureTarget;
-use crate::crypto::{self, Aad, Envelope};
+use crate::keystore::{self, OpenError};
 use crate::labels::FIELD_MANAGER;
 use crate::providers::{self, KeyCheck, models};
 
@@ -30,7 +31,6 @@ struct Target<'a> {
     key: &'a ByokKey,
     ns: String,
     name: String,
-    aad: Aad,
     generation: Option<i64>,
     now: Time,
 }
@@ -40,12 +40,11 @@ type Note = (EventType, &'static str, String);
 
 pub async fn apply(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
     let ns = key.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    // The keystore binds the ciphertext to the uid: a key without one is never sealed.
     let uid = key.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let name = key.name_any();
     let t = Target {
-        aad: Aad::new(&ns, &name, &uid, key.spec.provider.as_str()),
         ns,
-        name,
+        name: key.name_any(),
         key: &key,
         generation: key.metadata.generation,
         now: Time(jiff::Timestamp::now()),
@@ -112,7 +111,7 @@ async fn revoke(t: &Target<'_>, ctx: &Context, st: &mut ByokKeyStatus) -> Result
 /// The encrypted Secret from the cache. Only when the cache has none (a new key, or the cache
 /// lagging right after an import) is the API server asked, so a key is never imported twice.
 async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<Option<Secret>, Error> {
-    let name = desired::encrypted_secret_name(&t.name);
+    let name = keystore::encrypted_secret_name(&t.name);
     let owned_by_key = |s: &Secret| s.owner_references().iter().any(|o| Some(&o.uid) == t.key.meta().uid.as_ref());
     if let Some(s) = ctx.encrypted.get(&ObjectRef::new(&name).within(&t.ns)) {
         return Ok(owned_by_key(&s).then(|| (*s).clone()));
@@ -139,7 +138,7 @@ async fn import_if_new(
     st: &mut ByokKeyStatus,
     notes: &mut Vec<Note>,
 ) -> Result<Import, Error> {
-    let recorded = enc.and_then(|s| s.annotations().get(IMPORTED_FROM_ANNOTATION).cloned());
+    let recorded = enc.and_then(keystore::imported_from).map(str::to_string);
     let Some(source_ref) = t.key.spec.secret_ref.as_ref() else {
         return import_sealed(t, ctx, recorded, st, notes).await;
     };
@@ -157,7 +156,7 @@ async fn import_if_new(
         }
         return Ok(Import::Unchanged);
     };
-    let version = desired::source_version(
+    let version = keystore::source_version(
         src.uid().as_deref().unwrap_or_default(),
         src.resource_version().as_deref().unwrap_or_default(),
     );
@@ -205,11 +204,11 @@ async fn store_imported(
 ) -> Result<(), Error> {
     let envelope = {
         let ring = ctx.keyring.read().map_err(|_| Error::Internal("keyring lock poisoned".into()))?;
-        crypto::seal(&ring, &t.aad, &imported.key)?
+        keystore::seal(&ring, t.key, &imported.key)?
     };
     apply_encrypted(t, ctx, &envelope, version).await?;
     st.key_prefix = Some(imported.prefix.clone());
-    st.encrypted_secret_ref = Some(desired::encrypted_secret_name(&t.name));
+    st.encrypted_secret_ref = Some(keystore::encrypted_secret_name(&t.name));
     st.kek_id = Some(envelope.kek_id().to_string());
     let msg = format!("imported from {from} and encrypted under KEK {}", envelope.kek_id());
     set_condition(&mut st.conditions, IMPORTED, "True", "Imported", msg.clone(), t.generation, &t.now);
@@ -229,10 +228,8 @@ async fn import_sealed(
     let Some(sealed) = t.key.spec.sealed.as_deref() else { return Ok(Import::Unchanged) };
     let provider = t.key.spec.provider.as_str();
     let azure = t.key.spec.azure.as_ref().map(|a| AzureTarget::new(&a.endpoint, &a.deployment));
-    // An Azure key's target is part of what was imported: editing spec.azure means checking the
-    // sealed binding again, and the key is not used meanwhile.
-    let bound = azure.as_ref().map_or_else(String::new, |a| format!("\0{}\0{}", a.endpoint, a.deployment));
-    let version = format!("sealed/{:016x}", crate::names::fnv1a(format!("{sealed}{bound}").as_bytes()));
+    // An Azure key's target is part of what was imported: the key is not used while it is checked again.
+    let version = keystore::sealed_version(sealed, azure.as_ref());
     if recorded.as_deref() == Some(version.as_str()) {
         return Ok(Import::Unchanged);
     }
@@ -316,9 +313,9 @@ async fn delete_source_if_policy(
 }
 
 async fn apply_encrypted(t: &Target<'_>, ctx: &Context, envelope: &Envelope, version: &str) -> Result<(), Error> {
-    let secret = desired::encrypted_secret(t.key, envelope, version);
+    let secret = keystore::encrypted_secret(t.key, envelope, version);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.ns);
-    let name = desired::encrypted_secret_name(&t.name);
+    let name = keystore::encrypted_secret_name(&t.name);
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret)).await?;
     Ok(())
 }
@@ -331,59 +328,49 @@ async fn open_ciphertext(
     st: &mut ByokKeyStatus,
     notes: &mut Vec<Note>,
 ) -> Result<Option<SecretString>, Error> {
-    let text =
-        secret.data.as_ref().and_then(|d| d.get(ENVELOPE_DATA_KEY)).map(|b| String::from_utf8_lossy(&b.0).into_owned());
     let opened = {
         let ring = ctx.keyring.read().map_err(|_| Error::Internal("keyring lock poisoned".into()))?;
-        let active = ring.active().id().to_string();
-        text.ok_or(crypto::EnvelopeError::Format.into())
-            .and_then(|s| Envelope::parse(&s).map_err(crypto::CryptoError::from))
-            .and_then(|env| {
-                let plain = crypto::open(&ring, &t.aad, &env)?;
-                let resealed = if env.kek_id() != active { Some(crypto::seal(&ring, &t.aad, &plain)?) } else { None };
-                Ok((plain, env, resealed))
-            })
+        keystore::open(Some(secret), t.key, &ring)
+            .and_then(|opened| Ok::<_, OpenError>((keystore::reseal(&ring, t.key, &opened)?, opened)))
     };
-    let (plain, env, resealed) = match opened {
+    let (resealed, opened) = match opened {
         Ok(v) => v,
         Err(e) => {
-            let msg = format!("cannot decrypt Secret {}: {e}", secret.name_any());
-            let changed = condition(&st.conditions, IMPORTED).is_none_or(|c| c.reason != "DecryptFailed");
-            set_condition(&mut st.conditions, IMPORTED, "False", "DecryptFailed", msg.clone(), t.generation, &t.now);
-            st.phase = Some(KeyPhase::Error);
-            if changed {
-                tracing::warn!(namespace = %t.ns, name = %t.name, error = %e, "ciphertext does not open");
-                notes.push((EventType::Warning, "DecryptFailed", msg));
-            }
+            decrypt_failed(t, secret, &e, st, notes);
             return Ok(None);
         }
     };
-    let version = secret.annotations().get(IMPORTED_FROM_ANNOTATION).cloned().unwrap_or_default();
     let kek = match resealed {
         Some(new_env) => {
-            apply_encrypted(t, ctx, &new_env, &version).await?;
-            let msg = format!("re-encrypted from KEK {} to KEK {}", env.kek_id(), new_env.kek_id());
+            apply_encrypted(t, ctx, &new_env, keystore::imported_from(secret).unwrap_or_default()).await?;
+            let msg = format!("re-encrypted from KEK {} to KEK {}", opened.kek_id(), new_env.kek_id());
             notes.push((EventType::Normal, "ReEncrypted", msg));
             new_env.kek_id().to_string()
         }
-        None => env.kek_id().to_string(),
+        None => opened.kek_id().to_string(),
     };
     st.kek_id = Some(kek);
     st.encrypted_secret_ref = Some(secret.name_any());
     // Recomputed from the key itself, so a status lost to a crash right after import heals.
-    st.key_prefix = Some(plain.expose_secret().chars().take(import::PREFIX_LEN).collect());
+    st.key_prefix = Some(keystore::prefix(opened.key.expose_secret()));
     if condition(&st.conditions, IMPORTED).is_none_or(|c| c.status != "True") {
-        set_condition(
-            &mut st.conditions,
-            IMPORTED,
-            "True",
-            "Imported",
-            "the encrypted key opens",
-            t.generation,
-            &t.now,
-        );
+        let msg = "the encrypted key opens";
+        set_condition(&mut st.conditions, IMPORTED, "True", "Imported", msg, t.generation, &t.now);
     }
-    Ok(Some(plain))
+    Ok(Some(opened.key))
+}
+
+/// The stored ciphertext does not open: the key is unusable until it is imported again (or its
+/// KEK restored). Said once per change, not at every reconcile.
+fn decrypt_failed(t: &Target<'_>, secret: &Secret, e: &OpenError, st: &mut ByokKeyStatus, notes: &mut Vec<Note>) {
+    let msg = format!("cannot decrypt Secret {}: {e}", secret.name_any());
+    let changed = condition(&st.conditions, IMPORTED).is_none_or(|c| c.reason != "DecryptFailed");
+    set_condition(&mut st.conditions, IMPORTED, "False", "DecryptFailed", msg.clone(), t.generation, &t.now);
+    st.phase = Some(KeyPhase::Error);
+    if changed {
+        tracing::warn!(namespace = %t.ns, name = %t.name, error = %e, "ciphertext does not open");
+        notes.push((EventType::Warning, "DecryptFailed", msg));
+    }
 }
 
 /// Validates against the provider when due; returns when to look again.
@@ -558,7 +545,7 @@ fn requeue_siblings(ctx: &Context, key: &ByokKey, winner: Option<String>) {
 
 async fn delete_encrypted(ctx: &Context, ns: &str, name: &str) -> Result<(), Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    match api.delete(&desired::encrypted_secret_name(name), &DeleteParams::default()).await {
+    match api.delete(&keystore::encrypted_secret_name(name), &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),

@@ -1,0 +1,264 @@
+//! The encrypted-key store: the one owner of how a ByokKey's key is kept at rest. Each ByokKey has
+//! one operator-owned Secret (its name, type, labels, annotations and data key are defined here)
+//! holding an envelope sealed under the KEK keyring and bound to the ByokKey by the AAD. The
+//! controller writes and reseals it; the broker and `kek status` only read it.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use secrecy::SecretString;
+
+use crate::crd::ByokKey;
+use crate::crypto::sealing::AzureTarget;
+use crate::crypto::{self, Aad, CryptoError, Envelope, EnvelopeError, Keyring};
+use crate::{labels, names};
+
+/// Data key of the encrypted Secret that holds the envelope.
+pub const ENVELOPE_DATA_KEY: &str = "envelope";
+/// Secret type of the operator's encrypted keys, so they are easy to tell apart and exclude.
+pub const ENCRYPTED_SECRET_TYPE: &str = "launchgate.ai/encrypted-key";
+/// Component label value of the encrypted Secrets.
+pub const COMPONENT: &str = "encrypted-key";
+/// Label on an encrypted Secret: the uid of the ByokKey it belongs to (names can exceed label
+/// limits, uids cannot).
+pub const BYOKKEY_UID_LABEL: &str = "launchgate.ai/byokkey-uid";
+/// Annotation on the encrypted Secret: the source version (see [`source_version`] and
+/// [`sealed_version`]) it was imported from.
+pub const IMPORTED_FROM_ANNOTATION: &str = "launchgate.ai/imported-from";
+/// Annotation on the encrypted Secret: the KEK id its envelope is sealed under (for people; counts
+/// read the envelope itself, see [`envelope_kek`]).
+pub const KEK_ID_ANNOTATION: &str = "launchgate.ai/kek-id";
+/// How many leading characters of a key are ever shown again.
+pub const PREFIX_LEN: usize = 8;
+
+/// The part of a key that may be shown (status, the judge's logs).
+pub fn prefix(key: &str) -> String {
+    key.chars().take(PREFIX_LEN).collect()
+}
+
+/// Label selector of the encrypted Secrets.
+pub fn selector() -> String {
+    labels::component_selector(COMPONENT)
+}
+
+/// Name of the Secret holding a ByokKey's ciphertext. Deterministic, so a restarted operator
+/// finds what it wrote instead of importing twice.
+pub fn encrypted_secret_name(byokkey: &str) -> String {
+    let name = format!("byok-enc-{byokkey}");
+    if name.len() <= 253 {
+        return name;
+    }
+    // Keep within the name limit while staying unique: truncate and add a stable hash.
+    let hash = names::fnv1a(byokkey.as_bytes());
+    format!("{}-{hash:016x}", &name[..253 - 17])
+}
+
+/// Identity of a source Secret version: a change means there is a new key to import.
+pub fn source_version(uid: &str, resource_version: &str) -> String {
+    format!("{uid}/{resource_version}")
+}
+
+/// Identity of a `spec.sealed` import. An Azure key's target is part of it: editing `spec.azure`
+/// means checking the sealed binding again.
+pub fn sealed_version(sealed: &str, azure: Option<&AzureTarget>) -> String {
+    let bound = azure.map_or_else(String::new, |a| format!("\0{}\0{}", a.endpoint, a.deployment));
+    format!("sealed/{:016x}", names::fnv1a(format!("{sealed}{bound}").as_bytes()))
+}
+
+/// The source version an encrypted Secret was imported from.
+pub fn imported_from(secret: &Secret) -> Option<&str> {
+    secret.annotations().get(IMPORTED_FROM_ANNOTATION).map(String::as_str)
+}
+
+/// The additional authenticated data of `key`'s ciphertext: its namespace, name, uid and provider,
+/// so a ciphertext copied to any other object fails to open.
+pub fn aad(key: &ByokKey) -> Aad {
+    let (ns, uid) = (key.namespace().unwrap_or_default(), key.uid().unwrap_or_default());
+    Aad::new(&ns, &key.name_any(), &uid, key.spec.provider.as_str())
+}
+
+/// Seals `plaintext` for `key` under the keyring's active KEK.
+pub fn seal(ring: &Keyring, key: &ByokKey, plaintext: &SecretString) -> Result<Envelope, CryptoError> {
+    crypto::seal(ring, &aad(key), plaintext)
+}
+
+/// The encrypted Secret for `key`: owned by it (garbage-collected with it), labelled for the
+/// operator's filtered watch, holding only the envelope.
+pub fn encrypted_secret(key: &ByokKey, envelope: &Envelope, imported_from: &str) -> Secret {
+    let mut labels = labels::component(COMPONENT);
+    if let Some(uid) = key.uid() {
+        labels.insert(BYOKKEY_UID_LABEL.into(), uid);
+    }
+    let annotations = [
+        (IMPORTED_FROM_ANNOTATION.to_string(), imported_from.to_string()),
+        (KEK_ID_ANNOTATION.to_string(), envelope.kek_id().to_string()),
+    ];
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(encrypted_secret_name(&key.name_any())),
+            namespace: key.namespace(),
+            labels: Some(labels),
+            annotations: Some(annotations.into()),
+            owner_references: key.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some(ENCRYPTED_SECRET_TYPE.into()),
+        data: Some([(ENVELOPE_DATA_KEY.to_string(), ByteString(envelope.encode().into_bytes()))].into()),
+        immutable: None,
+        string_data: None,
+    }
+}
+
+/// The envelope an encrypted Secret holds.
+pub fn envelope(secret: &Secret) -> Result<Envelope, EnvelopeError> {
+    let data = secret.data.as_ref().and_then(|d| d.get(ENVELOPE_DATA_KEY)).ok_or(EnvelopeError::Format)?;
+    Envelope::parse(std::str::from_utf8(&data.0).map_err(|_| EnvelopeError::Format)?)
+}
+
+/// The KEK an encrypted Secret's envelope is sealed under (read from the envelope, not from an
+/// annotation anyone with `update secrets` could edit), or `unreadable`.
+pub fn envelope_kek(secret: &Secret) -> String {
+    envelope(secret).map_or_else(|_| "unreadable".to_string(), |e| e.kek_id().to_string())
+}
+
+/// Why a ByokKey's key could not be opened. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the encrypted Secret does not exist")]
+    Missing,
+    #[error(transparent)]
+    BadEnvelope(#[from] EnvelopeError),
+    #[error("{}", CryptoError::UnknownKek(.0.clone()))]
+    UnknownKek(String),
+    /// Not this ByokKey's ciphertext, altered, or not text once decrypted (or, on reseal, not sealed).
+    #[error(transparent)]
+    Decrypt(CryptoError),
+}
+
+impl From<CryptoError> for OpenError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::UnknownKek(id) => Self::UnknownKek(id),
+            CryptoError::Envelope(e) => Self::BadEnvelope(e),
+            other => Self::Decrypt(other),
+        }
+    }
+}
+
+/// A ByokKey's key, opened from its encrypted Secret.
+pub struct Opened {
+    pub key: SecretString,
+    pub envelope: Envelope,
+}
+
+impl Opened {
+    /// The KEK the stored envelope is sealed under.
+    pub fn kek_id(&self) -> &str {
+        self.envelope.kek_id()
+    }
+}
+
+/// Opens `key`'s ciphertext from its encrypted Secret (`None` when there is none).
+pub fn open(secret: Option<&Secret>, key: &ByokKey, ring: &Keyring) -> Result<Opened, OpenError> {
+    let envelope = envelope(secret.ok_or(OpenError::Missing)?)?;
+    let plaintext = crypto::open(ring, &aad(key), &envelope)?;
+    Ok(Opened { key: plaintext, envelope })
+}
+
+/// The key sealed anew under the active KEK, when it is stored under an older one.
+pub fn reseal(ring: &Keyring, key: &ByokKey, opened: &Opened) -> Result<Option<Envelope>, CryptoError> {
+    if opened.kek_id() == ring.active().id() {
+        return Ok(None);
+    }
+    seal(ring, key, &opened.key).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ByokKeySpec, Provider};
+    use secrecy::ExposeSecret;
+
+    const KEY: &str = "sk-proj-0123456789abcdef";
+
+    fn key(name: &str, uid: &str) -> ByokKey {
+        let mut k = ByokKey::new(name, ByokKeySpec::from_secret(Provider::OpenAi, "s"));
+        k.metadata.namespace = Some("ns".into());
+        k.metadata.uid = Some(uid.into());
+        k
+    }
+
+    fn stored(ring: &Keyring, k: &ByokKey) -> Secret {
+        let env = seal(ring, k, &KEY.to_string().into()).expect("seals");
+        encrypted_secret(k, &env, "src-uid/1")
+    }
+
+    #[test]
+    fn encrypted_secret_is_owned_labelled_and_holds_only_the_envelope() {
+        let k = key("openai-main", "uid-openai-main");
+        let ring = Keyring::generate();
+        let s = stored(&ring, &k);
+        assert_eq!(s.metadata.name.as_deref(), Some("byok-enc-openai-main"));
+        let owner = &s.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("ByokKey", Some(true)));
+        let labels = s.metadata.labels.as_ref().expect("labels");
+        assert_eq!(labels[BYOKKEY_UID_LABEL], "uid-openai-main");
+        assert!(selector().split(',').all(|kv| kv.split_once('=').is_some_and(|(k, v)| labels[k] == v)));
+        assert_eq!(imported_from(&s), Some("src-uid/1"));
+        assert_eq!(s.annotations()[KEK_ID_ANNOTATION], ring.active().id());
+        let data = s.data.expect("data");
+        assert_eq!(data.keys().collect::<Vec<_>>(), vec![ENVELOPE_DATA_KEY]);
+        let stored = String::from_utf8(data[ENVELOPE_DATA_KEY].0.clone()).expect("utf8");
+        assert!(!stored.contains("sk-proj"));
+    }
+
+    #[test]
+    fn long_names_stay_within_limits_and_unique() {
+        let a = encrypted_secret_name(&"a".repeat(253));
+        let b = encrypted_secret_name(&format!("{}b", "a".repeat(252)));
+        assert!(a.len() <= 253 && b.len() <= 253);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn opens_what_it_sealed_and_reseals_only_under_an_old_kek() {
+        let k = key("k", "u1");
+        let mut ring = Keyring::generate();
+        let s = stored(&ring, &k);
+        let opened = open(Some(&s), &k, &ring).expect("opens");
+        assert_eq!((opened.key.expose_secret(), prefix(opened.key.expose_secret()).as_str()), (KEY, "sk-proj-"));
+        assert!(reseal(&ring, &k, &opened).expect("reseal").is_none());
+        ring.rotate();
+        let fresh = reseal(&ring, &k, &opened).expect("reseal").expect("under the new KEK");
+        assert_eq!(fresh.kek_id(), ring.active().id());
+        assert_eq!(envelope_kek(&s), opened.kek_id());
+    }
+
+    #[test]
+    fn open_errors_tell_what_went_wrong() {
+        let k = key("k", "u1");
+        let ring = Keyring::generate();
+        let mut s = stored(&ring, &k);
+        assert!(matches!(open(None, &k, &ring), Err(OpenError::Missing)));
+        assert!(matches!(open(Some(&s), &key("k", "u2"), &ring), Err(OpenError::Decrypt(CryptoError::Authentication))));
+        let other = Keyring::generate();
+        let unknown = open(Some(&s), &k, &other).err().expect("refused");
+        assert!(matches!(&unknown, OpenError::UnknownKek(id) if id == ring.active().id()));
+        assert_eq!(unknown.to_string(), CryptoError::UnknownKek(ring.active().id().into()).to_string());
+        s.data.as_mut().expect("data").insert(ENVELOPE_DATA_KEY.into(), ByteString(b"byok9.k.AAAA.AAAA".to_vec()));
+        assert!(matches!(open(Some(&s), &k, &ring), Err(OpenError::BadEnvelope(EnvelopeError::Version(_)))));
+        assert_eq!(envelope_kek(&s), "unreadable");
+        s.data = None;
+        assert!(matches!(open(Some(&s), &k, &ring), Err(OpenError::BadEnvelope(EnvelopeError::Format))));
+    }
+
+    #[test]
+    fn a_sealed_import_changes_identity_with_its_azure_target() {
+        let plain = sealed_version("s", None);
+        let here = sealed_version("s", Some(&AzureTarget::new("https://a", "d1")));
+        let there = sealed_version("s", Some(&AzureTarget::new("https://a", "d2")));
+        assert!(plain.starts_with("sealed/") && plain != here && here != there);
+        assert_eq!(source_version("uid", "7"), "uid/7");
+    }
+}
