@@ -5,6 +5,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod crypto;
+pub mod duration;
 pub mod judge;
 pub mod keystore;
 pub mod labels;

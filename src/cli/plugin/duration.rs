@@ -1,16 +1,16 @@
-//! Durations on the command line: `90`, `90s`, `5m`, `1h30m`.
+//! Durations on the command line: the manifests' grammar (`90s`, `5m`, `1h30m`, `1.5h`; see
+//! `crate::duration`), and a bare number of seconds (`90`).
 
 use std::time::Duration;
 
-/// Parses `90` (seconds), `90s`, `5m`, `2h`, `1h30m`.
+/// Parses `90` (seconds), or a duration as the CRDs write one: `90s`, `5m`, `2h`, `1h30m`, `1.5h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
+    // The one addition to the manifests' grammar: a bare number is seconds, as it always was here.
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    let span: jiff::SignedDuration =
-        s.parse().map_err(|_| format!("{s:?} is not a duration; write e.g. 90s, 5m or 1h30m"))?;
-    Duration::try_from(span).map_err(|_| format!("{s:?} is negative; a timeout must be positive"))
+    crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -23,6 +23,8 @@ mod tests {
         assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5m").is_err_and(|e| e.contains("negative")));
     }
 }

@@ -7,9 +7,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{ByokKey, KeyPhase};
+use crate::duration::{self, DurationError};
 
 /// Default re-validation interval of a Ready key.
 pub const DEFAULT_VALIDATION_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+/// The shortest interval: the CRD's CEL rule on `spec.validation.interval` is
+/// `duration(self) >= duration('1m')`.
+pub const MIN_VALIDATION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A key's re-validation interval, read as the CRD's CEL rule reads it; the default when unset.
+/// The API server refuses every value this refuses, so an error means an object stored before
+/// the rule existed.
+pub fn validation_interval(key: &ByokKey) -> Result<Duration, DurationError> {
+    match key.spec.validation.as_ref().and_then(|v| v.interval.as_deref()) {
+        Some(text) => duration::at_least(text, MIN_VALIDATION_INTERVAL),
+        None => Ok(DEFAULT_VALIDATION_INTERVAL),
+    }
+}
 
 /// When a key asked to be default, if it may be the effective default: asked to be (and the
 /// controller has recorded when), and usable.
@@ -77,32 +91,10 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-/// Parses a validation interval such as `90s`, `30m`, `6h` or `1h30m`.
-pub fn parse_interval(text: &str) -> Option<Duration> {
-    let mut total = 0u64;
-    let mut digits = String::new();
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let n: u64 = digits.parse().ok()?;
-        digits.clear();
-        total = total.checked_add(match c {
-            's' => n,
-            'm' => n.checked_mul(60)?,
-            'h' => n.checked_mul(3600)?,
-            'd' => n.checked_mul(86400)?,
-            _ => return None,
-        })?;
-    }
-    (digits.is_empty() && total > 0).then(|| Duration::from_secs(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ByokKeySpec, ByokKeyStatus, Provider};
+    use crate::crd::{ByokKeySpec, ByokKeyStatus, Provider, ValidationSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
     fn key(name: &str, created: i64, default: bool, phase: Option<KeyPhase>) -> ByokKey {
@@ -160,13 +152,31 @@ mod tests {
     }
 
     #[test]
-    fn intervals_parse() {
-        assert_eq!(parse_interval("30m"), Some(Duration::from_secs(1800)));
-        assert_eq!(parse_interval("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_interval("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_interval("10"), None);
-        assert_eq!(parse_interval("5x"), None);
-        assert_eq!(parse_interval(""), None);
-        assert_eq!(parse_interval("99999999999999999999h"), None);
+    fn intervals_are_read_as_the_crd_rule_reads_them() {
+        let with = |interval: Option<&str>| {
+            let mut k = key("k", 1, false, None);
+            k.spec.validation = interval.map(|i| ValidationSpec { interval: Some(i.into()) });
+            validation_interval(&k)
+        };
+        assert_eq!(with(None), Ok(DEFAULT_VALIDATION_INTERVAL));
+        let accepted =
+            [("1m", 60), ("90s", 90), ("30m", 1800), ("1h30m", 5400), ("1.5h", 5400), ("90m", 5400), ("6h", 21600)];
+        for (text, secs) in accepted {
+            assert_eq!(with(Some(text)), Ok(Duration::from_secs(secs)), "{text}");
+        }
+        for text in ["30s", "59.9s", "0", "-5m", "10", "5x", "", "1d", "1h 30m", "99999999999999999999h"] {
+            assert!(with(Some(text)).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_minimum_is_the_one_in_the_crd() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(ByokKey::crd()).expect("json");
+        let interval = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["validation"]
+            ["properties"]["interval"];
+        let rule = interval["x-kubernetes-validations"][0]["rule"].as_str();
+        assert_eq!(rule, Some("duration(self) >= duration('1m')"), "MIN_VALIDATION_INTERVAL follows this rule");
+        assert_eq!(MIN_VALIDATION_INTERVAL, Duration::from_secs(60));
     }
 }

@@ -383,8 +383,7 @@ async fn validate(
     notes: &mut Vec<Note>,
 ) -> Option<Duration> {
     let uid = t.key.uid().unwrap_or_default();
-    let interval = t.key.spec.validation.as_ref().and_then(|v| v.interval.as_deref()).and_then(desired::parse_interval);
-    let interval = interval.unwrap_or(desired::DEFAULT_VALIDATION_INTERVAL);
+    let interval = interval(t, ctx).await;
     let backoff_until = ctx.backoff.lock().ok().and_then(|b| b.get(&uid).map(|(_, at)| *at));
     let backoff_passed = backoff_until.is_none_or(|at| Instant::now() >= at);
     let token = t.key.annotations().get(TEST_REQUESTED_ANNOTATION).map(String::as_str).filter(|s| !s.is_empty());
@@ -396,6 +395,41 @@ async fn validate(
             _ => None,
         };
     };
+    let outcome = check(t, ctx, plaintext, &trigger, st, notes).await;
+    if let providers::CheckOutcome::Unknown { retry_after, .. } = &outcome {
+        let mut map = ctx.backoff.lock().ok()?;
+        let attempts = map.get(&uid).map_or(0, |(n, _)| *n);
+        let wait = validation::backoff(attempts, *retry_after);
+        map.insert(uid, (attempts + 1, Instant::now() + wait));
+        return Some(wait);
+    }
+    ctx.backoff.lock().map(|mut b| b.remove(&uid)).ok();
+    (st.phase == Some(KeyPhase::Ready)).then_some(interval)
+}
+
+/// The re-validation interval. One the CRD's rule refuses (only an object stored before the rule
+/// can hold one) does not silently become the default: a Warning says so at every reconcile.
+async fn interval(t: &Target<'_>, ctx: &Context) -> Duration {
+    let e = match desired::validation_interval(t.key) {
+        Ok(interval) => return interval,
+        Err(e) => e,
+    };
+    let every = desired::DEFAULT_VALIDATION_INTERVAL.as_secs() / 3600;
+    tracing::warn!(namespace = %t.ns, name = %t.name, error = %e, "unusable spec.validation.interval");
+    let msg = format!("spec.validation.interval: {e}; re-validating every {every}h (the default) instead");
+    publish(ctx, t.key, (EventType::Warning, "InvalidInterval", msg)).await;
+    desired::DEFAULT_VALIDATION_INTERVAL
+}
+
+/// Asks the provider whether the key works, records the answer in status, and notes what changed.
+async fn check(
+    t: &Target<'_>,
+    ctx: &Context,
+    plaintext: &SecretString,
+    trigger: &Trigger,
+    st: &mut ByokKeyStatus,
+    notes: &mut Vec<Note>,
+) -> providers::CheckOutcome {
     let model = ctx.config.models.model_for(t.key.spec.provider, t.key.spec.azure.as_ref());
     let model = t.key.spec.model.clone().unwrap_or(model);
     let check =
@@ -412,7 +446,7 @@ async fn validate(
         _ => None,
     };
     let notice = models::notice(t.key.spec.provider, &model, models::today(), reported);
-    validation::record(st, &outcome, &trigger, &model, notice.as_ref(), t.generation, &t.now);
+    validation::record(st, &outcome, trigger, &model, notice.as_ref(), t.generation, &t.now);
     let lifecycle = condition(&st.conditions, MODEL_DEPRECATED).map(|c| (c.status.clone(), c.message.clone()));
     if let Some((_, message)) = lifecycle.filter(|l| l.0 == "True" && old_lifecycle.as_ref() != Some(l)) {
         notes.push((EventType::Warning, "ModelDeprecated", message));
@@ -429,15 +463,7 @@ async fn validate(
         let type_ = if st.phase == Some(KeyPhase::Ready) { EventType::Normal } else { EventType::Warning };
         notes.push((type_, "Validated", format!("{reason}: {message}")));
     }
-    if let providers::CheckOutcome::Unknown { retry_after, .. } = &outcome {
-        let mut map = ctx.backoff.lock().ok()?;
-        let attempts = map.get(&uid).map_or(0, |(n, _)| *n);
-        let wait = validation::backoff(attempts, *retry_after);
-        map.insert(uid, (attempts + 1, Instant::now() + wait));
-        return Some(wait);
-    }
-    ctx.backoff.lock().map(|mut b| b.remove(&uid)).ok();
-    (st.phase == Some(KeyPhase::Ready)).then_some(interval)
+    outcome
 }
 
 /// Computes Ready and Default, applies status when it changed, publishes Events.
