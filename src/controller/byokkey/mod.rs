@@ -71,9 +71,9 @@ async fn reconcile_inner(key: Arc<ByokKey>, ctx: &Arc<Context>) -> Result<Action
         };
         // Carry on with the patched object: its resourceVersion is what the next cache event shows.
         let patched = api.patch::<ByokKey>(&key.name_any(), &PatchParams::default(), &json_patch(ops)?).await?;
-        return reconcile::apply(Arc::new(patched), ctx).await;
+        return reconcile::apply(Arc::new(patched), ctx, key.resource_version()).await;
     }
-    reconcile::apply(key, ctx).await
+    reconcile::apply(key, ctx, None).await
 }
 
 fn json_patch(ops: Vec<serde_json::Value>) -> Result<Patch<ByokKey>, Error> {

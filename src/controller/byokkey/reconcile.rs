@@ -33,12 +33,16 @@ struct Target<'a> {
     name: String,
     generation: Option<i64>,
     now: Time,
+    /// The versions of the key this reconcile works from: all older than the status it writes.
+    replaced: Vec<String>,
 }
 
 /// A pending Event, published after status is written so it matches what users can read.
 type Note = (EventType, &'static str, String);
 
-pub async fn apply(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
+/// Reconciles `key`. `patched_from` is the version a metadata patch of this reconcile (the
+/// finalizer) replaced: the cache may still show it after the status is written.
+pub async fn apply(key: Arc<ByokKey>, ctx: &Context, patched_from: Option<String>) -> Result<Action, Error> {
     let ns = key.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     // The keystore binds the ciphertext to the uid: a key without one is never sealed.
     let uid = key.uid().ok_or(Error::MissingField("metadata.uid"))?;
@@ -48,6 +52,7 @@ pub async fn apply(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
         key: &key,
         generation: key.metadata.generation,
         now: Time(jiff::Timestamp::now()),
+        replaced: key.resource_version().into_iter().chain(patched_from).collect(),
     };
     let old = ctx.written.current(&uid, key.resource_version().as_deref(), key.status.clone().unwrap_or_default());
     let mut st = old.clone();
@@ -475,12 +480,35 @@ async fn finish(
     mut notes: Vec<Note>,
     requeue: Option<Duration>,
 ) -> Result<Action, Error> {
+    set_ready(t, &mut st);
+    let winner = set_default(t, ctx, old, &mut st, &mut notes);
+    // A phase change gets its own Event only when no other Event of this reconcile explains it.
+    if let (true, Some(phase)) = (old.phase != st.phase && notes.is_empty(), st.phase) {
+        let type_ = if matches!(phase, KeyPhase::Ready | KeyPhase::Revoked | KeyPhase::Pending) {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        notes.push((type_, "PhaseChanged", format!("phase {:?} -> {phase:?}", old.phase)));
+    }
+    st.observed_generation = t.generation;
+    if st != *old {
+        write_status(t, ctx, st).await?;
+    }
+    for note in notes {
+        publish(ctx, t.key, note).await;
+    }
+    requeue_siblings(ctx, t.key, winner);
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Condition Ready, from the phase; when not ready, why, from the first condition that is not True.
+fn set_ready(t: &Target<'_>, st: &mut ByokKeyStatus) {
     let usable = st.phase == Some(KeyPhase::Ready);
     let (ready_reason, ready_msg) = match st.phase {
         Some(KeyPhase::Ready) => ("Ready".to_string(), "imported, encrypted and validated".to_string()),
         Some(KeyPhase::Revoked) => ("Revoked".to_string(), "the key is revoked".to_string()),
         _ => {
-            // Not ready: say why, from the first condition that is not True.
             let c = condition(&st.conditions, IMPORTED).filter(|c| c.status != "True");
             let c = c.or_else(|| condition(&st.conditions, VALIDATED));
             c.map_or(("Pending".into(), "waiting for import and validation".into()), |c| {
@@ -488,17 +516,19 @@ async fn finish(
             })
         }
     };
-    set_condition(
-        &mut st.conditions,
-        READY,
-        if usable { "True" } else { "False" },
-        &ready_reason,
-        ready_msg,
-        t.generation,
-        &t.now,
-    );
+    let status = if usable { "True" } else { "False" };
+    set_condition(&mut st.conditions, READY, status, &ready_reason, ready_msg, t.generation, &t.now);
+}
 
-    // The effective default, computed over this key's siblings with this key's fresh phase.
+/// The effective default, computed over this key's siblings with this key's fresh phase, and
+/// condition Default; returns the winner's uid.
+fn set_default(
+    t: &Target<'_>,
+    ctx: &Context,
+    old: &ByokKeyStatus,
+    st: &mut ByokKeyStatus,
+    notes: &mut Vec<Note>,
+) -> Option<String> {
     st.default_since = match (t.key.spec.default, st.default_since.take()) {
         (true, Some(since)) => Some(since),
         (true, None) => Some(MicroTime(jiff::Timestamp::now())),
@@ -523,31 +553,18 @@ async fn finish(
         let what = if st.effective_default { "now the default" } else { "no longer the default" };
         notes.push((EventType::Normal, "DefaultChanged", format!("{what} {} key", t.key.spec.provider)));
     }
-    // A phase change gets its own Event only when no other Event of this reconcile explains it.
-    if let (true, Some(phase)) = (old.phase != st.phase && notes.is_empty(), st.phase) {
-        let type_ = if matches!(phase, KeyPhase::Ready | KeyPhase::Revoked | KeyPhase::Pending) {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        notes.push((type_, "PhaseChanged", format!("phase {:?} -> {phase:?}", old.phase)));
-    }
-    st.observed_generation = t.generation;
+    winner
+}
 
-    if st != *old {
-        let api: Api<ByokKey> = Api::namespaced(ctx.client.clone(), &t.ns);
-        let patch = json!({ "apiVersion": "launchgate.ai/v1alpha1", "kind": "ByokKey", "status": st });
-        let written =
-            api.patch_status(&t.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-        if let Some(uid) = t.key.uid() {
-            ctx.written.record(uid, written.resource_version().as_deref(), st.clone());
-        }
+/// Applies status and remembers it until the cache shows it (see `StatusMemo`).
+async fn write_status(t: &Target<'_>, ctx: &Context, st: ByokKeyStatus) -> Result<(), Error> {
+    let api: Api<ByokKey> = Api::namespaced(ctx.client.clone(), &t.ns);
+    let patch = json!({ "apiVersion": "launchgate.ai/v1alpha1", "kind": "ByokKey", "status": st });
+    let written = api.patch_status(&t.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    if let Some(uid) = t.key.uid() {
+        ctx.written.record(uid, &t.replaced, written.resource_version().as_deref(), st);
     }
-    for note in notes {
-        publish(ctx, t.key, note).await;
-    }
-    requeue_siblings(ctx, t.key, winner);
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    Ok(())
 }
 
 fn siblings(ctx: &Context, key: &ByokKey) -> Vec<Arc<ByokKey>> {

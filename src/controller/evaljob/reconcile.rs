@@ -347,7 +347,7 @@ async fn finish(
         let written =
             api.patch_status(&ej.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         if let Some(uid) = ej.uid() {
-            ctx.written.record(uid, written.resource_version().as_deref(), st.clone());
+            ctx.written.record(uid, ej.resource_version(), written.resource_version().as_deref(), st.clone());
         }
     }
     for (type_, reason, note) in notes {
