@@ -1,5 +1,6 @@
 //! byok-operator: bring-your-own-key LLM provider keys and LLM-as-judge evaluation jobs on Kubernetes.
 
+pub mod bootstrap;
 pub mod broker;
 pub mod cli;
 pub mod controller;

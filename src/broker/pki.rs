@@ -4,14 +4,13 @@
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
 
-use crate::labels;
+use crate::bootstrap::{self, Loaded};
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
@@ -104,41 +103,32 @@ impl BrokerCa {
         Ok((format!("{}{}", cert.pem(), self.cert_pem), key.serialize_pem()))
     }
 
+    /// The CA Secret: key and certificate, also as `tls.*` for tools that expect those.
+    fn to_secret(&self, namespace: &str, name: &str) -> Secret {
+        let (cert, key) = (self.cert_pem.clone().into_bytes(), self.key.serialize_pem().into_bytes());
+        let data = [
+            (CA_CERT.to_string(), ByteString(cert.clone())),
+            (CA_KEY.to_string(), ByteString(key.clone())),
+            ("tls.crt".to_string(), ByteString(cert)),
+            ("tls.key".to_string(), ByteString(key)),
+        ];
+        bootstrap::secret(bootstrap::meta(namespace, name, "broker-ca"), Some("kubernetes.io/tls"), data.into())
+    }
+
     /// Reads the CA Secret, or generates and stores a CA when there is none.
     pub async fn load_or_create(client: &Client, namespace: &str, name: &str) -> Result<Self, PkiError> {
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        if let Some(secret) = api.get_opt(name).await? {
-            return Self::from_secret(name, &secret);
-        }
-        let ca = Self::generate()?;
-        let mut l = labels::managed();
-        l.insert(labels::COMPONENT.into(), "broker-ca".into());
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some(namespace.into()),
-                labels: Some(l),
-                ..Default::default()
-            },
-            type_: Some("kubernetes.io/tls".into()),
-            data: Some(
-                [
-                    (CA_CERT.to_string(), ByteString(ca.cert_pem.clone().into_bytes())),
-                    (CA_KEY.to_string(), ByteString(ca.key.serialize_pem().into_bytes())),
-                    ("tls.crt".to_string(), ByteString(ca.cert_pem.clone().into_bytes())),
-                    ("tls.key".to_string(), ByteString(ca.key.serialize_pem().into_bytes())),
-                ]
-                .into(),
-            ),
-            ..Default::default()
+        let generate = async {
+            let ca = Self::generate()?;
+            let secret = ca.to_secret(namespace, name);
+            Ok((ca, secret))
         };
-        match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => {
+        match bootstrap::load_or_create(&api, name, |s| Self::from_secret(name, s), generate).await? {
+            Loaded::Found(ca) => Ok(ca),
+            Loaded::Created(ca, _) => {
                 tracing::info!(secret = name, namespace, "generated the broker CA");
                 Ok(ca)
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => Self::from_secret(name, &api.get(name).await?),
-            Err(e) => Err(e.into()),
         }
     }
 }
@@ -155,5 +145,16 @@ mod tests {
         assert!(chain.ends_with(&ca.cert_pem));
         assert!(key.contains("PRIVATE KEY"));
         assert!(!format!("{ca:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn the_ca_secret_reads_back_as_the_ca() {
+        let ca = BrokerCa::generate().expect("ca");
+        let secret = ca.to_secret("ops", "byok-broker-ca");
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+        let back = BrokerCa::from_secret("byok-broker-ca", &secret).expect("reads");
+        assert_eq!(back.cert_pem, ca.cert_pem);
+        assert_eq!(back.key.serialize_pem(), ca.key.serialize_pem());
+        assert!(BrokerCa::from_secret("x", &Secret::default()).is_err());
     }
 }

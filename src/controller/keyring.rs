@@ -6,15 +6,14 @@ use std::sync::{Arc, RwLock};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Error;
+use crate::bootstrap::{self, Loaded};
 use crate::crypto::Keyring;
-use crate::labels;
 
 /// Secret type of the keyring, to tell it apart from ordinary Secrets.
 pub const KEYRING_SECRET_TYPE: &str = "launchgate.ai/kek-keyring";
@@ -28,9 +27,13 @@ pub fn from_secret(secret: &Secret) -> Result<Keyring, crate::crypto::KeyringErr
     Keyring::from_secret_data(&data)
 }
 
+/// The keyring Secret for `ring`. The caller must not log it.
+fn keyring_secret(namespace: &str, name: &str, ring: &Keyring) -> Secret {
+    bootstrap::secret(bootstrap::meta(namespace, name, "kek-keyring"), Some(KEYRING_SECRET_TYPE), secret_data(ring))
+}
+
 /// Reads the keyring Secret, or generates and stores a new keyring when there is none and no
-/// encrypted key exists in `scope` (a namespace, or the cluster when None). With ciphertexts
-/// and no keyring it fails closed: a new keyring would silently make every stored key useless.
+/// encrypted key exists in `scope` (a namespace, or the cluster when None).
 pub async fn load_or_create(
     client: &Client,
     namespace: &str,
@@ -39,58 +42,56 @@ pub async fn load_or_create(
     recorder: &Recorder,
 ) -> Result<Keyring, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    if let Some(secret) = api.get_opt(name).await? {
-        return Ok(from_secret(&secret)?);
+    let generate = async {
+        refuse_over_ciphertexts(client, namespace, name, scope).await?;
+        let ring = Keyring::generate();
+        let secret = keyring_secret(namespace, name, &ring);
+        Ok((ring, secret))
+    };
+    let read = |s: &Secret| from_secret(s).map_err(Error::from);
+    match bootstrap::load_or_create(&api, name, read, generate).await? {
+        Loaded::Found(ring) => Ok(ring),
+        Loaded::Created(ring, created) => {
+            announce(recorder, &ring, &created, namespace, name).await;
+            Ok(ring)
+        }
     }
+}
+
+/// With ciphertexts and no keyring, fails closed: a new keyring would silently make every
+/// stored key useless.
+async fn refuse_over_ciphertexts(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    scope: Option<&str>,
+) -> Result<(), Error> {
     let encrypted: Api<Secret> = match scope {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     let lp = kube::api::ListParams::default().labels(&crate::keystore::selector()).limit(1);
-    if let Some(found) = encrypted.list_metadata(&lp).await?.items.first() {
-        let at = format!(
-            "{}/{}",
-            found.metadata.namespace.clone().unwrap_or_default(),
-            found.metadata.name.clone().unwrap_or_default()
-        );
-        return Err(Error::KeyringMissing { namespace: namespace.into(), name: name.into(), example: at });
-    }
-    let ring = Keyring::generate();
-    let mut labels = labels::managed();
-    labels.insert(labels::COMPONENT.into(), "kek-keyring".into());
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(namespace.into()),
-            labels: Some(labels),
-            ..Default::default()
-        },
-        type_: Some(KEYRING_SECRET_TYPE.into()),
-        data: Some(secret_data(&ring)),
-        ..Default::default()
+    let Some(found) = encrypted.list_metadata(&lp).await?.items.into_iter().next() else { return Ok(()) };
+    let at = format!("{}/{}", found.metadata.namespace.unwrap_or_default(), found.metadata.name.unwrap_or_default());
+    Err(Error::KeyringMissing { namespace: namespace.into(), name: name.into(), example: at })
+}
+
+/// Says a keyring was generated: a log line with its id only, and an Event asking for a backup.
+async fn announce(recorder: &Recorder, ring: &Keyring, created: &Secret, namespace: &str, name: &str) {
+    tracing::info!(secret = name, namespace, kek_id = ring.active().id(), "generated a new KEK keyring");
+    let note = format!(
+        "Generated KEK keyring with active KEK {}. Back this Secret up: without it no ByokKey can be decrypted.",
+        ring.active().id()
+    );
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "KeyringGenerated".into(),
+        note: Some(note),
+        action: "GenerateKeyring".into(),
+        secondary: None,
     };
-    match api.create(&PostParams::default(), &secret).await {
-        Ok(created) => {
-            tracing::info!(secret = name, namespace, kek_id = ring.active().id(), "generated a new KEK keyring");
-            let note = format!(
-                "Generated KEK keyring with active KEK {}. Back this Secret up: without it no ByokKey can be decrypted.",
-                ring.active().id()
-            );
-            let ev = Event {
-                type_: EventType::Normal,
-                reason: "KeyringGenerated".into(),
-                note: Some(note),
-                action: "GenerateKeyring".into(),
-                secondary: None,
-            };
-            if let Err(e) = recorder.publish(&ev, &created.object_ref(&())).await {
-                tracing::warn!(error = %e, "could not record the KeyringGenerated event");
-            }
-            Ok(ring)
-        }
-        // Another replica won the race: use what it stored.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(from_secret(&api.get(name).await?)?),
-        Err(e) => Err(e.into()),
+    if let Err(e) = recorder.publish(&ev, &created.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not record the KeyringGenerated event");
     }
 }
 
@@ -130,5 +131,21 @@ pub async fn follow(
             }
             Err(e) => tracing::error!(error = %e, "keyring Secret is malformed; keeping the keyring in memory"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keyring_secret_reads_back_as_the_keyring() {
+        let mut ring = Keyring::generate();
+        ring.rotate();
+        let secret = keyring_secret("ops", "byok-operator-kek", &ring);
+        assert_eq!(secret.type_.as_deref(), Some(KEYRING_SECRET_TYPE));
+        assert_eq!(secret.metadata.labels.as_ref().expect("labels")[crate::labels::COMPONENT], "kek-keyring");
+        let back = from_secret(&secret).expect("loads");
+        assert_eq!((back.active().id(), back.ids().count()), (ring.active().id(), 2));
     }
 }
