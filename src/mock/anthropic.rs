@@ -104,7 +104,7 @@ fn failure(state: &MockState, injected: Injected) -> Response {
             "Your API key does not have permission to use the specified resource.",
             vec![],
         ),
-        // Out of credit and over the spend limit are both 400s (shared/providers.md, Corrections).
+        // Out of credit and over the spend limit are both 400s (docs/providers.md, key validation answers).
         Injected::Quota => error(
             state,
             400,
@@ -154,7 +154,7 @@ async fn gate(state: &MockState, request_headers: &HeaderMap, stage: Stage) -> R
 }
 
 /// A model object. The `lifecycle` field (`active`/`deprecated`) is [unconfirmed]: seen only in
-/// third-party material (shared/providers.md, Corrections).
+/// third-party material (docs/providers.md, what users see).
 fn model_object(model: &Model) -> Value {
     let lifecycle = match model.lifecycle {
         Lifecycle::Active => "active",

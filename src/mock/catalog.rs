@@ -3,8 +3,8 @@
 //! Every answer that depends on the model (listings, 404s, rejected parameters, thinking tokens)
 //! comes from these rows, never from guessing at a model's name, and never from the provider
 //! clients' tables (`src/providers`): the mock must stay an independent check of the clients.
-//! Facts come from shared/providers.md and the brief that asked for this table; what they did not
-//! give is marked [unconfirmed]. Change a row here when a provider changes a model.
+//! Facts come from docs/providers.md; what it does not give is marked [unconfirmed]. Change a row
+//! here when a provider changes a model.
 
 /// Where a model is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

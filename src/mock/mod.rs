@@ -1,4 +1,4 @@
-//! The mock LLM provider: a real HTTP server faithful to shared/providers.md, serving the four
+//! The mock LLM provider: a real HTTP server faithful to docs/providers.md, serving the four
 //! providers on one port under path prefixes (`/openai/v1`, `/anthropic`, `/google`, `/azure`),
 //! with per-key error injection, latency, request counting and deterministic verdicts.
 //!

@@ -1,5 +1,5 @@
 //! Provider clients: key validation and judge calls, one module per provider, all following
-//! shared/providers.md. Nothing here ever returns, logs or puts in a URL the plaintext key:
+//! docs/providers.md. Nothing here ever returns, logs or puts in a URL the plaintext key:
 //! provider messages are redacted and capped before they leave this module.
 
 mod anthropic;

@@ -1,8 +1,8 @@
 //! What the clients believe about models, in one dated table: the default judge models we ship,
 //! when models die, and which optional parameters each takes. The mock provider keeps its own
 //! catalog (src/mock/catalog.rs) and never reads this one, so the two cannot agree by
-//! construction. Sources: shared/providers.md ("Corrections") and the providers' deprecation
-//! pages, as listed per row; docs/providers.md shows the same table to users.
+//! construction. Sources: the providers' model and deprecation pages and third-party mirrors of
+//! them, as listed per row; docs/providers.md shows the same table to users.
 
 use std::fmt;
 

@@ -1,5 +1,5 @@
-//! Retry rules shared by every provider, matching what the official SDKs do (shared/providers.md,
-//! Corrections): `retry-after-ms` first, then `retry-after` (seconds or HTTP date); a server wait
+//! Retry rules shared by every provider, matching what the official SDKs do (docs/providers.md,
+//! judge calls): `retry-after-ms` first, then `retry-after` (seconds or HTTP date); a server wait
 //! of up to 120 s is honoured and a longer one means "do not retry"; `x-should-retry` overrides the
 //! status rules; 408, 409, 429 and 5xx are retried.
 
