@@ -54,4 +54,6 @@ pub struct Context {
     /// that still sees that version in the cache uses this status instead of the stale one, so a
     /// key is never imported or validated twice because the watch lags behind our own write.
     pub written: super::memo::StatusMemo<crate::crd::ByokKeyStatus>,
+    /// Per-key backoff of failed reconciles.
+    pub retries: super::status::Backoff,
 }

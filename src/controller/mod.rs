@@ -9,6 +9,7 @@ pub mod loglevel;
 pub mod memo;
 pub mod operator;
 pub mod sealing;
+pub mod status;
 
 pub use context::{Context, OperatorConfig};
 

@@ -168,6 +168,7 @@ pub async fn run(
                 requeue: parts.requeue,
                 backoff: Mutex::new(HashMap::new()),
                 written: Default::default(),
+                retries: Default::default(),
             }
         }
     };
@@ -202,6 +203,7 @@ pub async fn run(
             jobs,
             metrics,
             written: Default::default(),
+            retries: Default::default(),
         }
     };
     let eval_task = tokio::spawn(evaljob::run(apis, config.concurrency, eval_ctx, eval_tx));

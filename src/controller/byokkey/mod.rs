@@ -6,7 +6,6 @@ mod reconcile;
 pub mod validation;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -28,16 +27,8 @@ use crate::keystore;
 pub const FINALIZER: &str = "launchgate.ai/byokkey-cleanup";
 
 async fn reconcile(key: Arc<ByokKey>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let start = std::time::Instant::now();
-    let result = reconcile_inner(key, &ctx).await;
-    let labels = crate::metrics::ResourceLabels { resource: "byokkey" };
-    ctx.metrics.reconcile_seconds.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
-    let outcome = result.as_ref().map_or_else(Error::kind, |_| "ok");
-    ctx.metrics
-        .reconciles
-        .get_or_create(&crate::metrics::ReconcileLabels { resource: "byokkey", result: outcome })
-        .inc();
-    result
+    let uid = key.uid();
+    super::status::measured("byokkey", uid, &ctx.metrics, &ctx.retries, reconcile_inner(key, &ctx)).await
 }
 
 async fn reconcile_inner(key: Arc<ByokKey>, ctx: &Arc<Context>) -> Result<Action, Error> {
@@ -80,11 +71,8 @@ fn json_patch(ops: Vec<serde_json::Value>) -> Result<Patch<ByokKey>, Error> {
     Ok(Patch::Json(serde_json::from_value(serde_json::Value::Array(ops))?))
 }
 
-fn error_policy(key: Arc<ByokKey>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(namespace = ?key.namespace(), name = %key.name_any(), kind = err.kind(), error = %err, "reconcile failed");
-    // Conflicts and throttling clear up fast; anything else gets a slower retry.
-    let quick = matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == 409 || s.code == 429);
-    Action::requeue(if quick { Duration::from_millis(500) } else { Duration::from_secs(5) })
+fn error_policy(key: Arc<ByokKey>, err: &Error, ctx: Arc<Context>) -> Action {
+    super::status::on_error(key.as_ref(), err, &ctx.retries)
 }
 
 /// Source Secrets of interest: every Secret but our own ciphertexts and service-account tokens.

@@ -8,11 +8,10 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
 
 use super::desired::{self, condition, set_condition};
 use super::import::{self, ImportError};
@@ -38,7 +37,7 @@ struct Target<'a> {
 }
 
 /// A pending Event, published after status is written so it matches what users can read.
-type Note = (EventType, &'static str, String);
+use crate::controller::status::{self, Note};
 
 /// Reconciles `key`. `patched_from` is the version a metadata patch of this reconcile (the
 /// finalizer) replaced: the cache may still show it after the status is written.
@@ -95,7 +94,7 @@ pub async fn cleanup(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> 
         ctx.written.forget(&uid);
     }
     let note = "ByokKey deleted: its encrypted key was removed".to_string();
-    publish(ctx, &key, (EventType::Normal, "Deleted", note)).await;
+    status::publish(&ctx.recorder, key.as_ref(), vec![(EventType::Normal, "Deleted", note)]);
     // The default may move to a sibling: let each recompute (this key is leaving the cache).
     for sib in siblings(ctx, &key).iter().filter(|s| s.uid() != key.uid()) {
         let _ = ctx.requeue.send(ObjectRef::from_obj(sib.as_ref()));
@@ -422,7 +421,7 @@ async fn interval(t: &Target<'_>, ctx: &Context) -> Duration {
     let every = desired::DEFAULT_VALIDATION_INTERVAL.as_secs() / 3600;
     tracing::warn!(namespace = %t.ns, name = %t.name, error = %e, "unusable spec.validation.interval");
     let msg = format!("spec.validation.interval: {e}; re-validating every {every}h (the default) instead");
-    publish(ctx, t.key, (EventType::Warning, "InvalidInterval", msg)).await;
+    status::publish(&ctx.recorder, t.key, vec![(EventType::Warning, "InvalidInterval", msg)]);
     desired::DEFAULT_VALIDATION_INTERVAL
 }
 
@@ -495,9 +494,7 @@ async fn finish(
     if st != *old {
         write_status(t, ctx, st).await?;
     }
-    for note in notes {
-        publish(ctx, t.key, note).await;
-    }
+    status::publish(&ctx.recorder, t.key, notes);
     requeue_siblings(ctx, t.key, winner);
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
@@ -559,12 +556,7 @@ fn set_default(
 /// Applies status and remembers it until the cache shows it (see `StatusMemo`).
 async fn write_status(t: &Target<'_>, ctx: &Context, st: ByokKeyStatus) -> Result<(), Error> {
     let api: Api<ByokKey> = Api::namespaced(ctx.client.clone(), &t.ns);
-    let patch = json!({ "apiVersion": "launchgate.ai/v1alpha1", "kind": "ByokKey", "status": st });
-    let written = api.patch_status(&t.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    if let Some(uid) = t.key.uid() {
-        ctx.written.record(uid, &t.replaced, written.resource_version().as_deref(), st);
-    }
-    Ok(())
+    status::write(t.key, &t.replaced, &st, &ctx.written, &api).await
 }
 
 fn siblings(ctx: &Context, key: &ByokKey) -> Vec<Arc<ByokKey>> {
@@ -593,15 +585,4 @@ async fn delete_encrypted(ctx: &Context, ns: &str, name: &str) -> Result<(), Err
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Publishes an Event without holding up the reconcile: Events are for people, not for state.
-async fn publish(ctx: &Context, key: &ByokKey, (type_, reason, note): Note) {
-    let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    let (recorder, reference) = (ctx.recorder.clone(), key.object_ref(&()));
-    tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&ev, &reference).await {
-            tracing::warn!(error = %e, reason, "could not publish event");
-        }
-    });
 }

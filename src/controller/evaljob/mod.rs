@@ -4,7 +4,6 @@ pub mod desired;
 pub mod reconcile;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -38,22 +37,18 @@ pub struct EvalContext {
     /// Status last written per EvalJob uid and the resourceVersion it was based on (see the
     /// ByokKey context): a lagging cache must not start a run twice.
     pub written: super::memo::StatusMemo<crate::crd::EvalJobStatus>,
+    /// Per-EvalJob backoff of failed reconciles.
+    pub retries: super::status::Backoff,
 }
 
 async fn timed_reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action, Error> {
-    let start = std::time::Instant::now();
-    let metrics = ctx.metrics.clone();
-    let result = reconcile::reconcile(ej, ctx).await;
-    let labels = crate::metrics::ResourceLabels { resource: "evaljob" };
-    metrics.reconcile_seconds.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
-    let outcome = result.as_ref().map_or_else(Error::kind, |_| "ok");
-    metrics.reconciles.get_or_create(&crate::metrics::ReconcileLabels { resource: "evaljob", result: outcome }).inc();
-    result
+    let uid = ej.uid();
+    let (metrics, retries) = (ctx.metrics.clone(), &ctx.clone());
+    super::status::measured("evaljob", uid, &metrics, &retries.retries, reconcile::reconcile(ej, ctx)).await
 }
 
-fn error_policy(ej: Arc<EvalJob>, err: &Error, _ctx: Arc<EvalContext>) -> Action {
-    tracing::warn!(namespace = ?ej.namespace(), name = %ej.name_any(), kind = err.kind(), error = %err, "EvalJob reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+fn error_policy(ej: Arc<EvalJob>, err: &Error, ctx: Arc<EvalContext>) -> Action {
+    super::status::on_error(ej.as_ref(), err, &ctx.retries)
 }
 
 /// The APIs the controller watches (all namespaces, or one).

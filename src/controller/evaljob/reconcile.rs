@@ -9,10 +9,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
 use super::EvalContext;
 use super::desired;
@@ -26,7 +25,7 @@ use crate::labels::{self, EVALJOB_UID, FIELD_MANAGER};
 
 use crate::crd::conditions::evaljob::{CASES_READY, COMPLETE, KEY_RESOLVED, MODEL_DEPRECATED, RESULTS_TRUSTED};
 
-type Note = (EventType, &'static str, String);
+use crate::controller::status::{self, Note};
 
 /// The key an EvalJob would use now, or why there is none.
 pub fn resolve_key(ej: &EvalJob, keys: &[Arc<ByokKey>]) -> Result<Arc<ByokKey>, String> {
@@ -342,19 +341,11 @@ async fn finish(
 ) -> Result<Action, Error> {
     st.observed_generation = ej.metadata.generation;
     if st != *old {
-        let api: Api<EvalJob> = Api::namespaced(ctx.client.clone(), &ej.namespace().unwrap_or_default());
-        let patch = json!({ "apiVersion": "launchgate.ai/v1alpha1", "kind": "EvalJob", "status": st });
-        let written =
-            api.patch_status(&ej.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-        if let Some(uid) = ej.uid() {
-            ctx.written.record(uid, ej.resource_version(), written.resource_version().as_deref(), st.clone());
-        }
+        let ns = ej.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+        let api: Api<EvalJob> = Api::namespaced(ctx.client.clone(), &ns);
+        let replaced: Vec<String> = ej.resource_version().into_iter().collect();
+        status::write(ej, &replaced, &st, &ctx.written, &api).await?;
     }
-    for (type_, reason, note) in notes {
-        let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-        if let Err(e) = ctx.recorder.publish(&ev, &ej.object_ref(&())).await {
-            tracing::warn!(error = %e, "could not publish event");
-        }
-    }
+    status::publish(&ctx.recorder, ej, notes);
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
