@@ -13,4 +13,5 @@ pub mod labels;
 pub mod metrics;
 pub mod mock;
 pub mod names;
+pub mod operator;
 pub mod providers;

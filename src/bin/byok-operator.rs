@@ -3,9 +3,9 @@
 use anyhow::Context as _;
 use byok_operator::cli::kek;
 use byok_operator::controller::OperatorConfig;
-use byok_operator::controller::leader::LeaseConfig;
-use byok_operator::controller::loglevel::SetLevel;
-use byok_operator::controller::operator::{self, BrokerConfig};
+use byok_operator::operator::leader::LeaseConfig;
+use byok_operator::operator::loglevel::SetLevel;
+use byok_operator::operator::{self, BrokerConfig};
 use byok_operator::providers::{Endpoints, ModelTable};
 use clap::{Parser, Subcommand};
 

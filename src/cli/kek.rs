@@ -6,9 +6,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
-use crate::controller::{Error, keyring};
+use crate::controller::Error;
 use crate::crd::ByokKey;
 use crate::keystore;
+use crate::operator::keyring;
 
 /// How many ByokKeys and ciphertexts use each KEK of the keyring.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -3,12 +3,7 @@
 pub mod byokkey;
 mod context;
 pub mod evaljob;
-pub mod keyring;
-pub mod leader;
-pub mod loglevel;
 pub mod memo;
-pub mod operator;
-pub mod sealing;
 pub mod status;
 
 pub use context::{Context, OperatorConfig};

@@ -236,7 +236,7 @@ pub async fn run(
     })
 }
 
-/// The operator's provider client (src/controller/operator.rs).
+/// The operator's provider client (src/operator/start.rs).
 fn operator_http() -> Result<reqwest::Client, SmokeError> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))

@@ -10,9 +10,9 @@ use super::ctx::Ctx;
 use super::error::{Error, api_code};
 use super::keyinput::read_key;
 use super::spec::{KeySource, check_name, key_spec};
-use crate::controller::sealing::{PUBLIC_KEY, SEALING_KEY_NAME};
 use crate::crd::ByokKey;
 use crate::crypto::sealing::{self, SealError};
+use crate::operator::sealing::{PUBLIC_KEY, SEALING_KEY_NAME};
 
 pub async fn seal(ctx: Option<&Ctx>, g: &GlobalArgs, a: &SealArgs) -> Result<(), Error> {
     let name = a.spec.name.as_str();

@@ -9,10 +9,11 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use tokio::sync::{mpsc, oneshot};
 
-use super::byokkey::{self, Wiring};
-use super::evaljob::{self, EvalApis, EvalContext, JudgeSettings};
-use super::{Context, Error, OperatorConfig, keyring};
+use super::keyring;
 use crate::broker::{self, BrokerCa, BrokerState, BrokerStores};
+use crate::controller::byokkey::{self, Wiring};
+use crate::controller::evaljob::{self, EvalApis, EvalContext, JudgeSettings};
+use crate::controller::{Context, Error, OperatorConfig};
 use crate::judge::wire::EndpointsConfig;
 
 /// Where and how the key broker serves.

@@ -6,8 +6,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::{Api, Client};
 
-use super::Error;
 use crate::bootstrap::{self, Loaded};
+use crate::controller::Error;
 use crate::crypto::sealing::SealingKey;
 use crate::labels::FIELD_MANAGER;
 

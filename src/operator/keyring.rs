@@ -11,8 +11,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::Error;
 use crate::bootstrap::{self, Loaded};
+use crate::controller::Error;
 use crate::crypto::Keyring;
 
 /// Secret type of the keyring, to tell it apart from ordinary Secrets.

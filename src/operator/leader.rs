@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-use super::Error;
+use crate::controller::Error;
 
 /// Lease settings.
 #[derive(Clone, Debug)]
