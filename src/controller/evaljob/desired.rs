@@ -156,11 +156,16 @@ pub fn judge_config(ej: &EvalJob, model: &str, azure: Option<AzureSpec>, setting
 }
 
 /// The cases (JSONL, as given or rendered from the inline list) and the judge config, snapshotted
-/// into a ConfigMap the EvalJob owns: later edits of a source ConfigMap do not change a run.
-pub fn cases_config_map(ej: &EvalJob, cases_jsonl: String, config: &JudgeConfig) -> ConfigMap {
-    let config_json = serde_json::to_string_pretty(config).unwrap_or_default();
+/// into a ConfigMap the EvalJob owns: later edits of a source ConfigMap do not change a run. A config
+/// that cannot be rendered is an error, never an empty `config.json` the judge would fail on.
+pub fn cases_config_map(
+    ej: &EvalJob,
+    cases_jsonl: String,
+    config: &JudgeConfig,
+) -> Result<ConfigMap, serde_json::Error> {
+    let config_json = serde_json::to_string_pretty(config)?;
     let data = BTreeMap::from([(CASES_FILE.to_string(), cases_jsonl), (CONFIG_FILE.to_string(), config_json)]);
-    owned_config_map(ej, cases_config_map_name(&ej.name_any()), "eval-cases", data)
+    Ok(owned_config_map(ej, cases_config_map_name(&ej.name_any()), "eval-cases", data))
 }
 
 /// A ConfigMap the EvalJob owns (garbage-collected with it).
@@ -557,6 +562,14 @@ mod tests {
             assert_eq!(c.image.as_deref(), Some("byok-operator:dev"), "{} runs the install's image", c.name);
         }
         assert_eq!(p.node_selector.and_then(|n| n.get("pool").cloned()), Some("eval".into()));
+    }
+
+    #[test]
+    fn the_config_file_is_the_rendered_config_never_empty() {
+        let config = judge_config(&ej(1), "gpt-5.1", None, &settings());
+        let cm = cases_config_map(&ej(1), "{\"output\":\"x\"}\n".into(), &config).expect("renders");
+        let text = cm.data.as_ref().and_then(|d| d.get(CONFIG_FILE)).expect("config.json");
+        assert_eq!(serde_json::from_str::<JudgeConfig>(text).expect("the judge can read it"), config);
     }
 
     #[test]

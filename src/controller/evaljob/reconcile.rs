@@ -27,6 +27,9 @@ use crate::crd::conditions::evaljob::{CASES_READY, COMPLETE, KEY_RESOLVED, MODEL
 
 use crate::controller::status::{self, Note};
 
+/// CasesReady reason and Event: the judge's config.json could not be rendered.
+const CONFIG_NOT_RENDERED: &str = "JudgeConfigNotRendered";
+
 /// The key an EvalJob would use now, or why there is none.
 pub fn resolve_key(ej: &EvalJob, keys: &[Arc<ByokKey>]) -> Result<Arc<ByokKey>, String> {
     let ns = ej.namespace();
@@ -180,7 +183,16 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
         let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
         let bundle = desired::ca_bundle(&ns, &ctx.ca_pem);
         cms.patch(desired::CA_BUNDLE_CONFIGMAP, &apply, &Patch::Apply(&bundle)).await?;
-        let cases_cm = desired::cases_config_map(&ej, cases, &config);
+        let cases_cm = match desired::cases_config_map(&ej, cases, &config) {
+            Ok(cm) => cm,
+            Err(e) => {
+                // Said on the EvalJob, and the reconcile fails (logged, counted, retried): never a
+                // judge run with an empty config.json.
+                notes.push(config_not_rendered(&mut st, &e, generation, &now));
+                finish(&ej, &ctx, &old, st, notes, None).await?;
+                return Err(e.into());
+            }
+        };
         cms.patch(&cases_cm.name_any(), &apply, &Patch::Apply(&cases_cm)).await?;
         set_condition(
             &mut st.conditions,
@@ -329,6 +341,13 @@ async fn cases_jsonl(ej: &EvalJob, ctx: &EvalContext, ns: &str) -> Result<Result
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let text = api.get_opt(&r.name).await?.and_then(|cm| cm.data.and_then(|mut d| d.remove(&r.key)));
     Ok(text.ok_or_else(|| format!("ConfigMap {} has no key {} (or does not exist)", r.name, r.key)))
+}
+
+/// CasesReady=False when the operator's own config.json did not render (no user input does that).
+fn config_not_rendered(st: &mut EvalJobStatus, e: &serde_json::Error, generation: Option<i64>, now: &Time) -> Note {
+    let msg = format!("cannot render the judge's {}: {e}", desired::CONFIG_FILE);
+    set_condition(&mut st.conditions, CASES_READY, "False", CONFIG_NOT_RENDERED, msg.clone(), generation, now);
+    (EventType::Warning, CONFIG_NOT_RENDERED, msg)
 }
 
 async fn finish(
