@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use byok_operator::cli::kek;
 use byok_operator::controller::OperatorConfig;
+use byok_operator::controller::evaljob::desired::JudgeLimits;
 use byok_operator::operator::leader::LeaseConfig;
 use byok_operator::operator::loglevel::SetLevel;
 use byok_operator::operator::{self, BrokerConfig};
@@ -81,6 +82,18 @@ struct RunArgs {
     /// Image holding the byok-judge binary, for judge pods.
     #[arg(long, global = true, env = "BYOK_JUDGE_IMAGE", default_value = concat!("byok-operator:", env!("CARGO_PKG_VERSION")))]
     judge_image: String,
+    /// Timeout of one provider call from a judge pod, in seconds (1-3600).
+    #[arg(long, global = true, env = "BYOK_JUDGE_CALL_TIMEOUT_SECONDS",
+        default_value_t = JudgeLimits::DEFAULT.call_timeout_seconds)]
+    judge_call_timeout_seconds: u64,
+    /// Lifetime of the judge pods' projected service account tokens, in seconds (600, the
+    /// Kubernetes minimum, to 86400); the kubelet renews them before they expire.
+    #[arg(long, global = true, env = "BYOK_JUDGE_TOKEN_SECONDS", default_value_t = JudgeLimits::DEFAULT.token_seconds)]
+    judge_token_seconds: i64,
+    /// How long a finished judge Job and its pods (their logs) are kept, in seconds (at least 60).
+    #[arg(long, global = true, env = "BYOK_JUDGE_JOB_TTL_SECONDS",
+        default_value_t = i64::from(JudgeLimits::DEFAULT.job_ttl_seconds))]
+    judge_job_ttl_seconds: i64,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +155,7 @@ fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
         models,
         concurrency: r.concurrency.max(1),
         watch_namespace: r.watch_namespace.clone(),
+        judge: JudgeLimits::new(r.judge_call_timeout_seconds, r.judge_token_seconds, r.judge_job_ttl_seconds)?,
     })
 }
 

@@ -270,6 +270,7 @@ mod tests {
             image: "judge:1".into(),
             broker_url: "https://b".into(),
             endpoints: Default::default(),
+            limits: Default::default(),
         };
         let pins = crate::controller::evaljob::desired::Pins {
             config_sha256: "1".into(),

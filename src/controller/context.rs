@@ -28,6 +28,8 @@ pub struct OperatorConfig {
     pub concurrency: u16,
     /// Watch only this namespace (for teams that cannot grant cluster-wide Secret access); all when None.
     pub watch_namespace: Option<String>,
+    /// Judge pod timings: provider call timeout, token lifetime, finished Job TTL.
+    pub judge: crate::controller::evaljob::desired::JudgeLimits,
 }
 
 /// Shared state of the ByokKey controller.

@@ -187,6 +187,7 @@ pub async fn run(
             azure: config.endpoints.azure.clone(),
             azure_allowed_hosts: config.endpoints.azure_allowed_hosts.clone(),
         },
+        limits: config.judge,
     };
     let apis = EvalApis { evaljobs: api!(), jobs: api!(), config_maps: api!(), byokkeys: api!() };
     let (eval_tx, eval_rx) = oneshot::channel();

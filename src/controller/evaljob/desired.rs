@@ -43,6 +43,60 @@ pub struct JudgeSettings {
     /// Broker URL as the pods reach it.
     pub broker_url: String,
     pub endpoints: EndpointsConfig,
+    pub limits: JudgeLimits,
+}
+
+/// Judge pod timings the install may tune (operator flags; see docs/operations.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JudgeLimits {
+    /// Timeout of one provider call, in seconds.
+    pub call_timeout_seconds: u64,
+    /// Lifetime of the pods' projected service account tokens (the kubelet renews them).
+    pub token_seconds: i64,
+    /// `ttlSecondsAfterFinished` of the judge Job: how long its pods (and their logs) stay.
+    pub job_ttl_seconds: i32,
+}
+
+/// A judge setting outside the range the operator accepts.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JudgeLimitError {
+    #[error("--judge-call-timeout-seconds (BYOK_JUDGE_CALL_TIMEOUT_SECONDS) must be 1 to 3600, got {0}")]
+    CallTimeout(u64),
+    #[error(
+        "--judge-token-seconds (BYOK_JUDGE_TOKEN_SECONDS) must be 600 (the shortest projected token Kubernetes \
+         issues) to 86400, got {0}"
+    )]
+    TokenLifetime(i64),
+    #[error(
+        "--judge-job-ttl-seconds (BYOK_JUDGE_JOB_TTL_SECONDS) must be 60 to 2147483647 (a Job deleted sooner \
+         can take its failure with it before the EvalJob sees it), got {0}"
+    )]
+    JobTtl(i64),
+}
+
+impl JudgeLimits {
+    /// Today's behaviour: 60 s per call, 10-minute tokens, finished Jobs kept a day.
+    pub const DEFAULT: Self = Self { call_timeout_seconds: 60, token_seconds: 600, job_ttl_seconds: 86_400 };
+
+    /// Checked settings; the error names the flag and the accepted range.
+    pub fn new(call_timeout_seconds: u64, token_seconds: i64, job_ttl_seconds: i64) -> Result<Self, JudgeLimitError> {
+        if !(1..=3600).contains(&call_timeout_seconds) {
+            return Err(JudgeLimitError::CallTimeout(call_timeout_seconds));
+        }
+        // A token lives no longer than needed: the client re-reads the file the kubelet renews.
+        if !(600..=86_400).contains(&token_seconds) {
+            return Err(JudgeLimitError::TokenLifetime(token_seconds));
+        }
+        let job_ttl = i32::try_from(job_ttl_seconds).ok().filter(|t| *t >= 60);
+        let job_ttl_seconds = job_ttl.ok_or(JudgeLimitError::JobTtl(job_ttl_seconds))?;
+        Ok(Self { call_timeout_seconds, token_seconds, job_ttl_seconds })
+    }
+}
+
+impl Default for JudgeLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// SHA-256 of each file the judge reads from a ConfigMap, pinned in the Job's (immutable)
@@ -149,7 +203,7 @@ pub fn judge_config(ej: &EvalJob, model: &str, azure: Option<AzureSpec>, setting
         scorers: s.scorers.clone(),
         concurrency: s.concurrency.max(1) as u32,
         retries: s.retries.max(0) as u32,
-        call_timeout_seconds: 60,
+        call_timeout_seconds: settings.limits.call_timeout_seconds,
         shards: s.parallelism.max(1) as u32,
         endpoints: settings.endpoints.clone(),
     }
@@ -191,7 +245,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..Default::default() }
 }
 
-fn token_volume(name: &str, audience: &str) -> Volume {
+fn token_volume(name: &str, audience: &str, seconds: i64) -> Volume {
     Volume {
         name: name.into(),
         projected: Some(ProjectedVolumeSource {
@@ -199,7 +253,7 @@ fn token_volume(name: &str, audience: &str) -> Volume {
             sources: Some(vec![VolumeProjection {
                 service_account_token: Some(ServiceAccountTokenProjection {
                     audience: Some(audience.into()),
-                    expiration_seconds: Some(600),
+                    expiration_seconds: Some(seconds),
                     path: "token".into(),
                 }),
                 ..Default::default()
@@ -356,8 +410,8 @@ pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings, pins: &Pins) -> Job {
             }),
             ..Default::default()
         },
-        token_volume("broker-token", wire::KEY_AUDIENCE),
-        token_volume("results-token", wire::RESULTS_AUDIENCE),
+        token_volume("broker-token", wire::KEY_AUDIENCE, settings.limits.token_seconds),
+        token_volume("results-token", wire::RESULTS_AUDIENCE, settings.limits.token_seconds),
     ];
     let mut meta = owned_meta(ej, job_name(&ej.name_any()), "judge");
     let pod_labels = meta.labels.clone();
@@ -370,7 +424,7 @@ pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings, pins: &Pins) -> Job {
             parallelism: Some(shards),
             backoff_limit: Some(3 * shards),
             active_deadline_seconds: Some(s.timeout_seconds),
-            ttl_seconds_after_finished: Some(86400),
+            ttl_seconds_after_finished: Some(settings.limits.job_ttl_seconds),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: pod_labels, ..Default::default() }),
                 spec: Some(PodSpec {
@@ -484,6 +538,7 @@ mod tests {
             image: "byok-operator:dev".into(),
             broker_url: "https://b:8443".into(),
             endpoints: Default::default(),
+            limits: JudgeLimits::DEFAULT,
         }
     }
 
@@ -532,6 +587,14 @@ mod tests {
     }
 
     #[test]
+    fn the_config_file_is_the_rendered_config_never_empty() {
+        let config = judge_config(&ej(1), "gpt-5.1", None, &settings());
+        let cm = cases_config_map(&ej(1), "{\"output\":\"x\"}\n".into(), &config).expect("renders");
+        let text = cm.data.as_ref().and_then(|d| d.get(CONFIG_FILE)).expect("config.json");
+        assert_eq!(serde_json::from_str::<JudgeConfig>(text).expect("the judge can read it"), config);
+    }
+
+    #[test]
     fn shards_become_an_indexed_job_owned_by_the_evaljob() {
         let job = judge_job(&ej(4), &settings(), &pins());
         let spec = job.spec.clone().expect("spec");
@@ -565,14 +628,6 @@ mod tests {
     }
 
     #[test]
-    fn the_config_file_is_the_rendered_config_never_empty() {
-        let config = judge_config(&ej(1), "gpt-5.1", None, &settings());
-        let cm = cases_config_map(&ej(1), "{\"output\":\"x\"}\n".into(), &config).expect("renders");
-        let text = cm.data.as_ref().and_then(|d| d.get(CONFIG_FILE)).expect("config.json");
-        assert_eq!(serde_json::from_str::<JudgeConfig>(text).expect("the judge can read it"), config);
-    }
-
-    #[test]
     fn every_file_from_a_configmap_is_pinned_in_the_command() {
         let p = pod(&judge_job(&ej(1), &settings(), &pins()));
         let args = |c: &Container| c.command.clone().unwrap_or_default().join(" ");
@@ -582,5 +637,39 @@ mod tests {
         for pin in ["--config-sha256 c0", "--cases-sha256 ca5e", "--ca-sha256 ca"] {
             assert!(judge.contains(pin), "{pin} in {judge}");
         }
+    }
+
+    #[test]
+    fn judge_limits_keep_todays_defaults_and_refuse_what_kubernetes_would_not_take() {
+        assert_eq!(JudgeLimits::new(60, 600, 86_400), Ok(JudgeLimits::DEFAULT));
+        assert_eq!(JudgeLimits::default(), JudgeLimits::DEFAULT);
+        assert_eq!(JudgeLimits::new(0, 600, 86_400), Err(JudgeLimitError::CallTimeout(0)));
+        assert_eq!(JudgeLimits::new(3601, 600, 86_400), Err(JudgeLimitError::CallTimeout(3601)));
+        // Kubernetes refuses a projected token shorter than 10 minutes.
+        assert_eq!(JudgeLimits::new(60, 599, 86_400), Err(JudgeLimitError::TokenLifetime(599)));
+        assert_eq!(JudgeLimits::new(60, 86_401, 86_400), Err(JudgeLimitError::TokenLifetime(86_401)));
+        assert_eq!(JudgeLimits::new(60, 600, 59), Err(JudgeLimitError::JobTtl(59)));
+        assert_eq!(JudgeLimits::new(60, 600, 1 << 31), Err(JudgeLimitError::JobTtl(1 << 31)));
+        let message = JudgeLimits::new(60, 60, 86_400).expect_err("too short").to_string();
+        assert!(message.contains("--judge-token-seconds") && message.contains("600"), "{message}");
+    }
+
+    #[test]
+    fn the_settings_reach_the_job_and_the_config() {
+        let mut s = settings();
+        s.limits = JudgeLimits::new(120, 3600, 600).expect("valid");
+        let job = judge_job(&ej(1), &s, &pins());
+        assert_eq!(job.spec.as_ref().and_then(|j| j.ttl_seconds_after_finished), Some(600));
+        let tokens: Vec<_> = pod(&job)
+            .volumes
+            .iter()
+            .flatten()
+            .flat_map(|v| v.projected.iter().flat_map(|p| p.sources.iter().flatten()))
+            .filter_map(|s| s.service_account_token.as_ref().and_then(|t| t.expiration_seconds))
+            .collect();
+        assert_eq!(tokens, vec![3600, 3600], "both tokens, broker and results");
+        assert_eq!(judge_config(&ej(1), "m", None, &s).call_timeout_seconds, 120);
+        let defaults = judge_job(&ej(1), &settings(), &pins());
+        assert_eq!(defaults.spec.and_then(|j| j.ttl_seconds_after_finished), Some(86_400));
     }
 }
