@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::EvalContext;
 use super::desired;
-use crate::broker::results::{MAX_PARTS, RESULTS_COMPONENT, RESULTS_FILE, SHARD_ANNOTATION, part_name};
+use crate::broker::results::{self as stored, MAX_PARTS, RESULTS_COMPONENT, UnreadableLine, part_name};
 use crate::controller::Error;
 use crate::controller::byokkey::desired::{condition, set_condition};
 use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, KeyPhase, Progress, ResultsRef, ScorerType};
@@ -63,6 +63,8 @@ struct Collected {
     shards_done: u32,
     /// ConfigMaps that look like results but were not written by the broker: ignored.
     rejected: Vec<String>,
+    /// Lines of the broker's results that are not case results: each counts as an errored case.
+    unreadable: Vec<UnreadableLine>,
 }
 
 /// Lists metadata only, then reads one ConfigMap at a time, and only names the broker could have
@@ -78,9 +80,7 @@ async fn collect_results(ctx: &EvalContext, ej: &EvalJob, ns: &str, uid: &str) -
         .flat_map(|s| (0..MAX_PARTS).map(move |p| (s, p)))
         .map(|(s, p)| part_name(&ej.name_any(), s, p))
         .collect();
-    let mut rejected = Vec::new();
-    let mut results = Vec::new();
-    let mut names = Vec::new();
+    let (mut rejected, mut results, mut names, mut unreadable) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut done = std::collections::BTreeSet::new();
     for name in listed {
         if !expected.contains(&name) {
@@ -89,21 +89,55 @@ async fn collect_results(ctx: &EvalContext, ej: &EvalJob, ns: &str, uid: &str) -
         }
         // Gone since the list: nothing to read.
         let Some(cm) = api.get_opt(&name).await? else { continue };
-        if !ctx.results_mac.verify(&cm, uid) {
+        let Some(read) = stored::read_config_map(&cm, uid, &ctx.results_mac) else {
             rejected.push(name);
             continue;
-        }
-        let shard = cm.annotations().get(SHARD_ANNOTATION).cloned().unwrap_or_default();
-        let mut parts = shard.split('/');
-        if let (Some(index), Some(_), Some("done")) = (parts.next(), parts.next(), parts.next()) {
-            done.insert(index.to_string());
-        }
-        names.push(cm.name_any());
-        let text = cm.data.as_ref().and_then(|d| d.get(RESULTS_FILE)).cloned().unwrap_or_default();
-        results.extend(text.lines().filter_map(|l| serde_json::from_str::<CaseResult>(l).ok()));
+        };
+        done.extend(read.done_shard);
+        names.push(name);
+        results.extend(read.results);
+        unreadable.extend(read.unreadable);
     }
     results.sort_by_key(|r| r.line);
-    Ok(Collected { results, names, shards_done: done.len() as u32, rejected })
+    Ok(Collected { results, names, shards_done: done.len() as u32, rejected, unreadable })
+}
+
+/// The ResultsTrusted=False condition (reason, message) for what was not taken as results, and
+/// an Event per cause not already in the condition: forged ConfigMaps first (a security matter),
+/// then unreadable lines of the broker's own results (counted as errored cases).
+fn untrusted(rejected: &[String], unreadable: &[UnreadableLine], before: Option<&str>) -> Option<Untrusted> {
+    let mut causes: Vec<(&'static str, String)> = Vec::new();
+    if !rejected.is_empty() {
+        let msg = format!(
+            "ignored ConfigMaps that look like results but were not written by the key broker: {}",
+            rejected.join(", ")
+        );
+        causes.push(("ForgedResultsIgnored", msg));
+    }
+    if let Some(first) = unreadable.first() {
+        let more = if unreadable.len() > 1 { format!(" (and {} more)", unreadable.len() - 1) } else { String::new() };
+        let msg = format!(
+            "{} line(s) of the broker's results could not be read and count as errored cases ({}): {first}{more}",
+            unreadable.len(),
+            stored::UNREADABLE_RESULT
+        );
+        causes.push(("UnreadableResults", msg));
+    }
+    let reason = causes.first()?.0;
+    let message = causes.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ");
+    let events = causes
+        .iter()
+        .filter(|(_, m)| !before.is_some_and(|b| b.contains(m.as_str())))
+        .map(|(r, m)| (EventType::Warning, *r, m.clone()))
+        .collect();
+    Some(Untrusted { reason, message, events })
+}
+
+/// What [`untrusted`] found: the condition's reason and message, and the Events to publish.
+struct Untrusted {
+    reason: &'static str,
+    message: String,
+    events: Vec<Note>,
 }
 
 fn job_failed(job: &Job) -> Option<String> {
@@ -226,23 +260,19 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
         notes.push((EventType::Normal, "Started", format!("judge Job {} started for {total} cases", job.name_any())));
     }
 
-    // 3. Results so far: only what the broker wrote counts.
-    let Collected { results, names: cm_names, shards_done, rejected } = collect_results(&ctx, &ej, &ns, &uid).await?;
-    if !rejected.is_empty() {
-        let msg = format!(
-            "ignored ConfigMaps that look like results but were not written by the key broker: {}",
-            rejected.join(", ")
-        );
-        let seen = condition(&st.conditions, RESULTS_TRUSTED).is_some_and(|c| c.status == "False" && c.message == msg);
-        if !seen {
-            notes.push((EventType::Warning, "ForgedResultsIgnored", msg.clone()));
-        }
-        set_condition(&mut st.conditions, RESULTS_TRUSTED, "False", "ForgedResultsIgnored", msg, generation, &now);
+    // 3. Results so far: only what the broker wrote counts, and none of it is lost.
+    let Collected { mut results, names: cm_names, shards_done, rejected, unreadable } =
+        collect_results(&ctx, &ej, &ns, &uid).await?;
+    let before = condition(&st.conditions, RESULTS_TRUSTED).filter(|c| c.status == "False").map(|c| c.message.clone());
+    if let Some(Untrusted { reason, message, events }) = untrusted(&rejected, &unreadable, before.as_deref()) {
+        notes.extend(events);
+        set_condition(&mut st.conditions, RESULTS_TRUSTED, "False", reason, message, generation, &now);
     }
+    let names = scorers::scorer_names(&ej.spec.scorers);
+    results.extend(unreadable.iter().map(|u| u.errored_case(&names)));
     let total = st.progress.as_ref().map_or(0, |p| p.total);
     let completed = results.len() as i64;
     st.progress = Some(Progress { total, completed, display: format!("{completed}/{total}") });
-    let names = scorers::scorer_names(&ej.spec.scorers);
     if !results.is_empty() {
         st.summary = Some(summary::summarize(&results, &names));
         st.usage = Some(summary::usage(&results));
@@ -367,4 +397,38 @@ async fn finish(
     }
     status::publish(&ctx.recorder, ej, notes);
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreadable(line: usize) -> UnreadableLine {
+        UnreadableLine { config_map: "ej-results-0-0".into(), line, error: "expected value".into() }
+    }
+
+    #[test]
+    fn unreadable_results_are_shown_and_forged_ones_come_first() {
+        assert!(untrusted(&[], &[], None).is_none(), "all read and all signed: nothing to say");
+        let u = untrusted(&[], &[unreadable(2), unreadable(5)], None).expect("said");
+        assert_eq!(u.reason, "UnreadableResults");
+        assert!(u.message.starts_with("2 line(s) of the broker's results could not be read"), "{}", u.message);
+        assert!(u.message.contains("ConfigMap ej-results-0-0 line 2: expected value (and 1 more)"), "{}", u.message);
+        assert_eq!(u.events.len(), 1);
+        // Both: the condition names the forged ConfigMaps first, and each cause gets its Event.
+        let both = untrusted(&["ej-results-0-0-x".into()], &[unreadable(2)], None).expect("said");
+        assert_eq!(both.reason, "ForgedResultsIgnored");
+        assert!(both.message.contains("ej-results-0-0-x") && both.message.contains("UnreadableResult"));
+        let reasons: Vec<_> = both.events.iter().map(|(_, r, _)| *r).collect();
+        assert_eq!(reasons, ["ForgedResultsIgnored", "UnreadableResults"]);
+        // Said before in the condition: no Event again; a new count is news.
+        assert!(
+            untrusted(&["ej-results-0-0-x".into()], &[unreadable(2)], Some(&both.message))
+                .expect("s")
+                .events
+                .is_empty()
+        );
+        let more = untrusted(&["ej-results-0-0-x".into()], &[unreadable(2), unreadable(3)], Some(&both.message));
+        assert_eq!(more.expect("said").events.len(), 1);
+    }
 }
