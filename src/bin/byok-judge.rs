@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use byok_operator::crd::{AzureSpec, Provider, ScorerType};
-use byok_operator::judge::cases::parse_shard;
+use byok_operator::judge::cases::{parse_shard, shard_index};
 use byok_operator::judge::client::{HttpReporter, fetch_key, read_key_file, write_key_file};
 use byok_operator::judge::pin::PinnedFile;
 use byok_operator::judge::runner::{ReportPacing, ShardRun, run_shard};
@@ -89,9 +89,10 @@ struct Run {
     /// The key file written by fetch-key; needed only when an llm_judge scorer is configured.
     #[arg(long)]
     key_file: PathBuf,
-    /// This pod's shard (the Indexed Job's completion index).
-    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0, value_parser = parse_index)]
-    shard: u32,
+    /// This pod's shard: the Indexed Job's completion index. Required (a pod without one is not a
+    /// judge pod, and is never taken for shard 0).
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    shard: Option<String>,
     /// Key broker base URL (https).
     #[arg(long, env = "BYOK_BROKER_URL")]
     broker: String,
@@ -151,14 +152,6 @@ fn parse_provider(value: &str) -> Result<Provider, String> {
     })
 }
 
-/// A completion index; an empty value (the variable set but blank, outside an Indexed Job) is 0.
-fn parse_index(value: &str) -> Result<u32, String> {
-    match value.trim() {
-        "" => Ok(0),
-        index => index.parse().map_err(|e| format!("{index:?} is not a shard index: {e}")),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A smoke test prints its own results: its logs are for problems only.
@@ -213,11 +206,9 @@ async fn run(args: Run) -> anyhow::Result<()> {
     let config: JudgeConfig = serde_json::from_str(&config_text)
         .with_context(|| format!("{} is not a judge config", args.config.display()))?;
     let shards = config.shards.max(1);
-    if args.shard >= shards {
-        bail!("shard {} does not exist: the config has {shards} shard(s)", args.shard);
-    }
+    let shard = shard_index(args.shard.as_deref(), shards)?;
     let jsonl = PinnedFile::new(&args.cases, &args.cases_sha256).read_text()?;
-    let cases = parse_shard(&jsonl, args.shard, shards);
+    let cases = parse_shard(&jsonl, shard, shards);
     drop(jsonl);
 
     let needs_key = config.scorers.iter().any(|s| s.type_ == ScorerType::LlmJudge);
@@ -238,11 +229,11 @@ async fn run(args: Run) -> anyhow::Result<()> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("cannot build the provider HTTP client")?;
-    let run = ShardRun { shard: args.shard, pod_uid: args.pod_uid.clone(), http, pacing: ReportPacing::default() };
+    let run = ShardRun { shard, pod_uid: args.pod_uid.clone(), http, pacing: ReportPacing::default() };
 
     tracing::info!(
         eval_job = %config.eval_job, namespace = %config.namespace, provider = %config.provider,
-        model = %config.model, shard = args.shard, shards, cases = cases.len(), "judging"
+        model = %config.model, shard, shards, cases = cases.len(), "judging"
     );
     let outcome = run_shard(&config, &run, key, cases, &reporter).await;
 

@@ -122,8 +122,8 @@ pub fn matches_template(pod: &Pod, job: &Job, evaljob: &EvalJob) -> Result<(), R
         return no;
     }
     // A shard the EvalJob does not have (an editor raised the Job's completions) gets nothing.
-    let index = pod.annotations().get(COMPLETION_INDEX).and_then(|i| i.parse::<i32>().ok());
-    if index.is_none_or(|i| i < 0 || i >= evaljob.spec.parallelism.max(1)) {
+    let index = completion_index(pod)?;
+    if i64::from(index) >= i64::from(evaljob.spec.parallelism.max(1)) {
         return Err(Refusal::ShardMismatch);
     }
     Ok(())
@@ -131,6 +131,13 @@ pub fn matches_template(pod: &Pod, job: &Job, evaljob: &EvalJob) -> Result<(), R
 
 /// Pod annotation the Job controller sets on Indexed Job pods.
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+/// The pod's completion index. A pod without one (or with one that is not an index) is refused
+/// under its own reason, never taken for shard 0.
+pub fn completion_index(pod: &Pod) -> Result<u32, Refusal> {
+    let index = pod.annotations().get(COMPLETION_INDEX).and_then(|i| i.parse::<u32>().ok());
+    index.ok_or(Refusal::NoCompletionIndex)
+}
 
 /// The pod is neither finished nor being deleted (its address may already be another pod's).
 pub fn alive(pod: &Pod) -> Result<(), Refusal> {
@@ -305,6 +312,14 @@ mod tests {
         let mut extra_shard = pod.clone();
         extra_shard.metadata.annotations = Some([(COMPLETION_INDEX.to_string(), "1".to_string())].into());
         assert_eq!(matches_template(&extra_shard, &job, &ej), Err(Refusal::ShardMismatch), "only the EvalJob's shards");
+        // No index, or one that is not an index: its own reason, never shard 0.
+        for index in [None, Some(""), Some("-1"), Some("0x0"), Some("zero")] {
+            let mut p = pod.clone();
+            p.metadata.annotations = index.map(|i| [(COMPLETION_INDEX.to_string(), i.to_string())].into());
+            assert_eq!(matches_template(&p, &job, &ej), Err(Refusal::NoCompletionIndex), "{index:?}");
+            assert_eq!(completion_index(&p), Err(Refusal::NoCompletionIndex), "{index:?}");
+        }
+        assert_eq!(completion_index(&pod), Ok(0));
         let mut extra_container = pod.clone();
         extra_container
             .spec

@@ -134,11 +134,31 @@ async fn open_key(st: &BrokerState, key: &ByokKey) -> Result<(SecretString, Stri
         None => live::<Secret>(st, &ns, &secret_name).await?,
     };
     let ring = st.keyring.read().map_err(|_| Refusal::Unavailable)?;
-    // Whatever the cause (no ciphertext yet, a KEK not loaded, a foreign ciphertext), the key is
-    // not usable now; the controller reports the cause on the ByokKey.
-    let opened = keystore::open(secret.as_deref(), key, &ring).map_err(|_| Refusal::KeyNotReady)?;
+    let opened = keystore::open(secret.as_deref(), key, &ring).map_err(|e| {
+        let refusal = open_refusal(&e);
+        // OpenError never holds key material: the envelope's KEK id at most.
+        match refusal {
+            Refusal::KeyNotReady => tracing::warn!(namespace = %ns, byokkey = %key.name_any(), error = %e,
+                reason = refusal.reason(), "the ByokKey has no ciphertext to open"),
+            _ => tracing::error!(namespace = %ns, byokkey = %key.name_any(), error = %e,
+                reason = refusal.reason(), "cannot open the ByokKey's ciphertext"),
+        }
+        refusal
+    })?;
     let kek = opened.kek_id().to_string();
     Ok((opened.key, kek))
+}
+
+/// Each reason a stored key does not open, told apart: only a missing ciphertext is "not ready"
+/// (the controller has yet to import it); the others are the broker's own data or keyring at fault.
+fn open_refusal(error: &keystore::OpenError) -> Refusal {
+    match error {
+        keystore::OpenError::Missing => Refusal::KeyNotReady,
+        keystore::OpenError::BadEnvelope(_) => Refusal::KeyUnreadable,
+        // A KEK added by a rotation reaches every replica's keyring a moment later: retryable.
+        keystore::OpenError::UnknownKek(_) => Refusal::UnknownKek,
+        keystore::OpenError::Decrypt(_) => Refusal::DecryptFailed,
+    }
 }
 
 /// Every check a key request must pass before the key is opened: the pod is the Job controller's
@@ -238,13 +258,18 @@ pub async fn results(
     if let Err(r) = checked {
         return refuse(&st, "results", r, Some(&id));
     }
-    let index = grant.pod.annotations().get(authz::COMPLETION_INDEX).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+    let index = match authz::completion_index(&grant.pod) {
+        Ok(index) => index,
+        Err(r) => return refuse(&st, "results", r, Some(&id)),
+    };
     if index != report.shard || report.results.len() > report.total as usize {
         return refuse(&st, "results", Refusal::ShardMismatch, Some(&id));
     }
     if let Err(e) = results::store(&st.client, &grant.evaljob, &report, &st.results_mac).await {
         tracing::warn!(error = %e, "could not store results");
-        return refuse(&st, "results", Refusal::Unavailable, Some(&id));
+        // A report that cannot be written as JSON will not be written by asking again.
+        let refusal = if e.is_api() { Refusal::Unavailable } else { Refusal::BadRequest };
+        return refuse(&st, "results", refusal, Some(&id));
     }
     st.count("results", "accepted");
     // Only a confirmed answer stops the judge; "cannot tell now" (Unavailable) does not.
@@ -272,4 +297,68 @@ pub async fn metrics(State(st): State<Arc<BrokerState>>, headers: HeaderMap) -> 
         return refuse(&st, "metrics", r, None);
     }
     st.metrics_text().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ByokKeySpec, Provider};
+    use crate::crypto::Keyring;
+    use k8s_openapi::ByteString;
+
+    const PLAIN: &str = "sk-proj-very-secret-0123456789";
+
+    fn key(name: &str, uid: &str) -> ByokKey {
+        let mut k = ByokKey::new(name, ByokKeySpec::from_secret(Provider::OpenAi, "s"));
+        k.metadata.namespace = Some("ns".into());
+        k.metadata.uid = Some(uid.into());
+        k
+    }
+
+    fn stored(ring: &Keyring, k: &ByokKey) -> Secret {
+        let envelope = keystore::seal(ring, k, &PLAIN.to_string().into()).expect("seals");
+        keystore::encrypted_secret(k, &envelope, "src/1")
+    }
+
+    /// The refusal for opening `secret` as `k` with `ring`.
+    fn refusal(secret: Option<&Secret>, k: &ByokKey, ring: &Keyring) -> Refusal {
+        let error = keystore::open(secret, k, ring).err().expect("does not open");
+        assert!(!error.to_string().contains(PLAIN), "no key material in {error}");
+        open_refusal(&error)
+    }
+
+    #[test]
+    fn each_reason_a_key_does_not_open_is_told_apart() {
+        let (ring, k) = (Keyring::generate(), key("a", "uid-a"));
+        let secret = stored(&ring, &k);
+        assert!(keystore::open(Some(&secret), &k, &ring).is_ok());
+        // Not imported yet: the one case that is "not ready".
+        assert_eq!(refusal(None, &k, &ring), Refusal::KeyNotReady);
+        let mut damaged = secret.clone();
+        damaged.data =
+            Some([(keystore::ENVELOPE_DATA_KEY.to_string(), ByteString(b"not an envelope".to_vec()))].into());
+        assert_eq!(refusal(Some(&damaged), &k, &ring), Refusal::KeyUnreadable);
+        assert_eq!(refusal(Some(&secret), &k, &Keyring::generate()), Refusal::UnknownKek);
+        // Another key's ciphertext copied over this one's: the AAD does not match.
+        assert_eq!(refusal(Some(&stored(&ring, &key("b", "uid-b"))), &k, &ring), Refusal::DecryptFailed);
+    }
+
+    #[test]
+    fn a_fault_of_the_brokers_own_data_is_a_server_error_not_a_refusal_of_the_pod() {
+        use axum::http::StatusCode;
+        let expect = [
+            (Refusal::KeyNotReady, StatusCode::FORBIDDEN),
+            (Refusal::KeyUnreadable, StatusCode::INTERNAL_SERVER_ERROR),
+            (Refusal::DecryptFailed, StatusCode::INTERNAL_SERVER_ERROR),
+            // Retryable (Retry-After): a rotation's new KEK reaches this replica a moment later.
+            (Refusal::UnknownKek, StatusCode::SERVICE_UNAVAILABLE),
+            (Refusal::NoCompletionIndex, StatusCode::FORBIDDEN),
+        ];
+        for (refusal, status) in expect {
+            assert_eq!(refusal.status(), status, "{refusal:?}");
+            // The judge fails at once on exactly the 500s, and retries the 503.
+            let final_for_judge = wire::FINAL_SERVER_REFUSALS.contains(&refusal.reason());
+            assert_eq!(final_for_judge, status == StatusCode::INTERNAL_SERVER_ERROR, "{refusal:?}");
+        }
+    }
 }

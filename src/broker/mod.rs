@@ -56,6 +56,14 @@ pub enum Refusal {
     KeyRevoked,
     #[error("the ByokKey is not Ready")]
     KeyNotReady,
+    #[error("the ByokKey's stored ciphertext cannot be read (a damaged envelope)")]
+    KeyUnreadable,
+    #[error("the ByokKey is sealed under a KEK this broker does not hold (a keyring being reloaded); retry")]
+    UnknownKek,
+    #[error("the ByokKey's ciphertext does not open: altered, or not this ByokKey's")]
+    DecryptFailed,
+    #[error("the pod has no completion index: it is not a pod of an Indexed judge Job")]
+    NoCompletionIndex,
     #[error("the report is for another shard than the pod's completion index")]
     ShardMismatch,
     #[error("the pod is not the Job controller's copy of the judge Job's template")]
@@ -98,6 +106,10 @@ impl Refusal {
             Self::JobFinished => "JobFinished",
             Self::KeyRevoked => "KeyRevoked",
             Self::KeyNotReady => "KeyNotReady",
+            Self::KeyUnreadable => "KeyUnreadable",
+            Self::UnknownKek => "UnknownKek",
+            Self::DecryptFailed => "DecryptFailed",
+            Self::NoCompletionIndex => "NoCompletionIndex",
             Self::ShardMismatch => "ShardMismatch",
             Self::PodNotFromJobTemplate => "PodNotFromJobTemplate",
             Self::PodNotStarting => "PodNotStarting",
@@ -124,7 +136,9 @@ impl Refusal {
             | Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable | Self::PodAddressUnknown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::PodAddressUnknown | Self::UnknownKek => StatusCode::SERVICE_UNAVAILABLE,
+            // The broker's own stored data is at fault, not the caller: asking again will not help.
+            Self::KeyUnreadable | Self::DecryptFailed => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::FORBIDDEN,
         }
     }

@@ -3,7 +3,6 @@
 pub mod byokkey;
 mod context;
 pub mod evaljob;
-pub mod finalizer;
 pub mod memo;
 pub mod status;
 

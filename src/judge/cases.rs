@@ -71,6 +71,32 @@ pub fn count_shard(jsonl: &str, shard: u32, shards: u32) -> usize {
         .count()
 }
 
+/// Why a judge pod does not know its shard.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShardIndexError {
+    #[error(
+        "no shard: JOB_COMPLETION_INDEX is not set (the Job controller sets it in the pods of the operator's \
+         Indexed Job) and --shard was not given"
+    )]
+    Missing,
+    #[error("the shard index {0:?} is not a number")]
+    NotANumber(String),
+    #[error("shard {index} does not exist: the config has {shards} shard(s)")]
+    OutOfRange { index: u32, shards: u32 },
+}
+
+/// This pod's shard from its completion index (`--shard` / `JOB_COMPLETION_INDEX`). A pod without
+/// one is refused, never taken for shard 0: it would judge, and report, another pod's cases.
+pub fn shard_index(value: Option<&str>, shards: u32) -> Result<u32, ShardIndexError> {
+    let text = value.map(str::trim).filter(|v| !v.is_empty()).ok_or(ShardIndexError::Missing)?;
+    let index = text.parse::<u32>().map_err(|_| ShardIndexError::NotANumber(text.chars().take(20).collect()))?;
+    let shards = shards.max(1);
+    if index >= shards {
+        return Err(ShardIndexError::OutOfRange { index, shards });
+    }
+    Ok(index)
+}
+
 fn parse_line(line: u32, text: &str) -> ParsedCase {
     let fallback_id = || format!("line-{line}");
     match serde_json::from_str::<EvalCase>(text) {
@@ -142,6 +168,25 @@ mod tests {
         // Blank lines count as lines but are no case.
         assert_eq!(parse_shard("{\"output\":\"x\"}\n\n{\"output\":\"y\"}\n", 1, 2).len(), 0);
         assert_eq!(count_shard("{\"output\":\"x\"}\n\n{\"output\":\"y\"}\n", 0, 2), 2);
+    }
+
+    #[test]
+    fn a_pod_without_a_completion_index_is_no_shard() {
+        assert_eq!(shard_index(Some("2"), 3), Ok(2));
+        assert_eq!(shard_index(Some(" 0\n"), 1), Ok(0));
+        // Not set, or set but blank (outside an Indexed Job): an error, not shard 0.
+        assert_eq!(shard_index(None, 3), Err(ShardIndexError::Missing));
+        assert_eq!(shard_index(Some(""), 3), Err(ShardIndexError::Missing));
+        assert_eq!(shard_index(Some("  "), 3), Err(ShardIndexError::Missing));
+        assert_eq!(shard_index(Some("-1"), 3), Err(ShardIndexError::NotANumber("-1".into())));
+        assert_eq!(shard_index(Some("one"), 3), Err(ShardIndexError::NotANumber("one".into())));
+        assert_eq!(shard_index(Some("3"), 3), Err(ShardIndexError::OutOfRange { index: 3, shards: 3 }));
+        assert_eq!(shard_index(Some("0"), 0), Ok(0), "no shards configured means one");
+        let long = "9".repeat(100);
+        let ShardIndexError::NotANumber(shown) = shard_index(Some(&long), 3).expect_err("too big") else {
+            panic!("expected NotANumber")
+        };
+        assert_eq!(shown.len(), 20, "a long value is cut in the message");
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub use super::keyfile::{read_key_file, write_key_file};
 use super::pin::PinnedFile;
 use super::runner::{ReportError, Reporter};
 use super::wire::{
-    KEY_PATH, KeyRequest, KeyResponse, MAX_REPORT_BYTES, RESULTS_PATH, Refusal, ResultsAck, ResultsReport,
+    FINAL_SERVER_REFUSALS, KEY_PATH, KeyRequest, KeyResponse, MAX_REPORT_BYTES, RESULTS_PATH, Refusal, ResultsAck,
+    ResultsReport,
 };
 use crate::providers::RetryPolicy;
 use crate::providers::retry::retry_after_from_headers;
@@ -41,7 +42,8 @@ pub enum ClientError {
     Token { path: PathBuf, message: String },
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
-    /// The broker said no (401/403). Never retried: the answer will not change by asking again.
+    /// The broker said no (401/403), or cannot open the stored key (500, a reason in
+    /// [`FINAL_SERVER_REFUSALS`]). Never retried: the answer will not change by asking again.
     #[error("the broker refused (HTTP {status}): {reason}: {message}")]
     Refused { status: u16, reason: String, message: String },
     /// The broker's certificate is not signed by the CA bundle: retrying will not fix that.
@@ -117,6 +119,7 @@ impl BrokerClient {
 }
 
 /// What one key request attempt gave.
+#[derive(Debug)]
 enum Attempt {
     Done(KeyResponse),
     Fatal(ClientError),
@@ -177,29 +180,49 @@ async fn key_attempt(client: &BrokerClient, body: Vec<u8>) -> Attempt {
         Err(error) => return Attempt::Retry { message: error_chain(&error), retry_after: None },
     };
     let status = response.status().as_u16();
-    if matches!(status, 408 | 429) || status >= 500 {
-        let retry_after = retry_after_from_headers(response.headers(), std::time::SystemTime::now());
-        return Attempt::Retry { message: format!("HTTP {status}"), retry_after };
-    }
+    let retry_after = retry_after_from_headers(response.headers(), std::time::SystemTime::now());
     // The body holds the key: collect it where it is wiped on drop, and cap its size.
     let mut body = Zeroizing::new(Vec::new());
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_KEY_RESPONSE_BYTES => body.extend_from_slice(&chunk),
+            Ok(Some(_)) if status >= 500 => break,
             Ok(Some(_)) => return Attempt::Fatal(unexpected(status, "the response is too large")),
             Ok(None) => break,
             Err(error) => return Attempt::Retry { message: error_chain(&error), retry_after: None },
         }
     }
+    key_answer(status, &body, retry_after)
+}
+
+/// What a key response says: the key, a refusal, or a fault worth another try.
+fn key_answer(status: u16, body: &[u8], retry_after: Option<Duration>) -> Attempt {
     match status {
-        200 => match serde_json::from_slice::<KeyResponse>(&body) {
+        200 => match serde_json::from_slice::<KeyResponse>(body) {
             Ok(key) if !key.key.trim().is_empty() => Attempt::Done(key),
             Ok(_) => Attempt::Fatal(unexpected(status, "the broker sent an empty key")),
             // serde's message could quote the body, which holds the key: say nothing of it.
             Err(_) => Attempt::Fatal(unexpected(status, "the response is not a key response")),
         },
-        401 | 403 => Attempt::Fatal(refusal(status, &body)),
-        _ => Attempt::Fatal(unexpected(status, &String::from_utf8_lossy(&body))),
+        401 | 403 => Attempt::Fatal(refusal(status, body)),
+        408 | 429 => Attempt::Retry { message: format!("HTTP {status}"), retry_after },
+        500.. => server_fault(status, body, retry_after),
+        _ => Attempt::Fatal(unexpected(status, &String::from_utf8_lossy(body))),
+    }
+}
+
+/// A 5xx: the broker's refusal reason is kept either way. One it marks final (the stored key does
+/// not open) fails at once; the rest (503 UnknownKek or Unavailable, a proxy's 502) are retried.
+fn server_fault(status: u16, body: &[u8], retry_after: Option<Duration>) -> Attempt {
+    match serde_json::from_slice::<Refusal>(body) {
+        Ok(r) if FINAL_SERVER_REFUSALS.contains(&r.reason.as_str()) => {
+            Attempt::Fatal(ClientError::Refused { status, reason: capped(&r.reason), message: capped(&r.message) })
+        }
+        Ok(r) => {
+            let message = format!("HTTP {status}: {}: {}", capped(&r.reason), capped(&r.message));
+            Attempt::Retry { message, retry_after }
+        }
+        Err(_) => Attempt::Retry { message: format!("HTTP {status}"), retry_after },
     }
 }
 
@@ -316,5 +339,54 @@ mod tests {
             BrokerClient::new("https://b", &token, &missing, Duration::from_secs(1)),
             Err(ClientError::Pinned(super::super::pin::PinError::Read { .. }))
         ));
+    }
+
+    fn refused(reason: &str) -> Vec<u8> {
+        serde_json::to_vec(&Refusal { reason: reason.into(), message: "why".into() }).expect("json")
+    }
+
+    fn final_reason(attempt: Attempt) -> Option<(u16, String)> {
+        match attempt {
+            Attempt::Fatal(ClientError::Refused { status, reason, .. }) => Some((status, reason)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_key_that_does_not_open_fails_at_once_with_its_reason() {
+        let wait = Some(Duration::from_secs(2));
+        // The stored key is damaged or not this key's: asking again will not help.
+        for reason in FINAL_SERVER_REFUSALS {
+            assert_eq!(final_reason(key_answer(500, &refused(reason), None)), Some((500, reason.to_string())));
+        }
+        assert_eq!(final_reason(key_answer(403, &refused("KeyNotReady"), None)), Some((403, "KeyNotReady".into())));
+        assert_eq!(
+            final_reason(key_answer(403, &refused("NoCompletionIndex"), None)),
+            Some((403, "NoCompletionIndex".into()))
+        );
+        // A KEK still loading: retried, and the reason is kept for the error given up with.
+        let Attempt::Retry { message, retry_after } = key_answer(503, &refused("UnknownKek"), wait) else {
+            panic!("UnknownKek is retried")
+        };
+        assert_eq!((message.as_str(), retry_after), ("HTTP 503: UnknownKek: why", wait));
+        // A 500 the broker did not mark final (or a proxy's page) is retried as before.
+        assert!(matches!(key_answer(500, &refused("SomethingNew"), None), Attempt::Retry { .. }));
+        assert!(matches!(key_answer(502, b"<html>bad gateway</html>", None), Attempt::Retry { .. }));
+        assert!(matches!(key_answer(429, b"", wait), Attempt::Retry { retry_after, .. } if retry_after == wait));
+        assert!(matches!(key_answer(404, b"no", None), Attempt::Fatal(ClientError::Unexpected { status: 404, .. })));
+    }
+
+    #[test]
+    fn a_broker_message_is_cut_short() {
+        let long =
+            serde_json::to_vec(&Refusal { reason: "KeyUnreadable".into(), message: "m".repeat(10_000) }).expect("json");
+        let Attempt::Fatal(ClientError::Refused { message, .. }) = key_answer(500, &long, None) else {
+            panic!("final")
+        };
+        assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS);
+        let key = serde_json::to_vec(&KeyResponse { key: "sk-1".into(), key_prefix: "sk-1".into() }).expect("json");
+        assert!(matches!(key_answer(200, &key, None), Attempt::Done(_)));
+        let empty = serde_json::to_vec(&KeyResponse { key: " ".into(), key_prefix: String::new() }).expect("json");
+        assert!(matches!(key_answer(200, &empty, None), Attempt::Fatal(ClientError::Unexpected { .. })));
     }
 }
