@@ -16,6 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::desired::{self, condition, set_condition};
 use super::import::{self, ImportError};
 use super::validation::{self, Trigger};
+use crate::controller::status::{self, Note};
 use crate::controller::{Context, Error};
 use crate::crd::conditions::byokkey::{DEFAULT, IMPORTED, MODEL_DEPRECATED, READY, VALIDATED};
 use crate::crd::{ByokKey, ByokKeyStatus, KeyPhase, TEST_REQUESTED_ANNOTATION};
@@ -35,9 +36,6 @@ struct Target<'a> {
     /// The versions of the key this reconcile works from: all older than the status it writes.
     replaced: Vec<String>,
 }
-
-/// A pending Event, published after status is written so it matches what users can read.
-use crate::controller::status::{self, Note};
 
 /// Reconciles `key`. `patched_from` is the version a metadata patch of this reconcile (the
 /// finalizer) replaced: the cache may still show it after the status is written.
