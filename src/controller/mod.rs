@@ -3,6 +3,7 @@
 pub mod byokkey;
 mod context;
 pub mod evaljob;
+pub mod finalizer;
 pub mod memo;
 pub mod status;
 

@@ -9,24 +9,23 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{Context, Error};
+use super::{Context, Error, finalizer};
 use crate::crd::ByokKey;
 use crate::keystore;
 
 /// Finalizer that removes the encrypted Secret before a ByokKey goes away.
 pub const FINALIZER: &str = "launchgate.ai/byokkey-cleanup";
 
-async fn reconcile(key: Arc<ByokKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// One reconcile of `key`, as the controller runs it (public for the fast tests, tests/fast_byokkey.rs).
+pub async fn reconcile(key: Arc<ByokKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let uid = key.uid();
     super::status::measured("byokkey", uid, &ctx.metrics, &ctx.retries, reconcile_inner(key, &ctx)).await
 }
@@ -34,41 +33,21 @@ async fn reconcile(key: Arc<ByokKey>, ctx: Arc<Context>) -> Result<Action, Error
 async fn reconcile_inner(key: Arc<ByokKey>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let ns = key.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<ByokKey> = Api::namespaced(ctx.client.clone(), &ns);
-    let finalizers = key.finalizers();
-    let ours = finalizers.iter().position(|f| f == FINALIZER);
-    if key.meta().deletion_timestamp.is_some() {
-        let Some(index) = ours else { return Ok(Action::await_change()) };
-        let action = reconcile::cleanup(key.clone(), ctx).await?;
-        // The test op makes the removal fail (and retry) if the list changed meanwhile.
-        let patch = json_patch(vec![
-            json!({ "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": FINALIZER }),
-            json!({ "op": "remove", "path": format!("/metadata/finalizers/{index}") }),
-        ])?;
-        api.patch::<ByokKey>(&key.name_any(), &PatchParams::default(), &patch).await?;
-        return Ok(action);
+    match (key.meta().deletion_timestamp.is_some(), finalizer::state(key.as_ref(), FINALIZER)) {
+        (true, finalizer::State::Missing) => Ok(Action::await_change()),
+        (true, finalizer::State::Present(index)) => {
+            let action = reconcile::cleanup(key.clone(), ctx).await?;
+            finalizer::patch(&api, key.as_ref(), finalizer::remove_ops(index, FINALIZER)).await?;
+            Ok(action)
+        }
+        (false, finalizer::State::Missing) => {
+            let ops = finalizer::add_ops(key.finalizers(), FINALIZER);
+            // Carry on with the patched object: its resourceVersion is what the next cache event shows.
+            let patched = finalizer::patch(&api, key.as_ref(), ops).await?;
+            reconcile::apply(Arc::new(patched), ctx, key.resource_version()).await
+        }
+        (false, finalizer::State::Present(_)) => reconcile::apply(key, ctx, None).await,
     }
-    if ours.is_none() {
-        // Added and carried on in the same reconcile, saving a watch round trip per key.
-        let ops = if finalizers.is_empty() {
-            vec![
-                json!({ "op": "test", "path": "/metadata/finalizers", "value": null }),
-                json!({ "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] }),
-            ]
-        } else {
-            vec![
-                json!({ "op": "test", "path": "/metadata/finalizers", "value": finalizers }),
-                json!({ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }),
-            ]
-        };
-        // Carry on with the patched object: its resourceVersion is what the next cache event shows.
-        let patched = api.patch::<ByokKey>(&key.name_any(), &PatchParams::default(), &json_patch(ops)?).await?;
-        return reconcile::apply(Arc::new(patched), ctx, key.resource_version()).await;
-    }
-    reconcile::apply(key, ctx, None).await
-}
-
-fn json_patch(ops: Vec<serde_json::Value>) -> Result<Patch<ByokKey>, Error> {
-    Ok(Patch::Json(serde_json::from_value(serde_json::Value::Array(ops))?))
 }
 
 fn error_policy(key: Arc<ByokKey>, err: &Error, ctx: Arc<Context>) -> Action {
