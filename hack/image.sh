@@ -3,9 +3,12 @@
 # cache and imported into the containerd of hack/node.sh (namespace k8s.io) when it runs.
 #
 #   hack/image.sh pause       static pause program (hack/pause/pause.c) -> localhost/byok/pause:3.10
-#   hack/image.sh operator    target/release/{byok-operator,byok-judge,byok-mock-provider}
-#                             -> localhost/byok/byok-operator:dev (uid 65532, no shell); same layout
-#                             as the repo's Dockerfile, which builds it for users with Docker
+#   hack/image.sh operator    target/release/{byok-operator,byok-judge} -> localhost/byok/byok-operator:dev
+#                             (uid 65532, no shell); same layout as the repo's Dockerfile, which builds
+#                             it for users with Docker. The production image: build the binaries
+#                             with `cargo build --release --bins` (no `mock` feature), then run this.
+#                             The mock provider is a test double and is never in it (the tests run
+#                             it in process, listening on the node's bridge).
 #   hack/image.sh busybox     Debian's static busybox (package busybox-static) -> localhost/byok/busybox:dev,
 #                             a test image with sh, nslookup, wget for hack/node.sh smoke
 #   hack/image.sh import F    import the OCI archive F into the running node's containerd
@@ -90,13 +93,13 @@ build_pause() {
 
 # Operator image. Layout (kept in step with ../Dockerfile, whose runtime stage is distroless
 # cc-debian12:nonroot: glibc + libgcc, /etc/passwd with nonroot=65532, CA certificates, no shell):
-#   /usr/local/bin/byok-operator, byok-judge, byok-mock-provider   (release binaries, debug info stripped)
+#   /usr/local/bin/byok-operator, byok-judge   (release binaries, debug info stripped)
 #   the shared libraries `ldd` lists for them, copied from this Debian 12 host (glibc 2.36,
 #   the same as distroless cc-debian12), at the paths ldd resolves
 #   /etc/passwd, /etc/group (root, nonroot 65532), /etc/nsswitch.conf, /etc/ssl/certs/ca-certificates.crt
 #   /tmp (1777), /home/nonroot (65532); USER 65532:65532; ENTRYPOINT byok-operator
 build_operator() {
-  local bins=(byok-operator byok-judge byok-mock-provider) b
+  local bins=(byok-operator byok-judge) b
   for b in "${bins[@]}"; do
     [[ -x "$RELEASE_DIR/$b" ]] || { log "target/release/$b missing: cargo build --release --bins"; exit 1; }
   done

@@ -14,7 +14,7 @@ fi
 [[ "${BYOK_NODE:-}" == "true" ]] || echo "[test] BYOK_NODE is not true: the end-to-end node tests will report SKIPPED" >&2
 if [[ "${BYOK_NODE:-}" == "true" ]]; then # node e2e: judge pods run on a real node (tests/e2e_node.rs)
   export BYOK_NODE # node e2e: hack/cluster.sh starts the node; the tests see it
-  cargo build --release --bins # node e2e: what hack/image.sh operator packages
+  cargo build --release --bins # node e2e: what hack/image.sh operator packages (no mock: the production binaries)
   bash hack/image.sh pause # node e2e: cached after the first build
 fi # node e2e
 # The cluster is stopped however the tests end (failure, panic, Ctrl-C).
@@ -24,7 +24,7 @@ eval "$(bash hack/cluster.sh env)"
 if [[ "${BYOK_NODE:-}" == "true" ]]; then bash hack/image.sh operator; fi # node e2e: rebuilt when binaries change, imported
 start=$SECONDS
 # With no arguments: the library, binaries and integration tests (benches only run from hack/bench.sh).
-# Tests run in parallel, each in its own namespace.
+# Tests run in parallel, each in its own namespace, against the mock provider (the `mock` feature).
 [[ $# -gt 0 ]] || set -- --lib --bins --tests
-cargo test --no-fail-fast "$@" -- --test-threads="${BYOK_TEST_THREADS:-4}"
+cargo test --no-fail-fast --features mock "$@" -- --test-threads="${BYOK_TEST_THREADS:-4}"
 echo "[test] cargo test took $((SECONDS - start))s"

@@ -11,6 +11,9 @@ pub mod judge;
 pub mod keystore;
 pub mod labels;
 pub mod metrics;
+/// The mock provider, a test double: the `mock` feature (tests, benches, byok-mock-provider) or
+/// this crate's own unit tests; never in a production build.
+#[cfg(any(test, feature = "mock"))]
 pub mod mock;
 pub mod names;
 pub mod operator;
