@@ -43,8 +43,8 @@ pub struct EvalContext {
 
 async fn timed_reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action, Error> {
     let uid = ej.uid();
-    let (metrics, retries) = (ctx.metrics.clone(), &ctx.clone());
-    super::status::measured("evaljob", uid, &metrics, &retries.retries, reconcile::reconcile(ej, ctx)).await
+    let shared = ctx.clone();
+    super::status::measured("evaljob", uid, &shared.metrics, &shared.retries, reconcile::reconcile(ej, ctx)).await
 }
 
 fn error_policy(ej: Arc<EvalJob>, err: &Error, ctx: Arc<EvalContext>) -> Action {
