@@ -11,7 +11,7 @@ use byok_operator::crd::conditions::evaljob::{CASES_READY, COMPLETE, KEY_RESOLVE
 use byok_operator::crd::{EvalJob, EvalJobStatus, EvalPhase};
 use byok_operator::judge::wire::{self, CaseResult, Outcome, ResultsReport, ScoreResult};
 use byok_operator::labels::EVALJOB_UID;
-use fast::evals::{Broker, Evals, TOKEN_REVIEWS, judge_pod, ready_default_key};
+use fast::evals::{Broker, Evals, judge_pod, ready_default_key};
 use fast::{NS, OPERATOR_NS, changes};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -271,6 +271,10 @@ async fn the_judge_pod_gets_its_key_once_and_its_report_finishes_the_run() {
     assert_eq!((code, reason(&answer)), (403, "ReplayFromOtherPod".into()));
     let (code, answer) = b.post(wire::KEY_PATH, Some(&token), [10, 0, 0, 99], ask.clone()).await;
     assert_eq!((code, reason(&answer)), (403, "NotFromPodAddress".into()));
+    b.reviews.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (code, answer) = b.post(wire::KEY_PATH, Some(&token), from_pod, ask.clone()).await;
+    assert_eq!((code, reason(&answer)), (503, "Unavailable".into()), "no TokenReview, no answer but 'retry'");
+    b.reviews.down.store(false, std::sync::atomic::Ordering::SeqCst);
     let grants = |w: &Evals| w.api.list::<ConfigMap>(OPERATOR_NS).len();
     assert_eq!(grants(&w), 0);
 
@@ -281,8 +285,9 @@ async fn the_judge_pod_gets_its_key_once_and_its_report_finishes_the_run() {
     assert_eq!(answer["key"], plaintext);
     assert_eq!(answer["keyPrefix"], &plaintext[..8]);
     let calls = w.api.take_calls();
-    let review = calls.iter().find(|c| c.path == TOKEN_REVIEWS).expect("TokenReview");
-    assert_eq!(review.body["spec"]["audiences"], json!([wire::KEY_AUDIENCE]));
+    let asked = b.reviews.asked.lock().expect("reviews").last().cloned();
+    assert_eq!(asked.as_deref(), Some(wire::KEY_AUDIENCE), "TokenReview for the key audience");
+    assert!(!calls.iter().any(|c| c.path.ends_with("tokenreviews")), "through the broker's TokenReviewer");
     assert_eq!(changes(&calls), [format!("POST /api/v1/namespaces/{OPERATOR_NS}/configmaps")], "the grant record");
     assert!(!calls.iter().any(|c| c.body.to_string().contains(plaintext)), "the key never goes to the API server");
     let record: ConfigMap = w.api.get(OPERATOR_NS, "byok-grant-pod-uid-0").expect("grant record");

@@ -3,7 +3,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use futures::future::BoxFuture;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde::Deserialize;
@@ -56,19 +57,34 @@ pub fn precheck(token: &str, audience: &str, now_unix: i64) -> Result<(), Refusa
     Ok(())
 }
 
+/// The API server's TokenReview, behind a trait: the broker's handlers authenticate through the
+/// one their state holds (the API server, through the client), so they are tested without one
+/// (tests/fast_evaljob.rs).
+pub trait TokenReviewer: Send + Sync {
+    /// The API server's answer to a review of `token` for `audience`: its status, if it gave one.
+    fn review(&self, token: String, audience: String) -> BoxFuture<'_, Result<Option<TokenReviewStatus>, kube::Error>>;
+}
+
+impl TokenReviewer for Client {
+    fn review(&self, token: String, audience: String) -> BoxFuture<'_, Result<Option<TokenReviewStatus>, kube::Error>> {
+        Box::pin(async move {
+            let review = TokenReview {
+                spec: TokenReviewSpec { token: Some(token), audiences: Some(vec![audience]) },
+                ..Default::default()
+            };
+            Ok(Api::<TokenReview>::all(self.clone()).create(&PostParams::default(), &review).await?.status)
+        })
+    }
+}
+
 /// Verifies `token` for `audience` with the API server and returns the pod it is bound to.
-pub async fn authenticate(client: &Client, token: &str, audience: &str) -> Result<PodIdentity, Refusal> {
+pub async fn authenticate(reviewer: &dyn TokenReviewer, token: &str, audience: &str) -> Result<PodIdentity, Refusal> {
     precheck(token, audience, jiff::Timestamp::now().as_second())?;
-    let review = TokenReview {
-        spec: TokenReviewSpec { token: Some(token.to_string()), audiences: Some(vec![audience.to_string()]) },
-        ..Default::default()
-    };
-    let api: Api<TokenReview> = Api::all(client.clone());
-    let answer = api.create(&PostParams::default(), &review).await.map_err(|e| {
+    let answer = reviewer.review(token.to_string(), audience.to_string()).await.map_err(|e| {
         tracing::warn!(error = %e, "TokenReview failed");
         Refusal::Unavailable
     })?;
-    let status = answer.status.ok_or(Refusal::InvalidToken)?;
+    let status = answer.ok_or(Refusal::InvalidToken)?;
     if status.authenticated != Some(true) {
         return Err(Refusal::InvalidToken);
     }

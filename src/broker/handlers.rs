@@ -41,7 +41,7 @@ fn refuse(st: &BrokerState, endpoint: &'static str, refusal: Refusal, who: Optio
 
 /// Who is calling: the bearer token, verified by the API server for `audience`.
 async fn authenticated(st: &BrokerState, headers: &HeaderMap, audience: &str) -> Result<PodIdentity, Refusal> {
-    authn::authenticate(&st.client, bearer(headers)?, audience).await
+    authn::authenticate(st.tokens.as_ref(), bearer(headers)?, audience).await
 }
 
 /// An object from the cache or, where the cache may lag (a new object, a status written a moment

@@ -156,6 +156,8 @@ pub struct BrokerStores {
 /// What the broker answers from.
 pub struct BrokerState {
     pub client: Client,
+    /// Verifies bearer tokens: TokenReview by the API server (`client`) in the operator.
+    pub tokens: Arc<dyn authn::TokenReviewer>,
     pub keyring: Arc<RwLock<Keyring>>,
     pub stores: std::sync::OnceLock<BrokerStores>,
     pub metrics: Arc<crate::metrics::Metrics>,

@@ -94,6 +94,7 @@ pub async fn run(
     // reports ready, only once this replica leads and its caches exist.
     let state = Arc::new(BrokerState {
         client: client.clone(),
+        tokens: Arc::new(client.clone()),
         keyring: ring.clone(),
         stores: Default::default(),
         metrics: metrics.clone(),

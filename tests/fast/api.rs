@@ -11,9 +11,9 @@
 //! with uid and resourceVersion preconditions (409); finalizers (delete only sets
 //! `deletionTimestamp`, and the object goes when the last finalizer is removed); dry-run create;
 //! list with label and field selectors, and metadata-only lists (`list_metadata`).
-//! Computed answers (TokenReview) come from [`FakeApi::respond`], injected failures from
-//! [`FakeApi::fail`]. Not served: watches (the tests fill the reflector stores themselves), admission and schema
-//! validation, field ownership between several managers.
+//! Computed answers (a TokenReview, a SubjectAccessReview) can come from [`FakeApi::respond`],
+//! injected failures from [`FakeApi::fail`]. Not served: watches (the tests fill the reflector
+//! stores themselves), admission and schema validation, field ownership between several managers.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -1,8 +1,10 @@
 //! The EvalJob controller's world: the fake API server, its caches and its context.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use byok_operator::broker::authn::TokenReviewer;
 use byok_operator::broker::authz::COMPLETION_INDEX;
 use byok_operator::broker::results::ResultsMac;
 use byok_operator::broker::{BrokerState, BrokerStores};
@@ -11,6 +13,8 @@ use byok_operator::crd::{ByokKey, EvalJob, EvalJobSpec, Provider};
 use byok_operator::crypto::Keyring;
 use byok_operator::keystore;
 use byok_operator::providers::ModelTable;
+use futures::future::BoxFuture;
+use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, PodIP, PodStatus, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -109,19 +113,59 @@ pub fn ready_default_key(name: &str, prefix: &str) -> ByokKey {
     key
 }
 
+/// TokenReview as the API server answers it, for the tokens a test registered: a pod-bound
+/// service-account token, for the audience it was asked about; any other token is not
+/// authenticated; while `down`, the API server cannot be reached.
+#[derive(Default)]
+pub struct Reviews {
+    /// Token -> (pod name, pod uid).
+    tokens: Mutex<HashMap<String, (String, String)>>,
+    /// The audience of each review asked for, in order.
+    pub asked: Mutex<Vec<String>>,
+    pub down: AtomicBool,
+}
+
+impl TokenReviewer for Reviews {
+    fn review(&self, token: String, audience: String) -> BoxFuture<'_, Result<Option<TokenReviewStatus>, kube::Error>> {
+        self.asked.lock().expect("reviews").push(audience.clone());
+        let known = self.tokens.lock().expect("tokens").get(&token).cloned();
+        let down = self.down.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if down {
+                return Err(kube::Error::Service("connection refused".into()));
+            }
+            let Some((pod, uid)) = known else {
+                let error = Some("invalid bearer token".to_string());
+                return Ok(Some(TokenReviewStatus { authenticated: Some(false), error, ..Default::default() }));
+            };
+            let extra = BTreeMap::from([
+                ("authentication.kubernetes.io/pod-name".to_string(), vec![pod]),
+                ("authentication.kubernetes.io/pod-uid".to_string(), vec![uid]),
+            ]);
+            let user = UserInfo {
+                username: Some(format!("system:serviceaccount:{NS}:default")),
+                extra: Some(extra),
+                ..Default::default()
+            };
+            Ok(Some(TokenReviewStatus {
+                authenticated: Some(true),
+                audiences: Some(vec![audience]),
+                user: Some(user),
+                ..Default::default()
+            }))
+        })
+    }
+}
+
 /// The key broker's world around an [`Evals`]: its state answering from the same fake API server
-/// and caches, a keyring holding the keys' KEK, and TokenReview answered by the fake for the
-/// tokens a test registers.
+/// and caches, a keyring holding the keys' KEK, and tokens verified by [`Reviews`].
 pub struct Broker {
     pub state: Arc<BrokerState>,
     pub keyring: Arc<RwLock<Keyring>>,
     pub evaljobs: Cache<EvalJob>,
     pub encrypted: Cache<Secret>,
-    tokens: Arc<Mutex<HashMap<String, (String, String)>>>,
+    pub reviews: Arc<Reviews>,
 }
-
-/// Where TokenReviews go.
-pub const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
 impl Broker {
     pub fn new(evals: &Evals) -> Self {
@@ -136,9 +180,11 @@ impl Broker {
             jobs: evals.jobs.store.clone(),
         };
         let client = evals.api.client();
+        let reviews = Arc::new(Reviews::default());
         let state = BrokerState {
             recorder: recorder(&client),
             client,
+            tokens: reviews.clone(),
             keyring: keyring.clone(),
             stores: Default::default(),
             metrics: Arc::new(byok_operator::metrics::Metrics::default()),
@@ -148,42 +194,18 @@ impl Broker {
             results_slots: tokio::sync::Semaphore::new(byok_operator::broker::RESULTS_IN_FLIGHT),
         };
         let _ = state.stores.set(stores);
-        // The API server's TokenReview: a registered token is a pod-bound service-account token
-        // for the audiences it was asked about; anything else is not authenticated.
-        let tokens: Arc<Mutex<HashMap<String, (String, String)>>> = Arc::default();
-        let known = tokens.clone();
-        evals.api.respond("POST", TOKEN_REVIEWS, move |review| {
-            let token = review["spec"]["token"].as_str().unwrap_or_default();
-            let status = match known.lock().expect("tokens").get(token) {
-                Some((pod, uid)) => json!({
-                    "authenticated": true,
-                    "audiences": review["spec"]["audiences"],
-                    "user": {
-                        "username": format!("system:serviceaccount:{NS}:default"),
-                        "extra": {
-                            "authentication.kubernetes.io/pod-name": [pod],
-                            "authentication.kubernetes.io/pod-uid": [uid],
-                        },
-                    },
-                }),
-                None => json!({ "authenticated": false, "error": "invalid bearer token" }),
-            };
-            let mut answer = review.clone();
-            answer["status"] = status;
-            (201, answer)
-        });
-        Self { state: Arc::new(state), keyring, evaljobs, encrypted, tokens }
+        Self { state: Arc::new(state), keyring, evaljobs, encrypted, reviews }
     }
 
-    /// A projected service-account token of pod `pod` (uid `uid`) for `audience`, which the
-    /// fake API server's TokenReview accepts.
+    /// A projected service-account token of pod `pod` (uid `uid`) for `audience`, which
+    /// [`Reviews`] accepts.
     pub fn token(&self, audience: &str, pod: &str, uid: &str) -> String {
         use base64::Engine;
         let exp = jiff::Timestamp::now().as_second() + 600;
         let claims = json!({ "aud": [audience], "exp": exp, "sub": format!("system:serviceaccount:{NS}:default") });
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
         let token = format!("e30.{payload}.sig-{uid}-{audience}");
-        self.tokens.lock().expect("tokens").insert(token.clone(), (pod.into(), uid.into()));
+        self.reviews.tokens.lock().expect("tokens").insert(token.clone(), (pod.into(), uid.into()));
         token
     }
 
