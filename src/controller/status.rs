@@ -52,13 +52,21 @@ pub fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, obj: &K, note
     let (recorder, reference) = (recorder.clone(), obj.object_ref(&()));
     tokio::spawn(async move {
         for (type_, reason, note) in notes {
-            let ev =
-                Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+            let action = action_for(&note);
+            let ev = Event { type_, reason: reason.into(), note: Some(note), action, secondary: None };
             if let Err(e) = recorder.publish(&ev, &reference).await {
                 tracing::warn!(error = %e, reason, "could not publish event");
             }
         }
     });
+}
+
+/// The Event's `action`. kube-runtime's Recorder folds an Event into an earlier one of the same
+/// type, reason and action on the same object (a "series") and keeps the earlier note, so "no longer
+/// the default" would show as a repeat of "now the default". A digest of the note in the action
+/// keeps different messages apart and still folds true repeats; `kubectl describe` does not show it.
+fn action_for(note: &str) -> String {
+    format!("Reconcile-{:08x}", crate::names::fnv1a(note.as_bytes()) as u32)
 }
 
 /// How a failed reconcile is retried.
@@ -160,6 +168,13 @@ mod tests {
 
     fn api_error(code: u16) -> Error {
         Error::Kube(kube::Error::Api(kube::core::Status::failure("m", "r").with_code(code).boxed()))
+    }
+
+    #[test]
+    fn different_notes_are_different_events_and_repeats_fold() {
+        assert_eq!(action_for("now the default"), action_for("now the default"));
+        assert_ne!(action_for("now the default"), action_for("no longer the default"));
+        assert!(action_for("x").len() <= 128, "the API's limit for action");
     }
 
     #[test]
