@@ -1,5 +1,6 @@
 # byok-operator image for users with Docker:  docker build -t byok-operator:dev .
-# It holds byok-operator, byok-judge (judge pods) and byok-mock-provider.
+# It holds byok-operator and byok-judge (judge pods). The mock provider is a test double (cargo
+# feature `mock`) and is not shipped.
 #
 # Kept in step with `hack/image.sh operator`, which builds the same image without Docker (buildah)
 # as localhost/byok/byok-operator:dev from the host's target/release. Mapping:
@@ -19,10 +20,10 @@ COPY benches benches
 COPY tests tests
 RUN cargo build --release --locked --bins \
  && mkdir /out \
- && for b in byok-operator byok-judge byok-mock-provider; do strip --strip-debug -o /out/$b target/release/$b; done
+ && for b in byok-operator byok-judge; do strip --strip-debug -o /out/$b target/release/$b; done
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /out/byok-operator /out/byok-judge /out/byok-mock-provider /usr/local/bin/
+COPY --from=build /out/byok-operator /out/byok-judge /usr/local/bin/
 ENV PATH=/usr/local/bin:/usr/bin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 WORKDIR /home/nonroot

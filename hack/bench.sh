@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/prereqs.sh
 bench=${1:-import}
-cargo build --release --bins --benches --quiet
-if [[ "$bench" == "judge" ]]; then exec cargo bench --quiet --bench judge; fi
+# The benches drive the mock provider, a test double behind the `mock` feature.
+cargo build --release --bins --benches --features mock --quiet
+if [[ "$bench" == "judge" ]]; then exec cargo bench --quiet --features mock --bench judge; fi
 trap 'bash hack/cluster.sh down' EXIT
 bash hack/cluster.sh up
 eval "$(bash hack/cluster.sh env)"
-cargo bench --quiet --bench "$bench"
+cargo bench --quiet --features mock --bench "$bench"

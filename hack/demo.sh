@@ -22,8 +22,8 @@ trap 'echo "[demo] failed; stopping"; stop' ERR
 bash hack/prereqs.sh
 if [[ -z "${BYOK_NODE:-}" && "$(id -u)" == 0 ]]; then BYOK_NODE=true; fi
 export BYOK_NODE=${BYOK_NODE:-false}
-echo "[demo] building byok-operator"
-cargo build --quiet --bins
+echo "[demo] building byok-operator and the mock provider"
+cargo build --quiet --bins --features mock # the mock provider is a test double, behind a feature
 if [[ "$BYOK_NODE" == "true" ]]; then
   cargo build --quiet --release --bins # what the judge image packages
   bash hack/image.sh pause

@@ -562,13 +562,13 @@ print("---".join(d for d in re.split(r"^---\s*$", open(sys.argv[1]).read(), flag
     "privileged, namespace opt-in, kube-system)"
 }
 
-# The real operator (target/debug, built by `cargo build --bins`) run on this machine as the chart's
+# The real operator (target/debug, built by `cargo build --bins --features mock`) run on this machine as the chart's
 # ServiceAccount (a token kubeconfig), in each RBAC mode, against the mock provider: it must import
 # and validate the sample keys, start an EvalJob's Job, run a finalizer, serve /healthz, and never be
 # refused by the API server. (No node runs judge pods here: the Job is created, its pods stay Pending.)
 cmd_smoke() {
   local bin=${CARGO_TARGET_DIR:-$REPO/target}/debug
-  [[ -x $bin/byok-operator && -x $bin/byok-mock-provider ]] || die "target/debug/byok-operator missing: cargo build --bins"
+  [[ -x $bin/byok-operator && -x $bin/byok-mock-provider ]] || die "target/debug/byok-operator or byok-mock-provider missing: cargo build --bins --features mock"
   [[ "${USE_EXISTING_CLUSTER:-}" != "true" ]] || die "smoke runs on the local control plane only"
   cmd_template
   cluster_up

@@ -37,7 +37,7 @@ pub struct Row {
     pub source: &'static str,
 }
 
-const PROVIDERS_MD: &str = "shared/providers.md Corrections, 2026-12-02";
+const PROVIDERS_MD: &str = "the providers' deprecation pages, as gathered in docs/providers.md";
 const GEMINI_PAGE: &str = "ai.google.dev/gemini-api/docs/deprecations";
 
 /// The lifecycle table. Dates come partly from third-party mirrors of the providers' pages: they
