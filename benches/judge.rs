@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::routing::post;
 use axum::{Json, Router};
 use byok_operator::crd::{Provider, Scorer, ScorerType};
-use byok_operator::judge::wire::{EndpointsConfig, JudgeConfig, Outcome, RESULTS_PATH, ResultsAck, ResultsReport};
+use byok_operator::judge::wire::{JudgeConfig, Outcome, RESULTS_PATH, ResultsAck, ResultsReport};
 use byok_operator::mock::{self, MockConfig};
 
 const CASES: usize = 2000;
@@ -92,13 +92,7 @@ async fn bench() -> anyhow::Result<()> {
         retries: 2,
         call_timeout_seconds: 30,
         shards: 1,
-        endpoints: EndpointsConfig {
-            openai: endpoints.openai,
-            anthropic: endpoints.anthropic,
-            google: endpoints.google,
-            azure: endpoints.azure,
-            azure_allowed_hosts: endpoints.azure_allowed_hosts,
-        },
+        endpoints: endpoints.into(),
     };
     std::fs::write(path("config.json"), serde_json::to_vec(&config)?)?;
     let cases: String = (0..CASES)

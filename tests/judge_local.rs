@@ -15,8 +15,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use byok_operator::crd::{AzureSpec, Provider, Scorer, ScorerType};
 use byok_operator::judge::wire::{
-    CaseResult, EndpointsConfig, JudgeConfig, KEY_PATH, KeyRequest, KeyResponse, Outcome, RESULTS_PATH, Refusal,
-    ResultsAck, ResultsReport,
+    CaseResult, JudgeConfig, KEY_PATH, KeyRequest, KeyResponse, Outcome, RESULTS_PATH, Refusal, ResultsAck,
+    ResultsReport,
 };
 use byok_operator::mock::{self, MockConfig, MockHandle};
 use serde_json::json;
@@ -251,13 +251,7 @@ fn config(pod: &Pod, provider: Provider, scorers: Vec<Scorer>, concurrency: u32)
         retries: 2,
         call_timeout_seconds: 10,
         shards: 1,
-        endpoints: EndpointsConfig {
-            openai: endpoints.openai,
-            anthropic: endpoints.anthropic,
-            google: endpoints.google,
-            azure: endpoints.azure,
-            azure_allowed_hosts: endpoints.azure_allowed_hosts,
-        },
+        endpoints: endpoints.into(),
     }
 }
 

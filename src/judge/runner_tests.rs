@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use super::*;
 use crate::crd::{Provider, Scorer, ScorerType};
 use crate::judge::cases::parse_cases;
-use crate::judge::wire::{EndpointsConfig, Outcome};
+use crate::judge::wire::Outcome;
 use crate::mock::{self, MockConfig, MockHandle};
 
 /// Records reports; fails the first `fail_first` calls, optionally refuses, says "revoked" from
@@ -58,13 +58,7 @@ fn config(mock: &MockHandle, scorers: Vec<Scorer>, concurrency: u32) -> JudgeCon
         retries: 2,
         call_timeout_seconds: 10,
         shards: 1,
-        endpoints: EndpointsConfig {
-            openai: endpoints.openai,
-            anthropic: endpoints.anthropic,
-            google: endpoints.google,
-            azure: endpoints.azure,
-            azure_allowed_hosts: endpoints.azure_allowed_hosts,
-        },
+        endpoints: endpoints.into(),
     }
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::cases::{ParsedCase, parse_cases};
 use super::report::{ReportError, Reporter};
 use super::runner::{ReportPacing, ShardRun, run_shard};
-use super::wire::{EndpointsConfig, JudgeConfig, Outcome, ResultsAck, ResultsReport};
+use super::wire::{JudgeConfig, Outcome, ResultsAck, ResultsReport};
 use crate::crd::{AzureSpec, Provider, Scorer, ScorerType};
 use crate::providers::{self, CheckOutcome, Endpoints, KeyCheck, ModelTable, models};
 
@@ -190,13 +190,7 @@ pub async fn run(
         retries: RETRIES,
         call_timeout_seconds: CALL_TIMEOUT_SECONDS,
         shards: 1,
-        endpoints: EndpointsConfig {
-            openai: endpoints.openai,
-            anthropic: endpoints.anthropic,
-            google: endpoints.google,
-            azure: endpoints.azure,
-            azure_allowed_hosts: endpoints.azure_allowed_hosts,
-        },
+        endpoints: endpoints.into(),
     };
     let cases: Vec<ParsedCase> = parse_cases(CASES_JSONL);
     let shard =

@@ -52,6 +52,18 @@ pub struct EndpointsConfig {
     pub azure_allowed_hosts: Vec<String>,
 }
 
+impl From<crate::providers::Endpoints> for EndpointsConfig {
+    fn from(e: crate::providers::Endpoints) -> Self {
+        Self {
+            openai: e.openai,
+            anthropic: e.anthropic,
+            google: e.google,
+            azure: e.azure,
+            azure_allowed_hosts: e.azure_allowed_hosts,
+        }
+    }
+}
+
 /// fetch-key's request. The pod uid comes from the downward API; the broker compares it with the
 /// uid the token is bound to, so a token replayed from another pod is refused.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

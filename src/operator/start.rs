@@ -14,7 +14,6 @@ use crate::broker::{self, BrokerCa, BrokerState, BrokerStores};
 use crate::controller::byokkey::{self, Wiring};
 use crate::controller::evaljob::{self, EvalApis, EvalContext, JudgeSettings};
 use crate::controller::{Context, Error, OperatorConfig};
-use crate::judge::wire::EndpointsConfig;
 
 /// Where and how the key broker serves.
 #[derive(Clone, Debug)]
@@ -181,13 +180,7 @@ pub async fn run(
     let settings = JudgeSettings {
         image: broker_config.judge_image.clone(),
         broker_url: broker_config.url.clone(),
-        endpoints: EndpointsConfig {
-            openai: config.endpoints.openai.clone(),
-            anthropic: config.endpoints.anthropic.clone(),
-            google: config.endpoints.google.clone(),
-            azure: config.endpoints.azure.clone(),
-            azure_allowed_hosts: config.endpoints.azure_allowed_hosts.clone(),
-        },
+        endpoints: config.endpoints.clone().into(),
         limits: config.judge,
     };
     let apis = EvalApis { evaljobs: api!(), jobs: api!(), config_maps: api!(), byokkeys: api!() };
