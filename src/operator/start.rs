@@ -67,6 +67,8 @@ where
 
 /// Runs every controller and the broker until SIGTERM/SIGINT. `set_level`, when given, lets the
 /// ConfigMap `byok-operator-config` change the log level at run time.
+/// Long because it is the start-up order itself (caches, leader, controllers, broker), written once
+/// in sequence; each step is a call into the module that owns it.
 pub async fn run(
     client: Client,
     config: OperatorConfig,

@@ -297,6 +297,8 @@ fn default_resources() -> ResourceRequirements {
 /// The judge Job: an Indexed Job with one shard of cases per index. The init container
 /// `fetch-key` alone holds a token for the broker's audience and writes the key to a
 /// memory-backed volume; the `judge` container has no Kubernetes API token at all.
+/// One long literal on purpose: the pod's whole security posture reads top to bottom in one place
+/// (the admission policy and `same_judge_pod` are checked against exactly this).
 pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings, pins: &Pins) -> Job {
     let s = &ej.spec;
     let shards = s.parallelism.max(1);
