@@ -243,6 +243,9 @@ async fn plugin_eval_run_watch_and_results() {
         "llm_judge:The answer is correct.",
         "--scorer",
         "contains:answer",
+        // Its containers run as local processes below: keep the pod off the node.
+        "--node-selector",
+        "launchgate.ai/test-no-node=true",
     ];
     let ran = byok(&env, &args, None).await;
     assert!(ran.ok, "{ran:?}");
@@ -252,6 +255,8 @@ async fn plugin_eval_run_watch_and_results() {
     })
     .await;
     assert!(ej.spec.cases_from.is_some(), "cases come from the ConfigMap the plugin wrote");
+    let selector = ej.spec.template.as_ref().and_then(|t| t.node_selector.clone()).unwrap_or_default();
+    assert_eq!(selector.get("launchgate.ai/test-no-node").map(String::as_str), Some("true"), "--node-selector");
 
     // Watch while the judge pod's containers run as local processes (no node runs pods yet).
     let watch_env = (env.ns.clone(), env!("CARGO_BIN_EXE_kubectl-byok"), env.op_ns.clone());

@@ -229,9 +229,21 @@ pub struct EvalRunArgs {
     /// Deadline of the whole run.
     #[arg(long, value_parser = parse_duration)]
     pub run_timeout: Option<Duration>,
+    /// Run the judge pods only on nodes with this label (KEY=VALUE; repeatable): the EvalJob's
+    /// `spec.template.nodeSelector`.
+    #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub node_selector: Vec<(String, String)>,
     /// Show progress until the run ends.
     #[arg(long)]
     pub watch: bool,
+}
+
+/// Parses `key=value` (a node label).
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 /// Parses a provider as written in manifests (`azure-openai` is accepted too).
@@ -241,4 +253,17 @@ pub fn parse_provider(s: &str) -> Result<Provider, String> {
         let all: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
         format!("unknown provider {s:?}; use one of {}", all.join(", "))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_key_equals_value() {
+        assert_eq!(parse_label(" zone = a "), Ok(("zone".into(), "a".into())));
+        assert_eq!(parse_label("gpu="), Ok(("gpu".into(), String::new())));
+        assert!(parse_label("=a").is_err());
+        assert!(parse_label("zone").is_err());
+    }
 }

@@ -61,6 +61,11 @@ pub async fn run(ctx: &Ctx, a: &EvalRunArgs) -> Result<(), Error> {
             spec[field] = v;
         }
     }
+    if !a.node_selector.is_empty() {
+        let labels: serde_json::Map<String, serde_json::Value> =
+            a.node_selector.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        spec["template"] = json!({ "nodeSelector": labels });
+    }
     let ej: EvalJob = serde_json::from_value(json!({
         "apiVersion": "launchgate.ai/v1alpha1", "kind": "EvalJob",
         "metadata": { "name": name }, "spec": spec,
