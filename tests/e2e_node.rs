@@ -134,9 +134,14 @@ async fn node_judge_pods_score_all_four_providers() {
         let (junit, jsonl) = results_text(&env, &done).await;
         assert!(junit.contains("<testsuite"), "{ej_name}: JUnit XML for CI");
         assert_eq!(jsonl.lines().filter(|l| !l.trim().is_empty()).count(), 6, "{ej_name}: a result per case");
-        // The pod really ran to completion on the node, its Job too.
-        let pods = node::job_pods(&env, &job_name(&done)).await;
-        assert!(pods.iter().any(|p| node::pod_phase(p) == Some("Succeeded")), "{ej_name}: judge pod Succeeded");
+        // The pod really ran to completion on the node, its Job too. The EvalJob succeeds when the
+        // broker takes the final report, a moment before the judge exits: wait for the kubelet.
+        let job = job_name(&done);
+        let pods = eventually(&format!("{ej_name}: judge pod Succeeded"), POD_TIMEOUT, || async {
+            let pods = node::job_pods(&env, &job).await;
+            pods.iter().any(|p| node::pod_phase(p) == Some("Succeeded")).then_some(pods)
+        })
+        .await;
         assert!(pods.iter().all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("byok-node")));
     }
     no_plaintext_anywhere(&mut env).await;
