@@ -148,125 +148,178 @@ fn job_failed(job: &Job) -> Option<String> {
         .map(|c| format!("{}: {}", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
 }
 
+/// One reconcile: observe (the cached EvalJob, its key, its results) -> plan with pure functions
+/// (`plan_key`, `plan_results`) -> act (the cases ConfigMap and Job once, the JUnit ConfigMap at
+/// the end, status and Events last).
 pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action, Error> {
     let ns = ej.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let uid = ej.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let name = ej.name_any();
     let old = ctx.written.current(&uid, ej.resource_version().as_deref(), ej.status.clone().unwrap_or_default());
     if matches!(old.phase, Some(EvalPhase::Succeeded | EvalPhase::Failed)) {
         return Ok(Action::await_change());
     }
     let now = Time(jiff::Timestamp::now());
-    let generation = ej.metadata.generation;
     let mut st = old.clone();
     let mut notes: Vec<Note> = Vec::new();
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
 
-    // 1. The key: resolved once, when the run starts; a running job keeps its key.
-    let needs_key = ej.spec.scorers.iter().any(|s| s.type_ == ScorerType::LlmJudge);
-    let mut key = None;
-    if needs_key && st.job_name.is_none() {
-        match resolve_key(&ej, &ctx.byokkeys.state()) {
-            Ok(k) => {
-                set_condition(
-                    &mut st.conditions,
-                    KEY_RESOLVED,
-                    "True",
-                    "KeyResolved",
-                    format!("using ByokKey {}", k.name_any()),
-                    generation,
-                    &now,
-                );
-                key = Some(k);
-            }
-            Err(msg) => {
-                if st.phase != Some(EvalPhase::WaitingForKey) {
-                    notes.push((EventType::Warning, "WaitingForKey", msg.clone()));
-                }
-                set_condition(&mut st.conditions, KEY_RESOLVED, "False", "NoUsableKey", msg, generation, &now);
-                st.phase = Some(EvalPhase::WaitingForKey);
+    if st.job_name.is_none() {
+        // 1. The key: resolved once, when the run starts; a running job keeps its key.
+        let key = match plan_key(&ej, &ctx.byokkeys.state(), &mut st, &mut notes, &now) {
+            KeyStep::Wait => {
                 // Look again soon as well: the ByokKey event that wakes this EvalJob can arrive
                 // before the key cache it resolves from shows the key Ready.
                 return finish(&ej, &ctx, &old, st, notes, Some(Duration::from_secs(3))).await;
             }
-        }
-    }
-
-    // 2. Cases and the Job, created once.
-    if st.job_name.is_none() {
-        let cases = match cases_jsonl(&ej, &ctx, &ns).await? {
-            Ok(text) => text,
-            Err(msg) => {
-                set_condition(&mut st.conditions, CASES_READY, "False", "CasesNotFound", msg.clone(), generation, &now);
-                notes.push((EventType::Warning, "CasesNotFound", msg));
-                st.phase = Some(EvalPhase::Pending);
-                return finish(&ej, &ctx, &old, st, notes, Some(Duration::from_secs(15))).await;
-            }
+            KeyStep::Use(key) => key,
         };
-        let total = cases.lines().filter(|l| !l.trim().is_empty()).count() as i64;
-        let azure = key.as_ref().and_then(|k| k.spec.azure.clone());
-        let model = ej.spec.model.clone().or_else(|| key.as_ref().and_then(|k| k.spec.model.clone()));
-        let model = model.unwrap_or_else(|| ctx.models.model_for(ej.spec.provider, azure.as_ref()));
-        let (lc_status, lc_reason, lc_message) =
-            desired::model_lifecycle(ej.spec.provider, &model, key.as_deref(), crate::providers::models::today());
-        if lc_status == "True" {
-            notes.push((EventType::Warning, "ModelDeprecated", lc_message.clone()));
-        }
-        set_condition(&mut st.conditions, MODEL_DEPRECATED, lc_status, lc_reason, lc_message, generation, &now);
-        let config = desired::judge_config(&ej, &model, azure, &ctx.settings);
-        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-        let bundle = desired::ca_bundle(&ns, &ctx.ca_pem);
-        cms.patch(desired::CA_BUNDLE_CONFIGMAP, &apply, &Patch::Apply(&bundle)).await?;
-        let cases_cm = match desired::cases_config_map(&ej, cases, &config) {
-            Ok(cm) => cm,
+        // 2. Cases and the Job, created once.
+        match start(&ej, &ctx, key, &mut st, &mut notes, &now).await {
+            Ok(None) => {}
+            Ok(Some(requeue)) => return finish(&ej, &ctx, &old, st, notes, requeue).await,
             Err(e) => {
-                // Said on the EvalJob, and the reconcile fails (logged, counted, retried): never a
-                // judge run with an empty config.json.
-                notes.push(config_not_rendered(&mut st, &e, generation, &now));
-                finish(&ej, &ctx, &old, st, notes, None).await?;
-                return Err(e.into());
+                // What status already says (e.g. JudgeConfigNotRendered) is written before the
+                // reconcile fails and is retried.
+                if let Err(write) = finish(&ej, &ctx, &old, st, notes, None).await {
+                    tracing::warn!(error = %write, "could not write the EvalJob's status");
+                }
+                return Err(e);
             }
-        };
-        cms.patch(&cases_cm.name_any(), &apply, &Patch::Apply(&cases_cm)).await?;
-        set_condition(
-            &mut st.conditions,
-            CASES_READY,
-            "True",
-            "CasesReady",
-            format!("{total} cases"),
-            generation,
-            &now,
-        );
-        let job = desired::judge_job(&ej, &ctx.settings, &desired::Pins::of(&cases_cm, &ctx.ca_pem));
-        let created = match create_job(&ctx, &ns, &job, &uid).await? {
-            Ok(created) => created,
-            Err(msg) => {
-                // Someone else's Job holds the name: never adopted (its pods would get the key).
-                st.phase = Some(EvalPhase::Failed);
-                st.completion_time = Some(now.clone());
-                set_condition(&mut st.conditions, COMPLETE, "True", "JobNameTaken", msg.clone(), generation, &now);
-                notes.push((EventType::Warning, "JobNameTaken", msg));
-                return finish(&ej, &ctx, &old, st, notes, None).await;
-            }
-        };
-        st.job_name = Some(job.name_any());
-        st.job_uid = created.uid();
-        st.key_ref = key.as_ref().map(|k| k.name_any());
-        st.key_prefix = key.as_ref().and_then(|k| k.status.as_ref()?.key_prefix.clone());
-        st.model = Some(model);
-        st.progress = Some(Progress { total, completed: 0, display: format!("0/{total}") });
-        st.start_time = Some(now.clone());
-        st.phase = Some(EvalPhase::Running);
-        notes.push((EventType::Normal, "Started", format!("judge Job {} started for {total} cases", job.name_any())));
+        }
     }
 
     // 3. Results so far: only what the broker wrote counts, and none of it is lost.
-    let Collected { mut results, names: cm_names, shards_done, rejected, unreadable } =
-        collect_results(&ctx, &ej, &ns, &uid).await?;
+    let collected = collect_results(&ctx, &ej, &ns, &uid).await?;
+    let job = st.job_name.as_ref().and_then(|j| ctx.jobs.get(&ObjectRef::new(j).within(&ns)));
+    let failure = job.as_deref().and_then(job_failed);
+    if let Some(results) = plan_results(&ej, collected, failure, &mut st, &mut notes, &now) {
+        let junit_cm = junit_config_map(&ej, &junit::junit_xml(&ej.name_any(), &results));
+        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+        cms.patch(&junit_cm.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&junit_cm)).await?;
+        count_cases(&ctx, &ej, &results);
+    }
+    finish(&ej, &ctx, &old, st, notes, None).await
+}
+
+/// What the key step decided.
+enum KeyStep {
+    /// No usable key yet: the EvalJob waits (status says why).
+    Wait,
+    /// Start with this key (None: no scorer needs one).
+    Use(Option<Arc<ByokKey>>),
+}
+
+/// Resolves the key an EvalJob starts with, and says so in status (pure).
+fn plan_key(ej: &EvalJob, keys: &[Arc<ByokKey>], st: &mut EvalJobStatus, notes: &mut Vec<Note>, now: &Time) -> KeyStep {
+    if !ej.spec.scorers.iter().any(|s| s.type_ == ScorerType::LlmJudge) {
+        return KeyStep::Use(None);
+    }
+    let generation = ej.metadata.generation;
+    match resolve_key(ej, keys) {
+        Ok(k) => {
+            let msg = format!("using ByokKey {}", k.name_any());
+            set_condition(&mut st.conditions, KEY_RESOLVED, "True", "KeyResolved", msg, generation, now);
+            KeyStep::Use(Some(k))
+        }
+        Err(msg) => {
+            if st.phase != Some(EvalPhase::WaitingForKey) {
+                notes.push((EventType::Warning, "WaitingForKey", msg.clone()));
+            }
+            set_condition(&mut st.conditions, KEY_RESOLVED, "False", "NoUsableKey", msg, generation, now);
+            st.phase = Some(EvalPhase::WaitingForKey);
+            KeyStep::Wait
+        }
+    }
+}
+
+/// Snapshots the cases and creates the judge Job. Returns Some(requeue) when the run cannot start
+/// yet (or ended, the Job name being taken): status says why.
+async fn start(
+    ej: &EvalJob,
+    ctx: &EvalContext,
+    key: Option<Arc<ByokKey>>,
+    st: &mut EvalJobStatus,
+    notes: &mut Vec<Note>,
+    now: &Time,
+) -> Result<Option<Option<Duration>>, Error> {
+    let ns = ej.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let uid = ej.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let generation = ej.metadata.generation;
+    let cases = match cases_jsonl(ej, ctx, &ns).await? {
+        Ok(text) => text,
+        Err(msg) => {
+            set_condition(&mut st.conditions, CASES_READY, "False", "CasesNotFound", msg.clone(), generation, now);
+            notes.push((EventType::Warning, "CasesNotFound", msg));
+            st.phase = Some(EvalPhase::Pending);
+            return Ok(Some(Some(Duration::from_secs(15))));
+        }
+    };
+    let total = cases.lines().filter(|l| !l.trim().is_empty()).count() as i64;
+    let azure = key.as_ref().and_then(|k| k.spec.azure.clone());
+    let model = ej.spec.model.clone().or_else(|| key.as_ref().and_then(|k| k.spec.model.clone()));
+    let model = model.unwrap_or_else(|| ctx.models.model_for(ej.spec.provider, azure.as_ref()));
+    let today = crate::providers::models::today();
+    let (lc_status, lc_reason, lc_message) = desired::model_lifecycle(ej.spec.provider, &model, key.as_deref(), today);
+    if lc_status == "True" {
+        notes.push((EventType::Warning, "ModelDeprecated", lc_message.clone()));
+    }
+    set_condition(&mut st.conditions, MODEL_DEPRECATED, lc_status, lc_reason, lc_message, generation, now);
+    let config = desired::judge_config(ej, &model, azure, &ctx.settings);
+    let cases_cm = match desired::cases_config_map(ej, cases, &config) {
+        Ok(cm) => cm,
+        Err(e) => {
+            // Said on the EvalJob, and the reconcile fails (logged, counted, retried): never a
+            // judge run with an empty config.json.
+            notes.push(config_not_rendered(st, &e, generation, now));
+            return Err(e.into());
+        }
+    };
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let bundle = desired::ca_bundle(&ns, &ctx.ca_pem);
+    cms.patch(desired::CA_BUNDLE_CONFIGMAP, &apply, &Patch::Apply(&bundle)).await?;
+    cms.patch(&cases_cm.name_any(), &apply, &Patch::Apply(&cases_cm)).await?;
+    set_condition(&mut st.conditions, CASES_READY, "True", "CasesReady", format!("{total} cases"), generation, now);
+    let job = desired::judge_job(ej, &ctx.settings, &desired::Pins::of(&cases_cm, &ctx.ca_pem));
+    let created = match create_job(ctx, &ns, &job, &uid).await? {
+        Ok(created) => created,
+        Err(msg) => {
+            // Someone else's Job holds the name: never adopted (its pods would get the key).
+            st.phase = Some(EvalPhase::Failed);
+            st.completion_time = Some(now.clone());
+            set_condition(&mut st.conditions, COMPLETE, "True", "JobNameTaken", msg.clone(), generation, now);
+            notes.push((EventType::Warning, "JobNameTaken", msg));
+            return Ok(Some(None));
+        }
+    };
+    st.job_name = Some(job.name_any());
+    st.job_uid = created.uid();
+    st.key_ref = key.as_ref().map(|k| k.name_any());
+    st.key_prefix = key.as_ref().and_then(|k| k.status.as_ref()?.key_prefix.clone());
+    st.model = Some(model);
+    st.progress = Some(Progress { total, completed: 0, display: format!("0/{total}") });
+    st.start_time = Some(now.clone());
+    st.phase = Some(EvalPhase::Running);
+    notes.push((EventType::Normal, "Started", format!("judge Job {} started for {total} cases", job.name_any())));
+    Ok(None)
+}
+
+/// Folds the results so far into status (pure): trust, progress, summary, and the end of the run
+/// when every shard is done (Succeeded) or the Job failed. Returns the results when the run
+/// succeeded, for the JUnit ConfigMap (whose name is already in `resultsRef`) and the metrics.
+fn plan_results(
+    ej: &EvalJob,
+    collected: Collected,
+    job_failure: Option<String>,
+    st: &mut EvalJobStatus,
+    notes: &mut Vec<Note>,
+    now: &Time,
+) -> Option<Vec<CaseResult>> {
+    let generation = ej.metadata.generation;
+    let Collected { mut results, names: mut refs, shards_done, rejected, unreadable } = collected;
     let before = condition(&st.conditions, RESULTS_TRUSTED).filter(|c| c.status == "False").map(|c| c.message.clone());
     if let Some(Untrusted { reason, message, events }) = untrusted(&rejected, &unreadable, before.as_deref()) {
         notes.extend(events);
-        set_condition(&mut st.conditions, RESULTS_TRUSTED, "False", reason, message, generation, &now);
+        set_condition(&mut st.conditions, RESULTS_TRUSTED, "False", reason, message, generation, now);
     }
     let names = scorers::scorer_names(&ej.spec.scorers);
     results.extend(unreadable.iter().map(|u| u.errored_case(&names)));
@@ -277,28 +330,24 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
         st.summary = Some(summary::summarize(&results, &names));
         st.usage = Some(summary::usage(&results));
     }
-    let mut refs = cm_names;
-    let job = st.job_name.as_ref().and_then(|j| ctx.jobs.get(&ObjectRef::new(j).within(&ns)));
+    let mut succeeded = None;
     if shards_done >= ej.spec.parallelism.max(1) as u32 {
-        let junit_cm = junit_config_map(&ej, &junit::junit_xml(&name, &results));
-        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-        cms.patch(&junit_cm.name_any(), &apply, &Patch::Apply(&junit_cm)).await?;
-        refs.insert(0, junit_cm.name_any());
+        refs.insert(0, junit_config_map_name(ej));
         st.phase = Some(EvalPhase::Succeeded);
         st.completion_time = Some(now.clone());
-        count_cases(&ctx, &ej, &results);
         let s = st.summary.clone().unwrap_or_default();
         let msg = format!("{} passed, {} failed, {} errored of {total}", s.passed, s.failed, s.errored);
-        set_condition(&mut st.conditions, COMPLETE, "True", "Succeeded", msg.clone(), generation, &now);
+        set_condition(&mut st.conditions, COMPLETE, "True", "Succeeded", msg.clone(), generation, now);
         notes.push((EventType::Normal, "Succeeded", msg));
-    } else if let Some(reason) = job.as_deref().and_then(job_failed) {
+        succeeded = Some(results);
+    } else if let Some(reason) = job_failure {
         st.phase = Some(EvalPhase::Failed);
         st.completion_time = Some(now.clone());
-        set_condition(&mut st.conditions, COMPLETE, "True", "Failed", reason.clone(), generation, &now);
+        set_condition(&mut st.conditions, COMPLETE, "True", "Failed", reason.clone(), generation, now);
         notes.push((EventType::Warning, "Failed", reason));
     }
     st.results_ref = (!refs.is_empty()).then_some(ResultsRef { config_maps: refs });
-    finish(&ej, &ctx, &old, st, notes, None).await
+    succeeded
 }
 
 /// Creates the judge Job. A Job of that name that already exists is taken only if it is this
@@ -355,8 +404,12 @@ fn count_cases(ctx: &EvalContext, ej: &EvalJob, results: &[CaseResult]) {
     }
 }
 
+fn junit_config_map_name(ej: &EvalJob) -> String {
+    crate::names::bounded(&ej.name_any(), "junit")
+}
+
 fn junit_config_map(ej: &EvalJob, xml: &str) -> ConfigMap {
-    let name = crate::names::bounded(&ej.name_any(), "junit");
+    let name = junit_config_map_name(ej);
     desired::owned_config_map(ej, name, "eval-junit", [("junit.xml".to_string(), xml.to_string())].into())
 }
 
@@ -405,6 +458,69 @@ mod tests {
 
     fn unreadable(line: usize) -> UnreadableLine {
         UnreadableLine { config_map: "ej-results-0-0".into(), line, error: "expected value".into() }
+    }
+
+    fn eval_job(parallelism: i32) -> EvalJob {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "launchgate.ai/v1alpha1", "kind": "EvalJob",
+            "metadata": {"name": "ej", "namespace": "ns", "uid": "u1", "generation": 1},
+            "spec": {"provider": "openai", "parallelism": parallelism,
+                     "scorers": [{"type": "llm_judge", "rubric": "r"}], "cases": [{"id": "a", "output": "x"}]}
+        }))
+        .expect("evaljob")
+    }
+
+    fn collected(n: usize, shards_done: u32) -> Collected {
+        let results = (0..n)
+            .map(|i| CaseResult {
+                id: format!("c{i}"),
+                line: i as u32 + 1,
+                scores: vec![],
+                input_tokens: 1,
+                output_tokens: 1,
+            })
+            .collect();
+        Collected { results, names: vec!["ej-results-0".into()], shards_done, rejected: vec![], unreadable: vec![] }
+    }
+
+    #[test]
+    fn without_a_usable_key_the_evaljob_waits_and_says_so_once() {
+        let ej = eval_job(1);
+        let now = Time(jiff::Timestamp::now());
+        let (mut st, mut notes) = (EvalJobStatus::default(), Vec::new());
+        assert!(matches!(plan_key(&ej, &[], &mut st, &mut notes, &now), KeyStep::Wait));
+        assert_eq!(st.phase, Some(EvalPhase::WaitingForKey));
+        assert_eq!(condition(&st.conditions, KEY_RESOLVED).map(|c| c.reason.as_str()), Some("NoUsableKey"));
+        assert_eq!(notes.len(), 1);
+        assert!(matches!(plan_key(&ej, &[], &mut st, &mut notes, &now), KeyStep::Wait));
+        assert_eq!(notes.len(), 1, "no second WaitingForKey Event while still waiting");
+    }
+
+    #[test]
+    fn results_fold_into_progress_and_the_run_ends_when_every_shard_is_done() {
+        let ej = eval_job(2);
+        let now = Time(jiff::Timestamp::now());
+        let mut st = EvalJobStatus {
+            progress: Some(Progress { total: 4, completed: 0, display: "0/4".into() }),
+            ..Default::default()
+        };
+        let mut notes = Vec::new();
+        assert!(plan_results(&ej, collected(2, 1), None, &mut st, &mut notes, &now).is_none(), "one shard of two");
+        assert_eq!(st.progress.as_ref().map(|p| p.display.as_str()), Some("2/4"));
+        assert_eq!(st.phase, None);
+        let failed =
+            plan_results(&ej, collected(2, 1), Some("BackoffLimitExceeded: x".into()), &mut st, &mut notes, &now);
+        assert!(failed.is_none());
+        assert_eq!(st.phase, Some(EvalPhase::Failed));
+        let mut st = EvalJobStatus {
+            progress: Some(Progress { total: 4, completed: 0, display: "0/4".into() }),
+            ..Default::default()
+        };
+        let done = plan_results(&ej, collected(4, 2), None, &mut st, &mut notes, &now).expect("succeeded");
+        assert_eq!(done.len(), 4);
+        assert_eq!(st.phase, Some(EvalPhase::Succeeded));
+        let refs = st.results_ref.expect("refs").config_maps;
+        assert_eq!(refs, ["ej-junit".to_string(), "ej-results-0".to_string()], "JUnit first");
     }
 
     #[test]
