@@ -255,14 +255,7 @@ async fn start(
     };
     let total = cases.lines().filter(|l| !l.trim().is_empty()).count() as i64;
     let azure = key.as_ref().and_then(|k| k.spec.azure.clone());
-    let model = ej.spec.model.clone().or_else(|| key.as_ref().and_then(|k| k.spec.model.clone()));
-    let model = model.unwrap_or_else(|| ctx.models.model_for(ej.spec.provider, azure.as_ref()));
-    let today = crate::providers::models::today();
-    let (lc_status, lc_reason, lc_message) = desired::model_lifecycle(ej.spec.provider, &model, key.as_deref(), today);
-    if lc_status == "True" {
-        notes.push((EventType::Warning, "ModelDeprecated", lc_message.clone()));
-    }
-    set_condition(&mut st.conditions, MODEL_DEPRECATED, lc_status, lc_reason, lc_message, generation, now);
+    let model = judge_model(ej, ctx, key.as_deref(), st, notes, now);
     let config = desired::judge_config(ej, &model, azure, &ctx.settings);
     let cases_cm = match desired::cases_config_map(ej, cases, &config) {
         Ok(cm) => cm,
@@ -301,6 +294,28 @@ async fn start(
     st.phase = Some(EvalPhase::Running);
     notes.push((EventType::Normal, "Started", format!("judge Job {} started for {total} cases", job.name_any())));
     Ok(None)
+}
+
+/// The judge model (the EvalJob's, else the key's, else the install's default), with its
+/// lifecycle said in status (ModelDeprecated) and, when it is dying, in a Warning Event.
+fn judge_model(
+    ej: &EvalJob,
+    ctx: &EvalContext,
+    key: Option<&ByokKey>,
+    st: &mut EvalJobStatus,
+    notes: &mut Vec<Note>,
+    now: &Time,
+) -> String {
+    let azure = key.and_then(|k| k.spec.azure.as_ref());
+    let model = ej.spec.model.clone().or_else(|| key.and_then(|k| k.spec.model.clone()));
+    let model = model.unwrap_or_else(|| ctx.models.model_for(ej.spec.provider, azure));
+    let today = crate::providers::models::today();
+    let (status, reason, message) = desired::model_lifecycle(ej.spec.provider, &model, key, today);
+    if status == "True" {
+        notes.push((EventType::Warning, "ModelDeprecated", message.clone()));
+    }
+    set_condition(&mut st.conditions, MODEL_DEPRECATED, status, reason, message, ej.metadata.generation, now);
+    model
 }
 
 /// Folds the results so far into status (pure): trust, progress, summary, and the end of the run
