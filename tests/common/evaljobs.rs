@@ -16,7 +16,11 @@ pub async fn default_key(env: &mut TestEnv, name: &str, provider: Provider) -> S
     let mut spec = env.spec(provider, &format!("{name}-src"));
     spec.default = true;
     env.create_key(name, spec).await;
-    env.wait_key(name, "effective default", |k| k.status.as_ref().is_some_and(|s| s.effective_default)).await;
+    // Ready as well: a Pending key (its source not in the cache yet) may already be the default.
+    env.wait_key(name, "Ready effective default", |k| {
+        k.status.as_ref().is_some_and(|s| s.effective_default && s.phase == Some(byok_operator::crd::KeyPhase::Ready))
+    })
+    .await;
     key
 }
 
