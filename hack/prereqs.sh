@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine: the commands below from
-# Debian's packages, and checks for the Go and Rust toolchains (Kubernetes is built from source).
+# Debian's packages (chromium: the report test renders `kubectl byok eval report` in a headless
+# browser), and checks for the Go and Rust toolchains (Kubernetes is built from source).
 set -euo pipefail
 missing=()
-for cmd in openssl curl python3 git; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
+for cmd in openssl curl python3 git chromium; do command -v "$cmd" >/dev/null || missing+=("$cmd"); done
 if [[ ${#missing[@]} -gt 0 ]]; then
   echo "[prereqs] installing ${missing[*]}" >&2
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
