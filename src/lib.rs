@@ -8,6 +8,7 @@ pub mod crd;
 pub mod crypto;
 pub mod duration;
 pub mod judge;
+pub mod judge_job;
 pub mod keystore;
 pub mod labels;
 pub mod metrics;

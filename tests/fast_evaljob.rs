@@ -6,10 +6,10 @@ mod fast;
 use std::time::Duration;
 
 use byok_operator::broker::results;
-use byok_operator::controller::evaljob::desired::CA_BUNDLE_CONFIGMAP;
 use byok_operator::crd::conditions::evaljob::{CASES_READY, COMPLETE, KEY_RESOLVED, RESULTS_TRUSTED};
 use byok_operator::crd::{EvalJob, EvalJobStatus, EvalPhase};
 use byok_operator::judge::wire::{self, CaseResult, Outcome, ResultsReport, ScoreResult};
+use byok_operator::judge_job::CA_BUNDLE_CONFIGMAP;
 use byok_operator::labels::EVALJOB_UID;
 use fast::evals::{Broker, Evals, judge_pod, ready_default_key};
 use fast::{NS, OPERATOR_NS, changes};

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use byok_operator::cli::kek;
 use byok_operator::controller::OperatorConfig;
-use byok_operator::controller::evaljob::desired::JudgeLimits;
+use byok_operator::judge_job::JudgeLimits;
 use byok_operator::operator::leader::LeaseConfig;
 use byok_operator::operator::loglevel::SetLevel;
 use byok_operator::operator::{self, BrokerConfig};

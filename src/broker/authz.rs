@@ -11,8 +11,8 @@ use kube::runtime::reflector::Store;
 
 use super::Refusal;
 use super::authn::PodIdentity;
-use crate::controller::evaljob::desired::same_judge_pod;
 use crate::crd::{EvalJob, EvalPhase};
+use crate::judge_job::same_judge_pod;
 
 /// A pod proven to belong to an EvalJob's current Job.
 #[derive(Debug, Clone)]
@@ -273,18 +273,15 @@ mod tests {
         }))
         .expect("spec");
         let ej = meta(EvalJob::new("ej", spec), "a", "ej", "ej-uid", vec![]);
-        let settings = crate::controller::evaljob::JudgeSettings {
+        let settings = crate::judge_job::JudgeSettings {
             image: "judge:1".into(),
             broker_url: "https://b".into(),
             endpoints: Default::default(),
             limits: Default::default(),
         };
-        let pins = crate::controller::evaljob::desired::Pins {
-            config_sha256: "1".into(),
-            cases_sha256: "2".into(),
-            ca_sha256: "3".into(),
-        };
-        let job = crate::controller::evaljob::desired::judge_job(&ej, &settings, &pins);
+        let pins =
+            crate::judge_job::Pins { config_sha256: "1".into(), cases_sha256: "2".into(), ca_sha256: "3".into() };
+        let job = crate::judge_job::judge_job(&ej, &settings, &pins);
         let template = job.spec.clone().expect("spec").template;
         let mut metadata = template.metadata.clone().unwrap_or_default();
         metadata.annotations = Some([(COMPLETION_INDEX.to_string(), "0".to_string())].into());

@@ -29,7 +29,7 @@ pub struct OperatorConfig {
     /// Watch only this namespace (for teams that cannot grant cluster-wide Secret access); all when None.
     pub watch_namespace: Option<String>,
     /// Judge pod timings: provider call timeout, token lifetime, finished Job TTL.
-    pub judge: crate::controller::evaljob::desired::JudgeLimits,
+    pub judge: crate::judge_job::JudgeLimits,
 }
 
 /// Shared state of the ByokKey controller.

@@ -127,35 +127,8 @@ pub async fn run_shard(
         }
     };
     let mut progress_reports = 0;
-    let progress = async {
-        let pacing = &run.pacing;
-        let (mut reported, mut last) = (0usize, Instant::now());
-        loop {
-            let completed = finished.len();
-            let since = last.elapsed();
-            if completed > reported && (completed >= reported + pacing.batch || since >= pacing.interval) {
-                let report = snapshot(false);
-                (reported, last) = (completed, Instant::now());
-                match deliver(reporter, &report, pacing.progress_attempts, &pacing.backoff).await {
-                    Ok(ack) => {
-                        progress_reports += 1;
-                        tracing::info!(completed, total, "progress reported");
-                        if ack.key_revoked && !judge.revocation.is_revoked() {
-                            tracing::warn!("the broker says the key was revoked: no more provider calls");
-                            judge.revocation.revoke();
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "progress report lost; the next one carries it"),
-                }
-                continue;
-            }
-            let wait = if completed > reported { pacing.interval.saturating_sub(since) } else { pacing.interval };
-            tokio::select! {
-                () = finished.changed.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
-    };
+    let progress =
+        report_progress(reporter, &run.pacing, &snapshot, &finished, &judge.revocation, &mut progress_reports);
     // The progress loop never ends by itself: it is dropped (even mid-report) once scoring is done,
     // and the final report, which carries everything, follows.
     tokio::select! {
@@ -171,6 +144,45 @@ pub async fn run_shard(
         Err(error) => tracing::error!(%error, "final report not delivered"),
     }
     ShardOutcome { results: report.results, key_revoked: judge.revocation.is_revoked(), progress_reports, final_report }
+}
+
+/// Sends a progress report every `pacing.batch` results or `pacing.interval`, whichever comes
+/// first, and stops provider calls when the broker says the key was revoked. Never returns: it is
+/// dropped once scoring is done.
+async fn report_progress(
+    reporter: &impl Reporter,
+    pacing: &ReportPacing,
+    snapshot: &impl Fn(bool) -> ResultsReport,
+    finished: &Finished,
+    revocation: &Revocation,
+    reports: &mut u32,
+) {
+    let (mut reported, mut last) = (0usize, Instant::now());
+    loop {
+        let completed = finished.len();
+        let since = last.elapsed();
+        if completed > reported && (completed >= reported + pacing.batch || since >= pacing.interval) {
+            let report = snapshot(false);
+            (reported, last) = (completed, Instant::now());
+            match deliver(reporter, &report, pacing.progress_attempts, &pacing.backoff).await {
+                Ok(ack) => {
+                    *reports += 1;
+                    tracing::info!(completed, total = report.total, "progress reported");
+                    if ack.key_revoked && !revocation.is_revoked() {
+                        tracing::warn!("the broker says the key was revoked: no more provider calls");
+                        revocation.revoke();
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "progress report lost; the next one carries it"),
+            }
+            continue;
+        }
+        let wait = if completed > reported { pacing.interval.saturating_sub(since) } else { pacing.interval };
+        tokio::select! {
+            () = finished.changed.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
 }
 
 /// Provider base URLs from the config; an empty one means the provider's public endpoint.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::cases::{ParsedCase, parse_cases};
 use super::report::{ReportError, Reporter};
 use super::runner::{ReportPacing, ShardRun, run_shard};
-use super::wire::{JudgeConfig, Outcome, ResultsAck, ResultsReport};
+use super::wire::{CaseResult, JudgeConfig, Outcome, ResultsAck, ResultsReport};
 use crate::crd::{AzureSpec, Provider, Scorer, ScorerType};
 use crate::providers::{self, CheckOutcome, Endpoints, KeyCheck, ModelTable, models};
 
@@ -202,19 +202,7 @@ pub async fn run(
     let delivered = finished.delivered();
     let report = reporter.into_last().filter(|r| r.done && delivered).ok_or(SmokeError::NoFinalReport)?;
 
-    let mut cases = Vec::with_capacity(report.results.len());
-    let (mut input_tokens, mut output_tokens) = (0u64, 0u64);
-    for result in &report.results {
-        input_tokens = input_tokens.saturating_add(result.input_tokens);
-        output_tokens = output_tokens.saturating_add(result.output_tokens);
-        // One scorer: its result is the case's.
-        let (outcome, score, error) = match result.scores.first() {
-            Some(s) if s.outcome == Outcome::Errored => (s.outcome, s.score, Some(clean(&s.reason, &key))),
-            Some(s) => (s.outcome, s.score, None),
-            None => (Outcome::Errored, None, Some("Internal: the case has no llm_judge result".into())),
-        };
-        cases.push(CaseRow { id: result.id.clone(), outcome, score, error });
-    }
+    let (cases, input_tokens, output_tokens) = case_rows(&report.results, &key);
     let ok = outcome.is_valid() && cases.len() == CASE_IDS.len() && cases.iter().all(|c| c.outcome != Outcome::Errored);
     Ok(SmokeRow {
         provider,
@@ -228,6 +216,25 @@ pub async fn run(
         eval_ms,
         ok,
     })
+}
+
+/// One row per case (one scorer: its result is the case's), and the tokens spent.
+fn case_rows(results: &[CaseResult], key: &SecretString) -> (Vec<CaseRow>, u64, u64) {
+    let (mut input_tokens, mut output_tokens) = (0u64, 0u64);
+    let rows = results
+        .iter()
+        .map(|result| {
+            input_tokens = input_tokens.saturating_add(result.input_tokens);
+            output_tokens = output_tokens.saturating_add(result.output_tokens);
+            let (outcome, score, error) = match result.scores.first() {
+                Some(s) if s.outcome == Outcome::Errored => (s.outcome, s.score, Some(clean(&s.reason, key))),
+                Some(s) => (s.outcome, s.score, None),
+                None => (Outcome::Errored, None, Some("Internal: the case has no llm_judge result".into())),
+            };
+            CaseRow { id: result.id.clone(), outcome, score, error }
+        })
+        .collect();
+    (rows, input_tokens, output_tokens)
 }
 
 /// The operator's provider client (src/operator/start.rs).

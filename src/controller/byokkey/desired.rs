@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{ByokKey, KeyPhase};
@@ -43,59 +42,11 @@ pub fn effective_default<'a>(keys: impl IntoIterator<Item = &'a ByokKey>) -> Opt
         .map(|(_, k)| k)
 }
 
-/// Sets a condition, keeping its transition time when its status did not change.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    let status = status.to_string();
-    let message = truncate(message.into(), 1024);
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now.clone();
-            }
-            c.status = status;
-            c.reason = reason.into();
-            c.message = message;
-            c.observed_generation = generation;
-        }
-        None => conditions.push(Condition {
-            type_: type_.into(),
-            status,
-            reason: reason.into(),
-            message,
-            observed_generation: generation,
-            last_transition_time: now.clone(),
-        }),
-    }
-}
-
-pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::{ByokKeySpec, ByokKeyStatus, Provider, ValidationSpec};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
     fn key(name: &str, created: i64, default: bool, phase: Option<KeyPhase>) -> ByokKey {
         let mut k = ByokKey::new(name, ByokKeySpec { default, ..ByokKeySpec::from_secret(Provider::OpenAi, "s") });
@@ -136,19 +87,6 @@ mod tests {
     fn ties_break_by_name() {
         let keys = [key("b", 1, true, None), key("a", 1, true, None)];
         assert_eq!(effective_default(&keys).map(|k| k.name_any()), Some("a".into()));
-    }
-
-    #[test]
-    fn condition_transition_time_moves_only_on_status_change() {
-        let t1 = Time(jiff::Timestamp::from_second(1).expect("time"));
-        let t2 = Time(jiff::Timestamp::from_second(2).expect("time"));
-        let mut cs = vec![];
-        set_condition(&mut cs, "Ready", "True", "Validated", "ok", Some(1), &t1);
-        set_condition(&mut cs, "Ready", "True", "Validated", "still ok", Some(2), &t2);
-        assert_eq!(cs[0].last_transition_time, t1);
-        set_condition(&mut cs, "Ready", "False", "Invalid", "no", Some(2), &t2);
-        assert_eq!(cs[0].last_transition_time, t2);
-        assert_eq!(cs.len(), 1);
     }
 
     #[test]

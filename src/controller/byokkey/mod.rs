@@ -1,7 +1,9 @@
 //! The ByokKey controller: import, encrypt, validate, default, revoke, rotate.
 
+mod act;
 pub mod desired;
 pub mod import;
+mod plan;
 mod reconcile;
 pub mod validation;
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::desired::{condition, set_condition};
+use crate::crd::conditions::{condition, set_condition};
 use crate::crd::conditions::byokkey::{MODEL_DEPRECATED, VALIDATED};
 use crate::crd::conditions::lifecycle;
 use crate::crd::{ByokKeyStatus, KeyPhase, KeyTest};

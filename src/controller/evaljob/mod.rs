@@ -1,6 +1,6 @@
 //! The EvalJob controller: resolves a key, creates the judge Job, follows results into status.
 
-pub mod desired;
+pub mod lifecycle;
 pub mod reconcile;
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use super::Error;
 use crate::crd::{ByokKey, EvalJob, EvalPhase};
 use crate::providers::ModelTable;
-pub use desired::JudgeSettings;
+pub use crate::judge_job::JudgeSettings;
 
 /// Shared state of the EvalJob controller.
 pub struct EvalContext {

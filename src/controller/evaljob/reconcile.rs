@@ -14,13 +14,14 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::EvalContext;
-use super::desired;
+use super::lifecycle;
 use crate::broker::results::{self as stored, MAX_PARTS, RESULTS_COMPONENT, UnreadableLine, part_name};
 use crate::controller::Error;
-use crate::controller::byokkey::desired::{condition, set_condition};
+use crate::crd::conditions::{condition, set_condition};
 use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, KeyPhase, Progress, ResultsRef, ScorerType};
 use crate::judge::wire::CaseResult;
 use crate::judge::{junit, scorers, summary};
+use crate::judge_job;
 use crate::labels::{self, EVALJOB_UID, FIELD_MANAGER};
 
 use crate::crd::conditions::evaljob::{CASES_READY, COMPLETE, KEY_RESOLVED, MODEL_DEPRECATED, RESULTS_TRUSTED};
@@ -88,7 +89,9 @@ async fn collect_results(ctx: &EvalContext, ej: &EvalJob, ns: &str, uid: &str) -
             continue;
         }
         // Gone since the list: nothing to read.
-        let Some(cm) = api.get_opt(&name).await? else { continue };
+        let Some(cm) = api.get_opt(&name).await? else {
+            continue;
+        };
         let Some(read) = stored::read_config_map(&cm, uid, &ctx.results_mac) else {
             rejected.push(name);
             continue;
@@ -256,8 +259,8 @@ async fn start(
     let total = cases.lines().filter(|l| !l.trim().is_empty()).count() as i64;
     let azure = key.as_ref().and_then(|k| k.spec.azure.clone());
     let model = judge_model(ej, ctx, key.as_deref(), st, notes, now);
-    let config = desired::judge_config(ej, &model, azure, &ctx.settings);
-    let cases_cm = match desired::cases_config_map(ej, cases, &config) {
+    let config = judge_job::judge_config(ej, &model, azure, &ctx.settings);
+    let cases_cm = match judge_job::cases_config_map(ej, cases, &config) {
         Ok(cm) => cm,
         Err(e) => {
             // Said on the EvalJob, and the reconcile fails (logged, counted, retried): never a
@@ -268,11 +271,11 @@ async fn start(
     };
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let bundle = desired::ca_bundle(&ns, &ctx.ca_pem);
-    cms.patch(desired::CA_BUNDLE_CONFIGMAP, &apply, &Patch::Apply(&bundle)).await?;
+    let bundle = judge_job::ca_bundle(&ns, &ctx.ca_pem);
+    cms.patch(judge_job::CA_BUNDLE_CONFIGMAP, &apply, &Patch::Apply(&bundle)).await?;
     cms.patch(&cases_cm.name_any(), &apply, &Patch::Apply(&cases_cm)).await?;
     set_condition(&mut st.conditions, CASES_READY, "True", "CasesReady", format!("{total} cases"), generation, now);
-    let job = desired::judge_job(ej, &ctx.settings, &desired::Pins::of(&cases_cm, &ctx.ca_pem));
+    let job = judge_job::judge_job(ej, &ctx.settings, &judge_job::Pins::of(&cases_cm, &ctx.ca_pem));
     let created = match create_job(ctx, &ns, &job, &uid).await? {
         Ok(created) => created,
         Err(msg) => {
@@ -310,7 +313,7 @@ fn judge_model(
     let model = ej.spec.model.clone().or_else(|| key.and_then(|k| k.spec.model.clone()));
     let model = model.unwrap_or_else(|| ctx.models.model_for(ej.spec.provider, azure));
     let today = crate::providers::models::today();
-    let (status, reason, message) = desired::model_lifecycle(ej.spec.provider, &model, key, today);
+    let (status, reason, message) = lifecycle::model_lifecycle(ej.spec.provider, &model, key, today);
     if status == "True" {
         notes.push((EventType::Warning, "ModelDeprecated", message.clone()));
     }
@@ -385,7 +388,7 @@ async fn create_job(ctx: &EvalContext, ns: &str, job: &Job, ej_uid: &str) -> Res
     let stored = jobs.create(&PostParams { dry_run: true, ..PostParams::default() }, &probe).await?;
     let pod = |j: &Job| j.spec.as_ref().and_then(|s| s.template.spec.clone());
     let same = match (pod(&stored), pod(&existing)) {
-        (Some(want), Some(have)) => desired::same_judge_pod(&want, &have) && want.volumes == have.volumes,
+        (Some(want), Some(have)) => judge_job::same_judge_pod(&want, &have) && want.volumes == have.volumes,
         _ => false,
     };
     if controlled && same {
@@ -425,7 +428,7 @@ fn junit_config_map_name(ej: &EvalJob) -> String {
 
 fn junit_config_map(ej: &EvalJob, xml: &str) -> ConfigMap {
     let name = junit_config_map_name(ej);
-    desired::owned_config_map(ej, name, "eval-junit", [("junit.xml".to_string(), xml.to_string())].into())
+    judge_job::owned_config_map(ej, name, "eval-junit", [("junit.xml".to_string(), xml.to_string())].into())
 }
 
 /// The cases as JSONL: the inline list rendered, or the ConfigMap key read once.
@@ -434,7 +437,9 @@ async fn cases_jsonl(ej: &EvalJob, ctx: &EvalContext, ns: &str) -> Result<Result
         let lines: Vec<String> = cases.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
         return Ok(Ok(lines.join("\n") + "\n"));
     }
-    let Some(from) = &ej.spec.cases_from else { return Ok(Err("no cases given".into())) };
+    let Some(from) = &ej.spec.cases_from else {
+        return Ok(Err("no cases given".into()));
+    };
     let r = &from.config_map_key_ref;
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let text = api.get_opt(&r.name).await?.and_then(|cm| cm.data.and_then(|mut d| d.remove(&r.key)));
@@ -443,7 +448,7 @@ async fn cases_jsonl(ej: &EvalJob, ctx: &EvalContext, ns: &str) -> Result<Result
 
 /// CasesReady=False when the operator's own config.json did not render (no user input does that).
 fn config_not_rendered(st: &mut EvalJobStatus, e: &serde_json::Error, generation: Option<i64>, now: &Time) -> Note {
-    let msg = format!("cannot render the judge's {}: {e}", desired::CONFIG_FILE);
+    let msg = format!("cannot render the judge's {}: {e}", judge_job::CONFIG_FILE);
     set_condition(&mut st.conditions, CASES_READY, "False", CONFIG_NOT_RENDERED, msg.clone(), generation, now);
     (EventType::Warning, CONFIG_NOT_RENDERED, msg)
 }
