@@ -19,3 +19,4 @@ pub mod mock;
 pub mod names;
 pub mod operator;
 pub mod providers;
+pub mod report;
