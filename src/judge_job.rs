@@ -302,11 +302,48 @@ pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings, pins: &Pins) -> Job {
     let s = &ej.spec;
     let shards = s.parallelism.max(1);
     let o = s.template.clone().unwrap_or_default();
+    let fetch_key = fetch_key_container(settings, pins);
+    let judge = judge_container(settings, pins, o.resources.clone().unwrap_or_else(default_resources));
+    let volumes = judge_volumes(ej, settings);
+    let mut meta = owned_meta(ej, job_name(&ej.name_any()), "judge");
+    let pod_labels = meta.labels.clone();
+    meta.annotations = None;
+    Job {
+        metadata: meta,
+        spec: Some(JobSpec {
+            completion_mode: Some("Indexed".into()),
+            completions: Some(shards),
+            parallelism: Some(shards),
+            backoff_limit: Some(3 * shards),
+            active_deadline_seconds: Some(s.timeout_seconds),
+            ttl_seconds_after_finished: Some(settings.limits.job_ttl_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: pod_labels, ..Default::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    init_containers: Some(vec![fetch_key]),
+                    containers: vec![judge],
+                    volumes: Some(volumes),
+                    node_selector: o.node_selector.clone(),
+                    tolerations: o.tolerations.clone(),
+                    security_context: Some(pod_security()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The init container: fetches the key from the broker into the memory-backed volume.
+fn fetch_key_container(settings: &JudgeSettings, pins: &Pins) -> Container {
     // The image that receives the key is the install's; `template.image` is refused by the CRD.
     let image = settings.image.clone();
-    let ca_file = format!("{CA_DIR}/ca.crt");
-    let key_file = format!("{KEY_DIR}/key");
-    let fetch_key = Container {
+    let (ca_file, key_file) = (format!("{CA_DIR}/ca.crt"), format!("{KEY_DIR}/key"));
+    Container {
         name: "fetch-key".into(),
         image: Some(image.clone()),
         command: Some(
@@ -336,8 +373,14 @@ pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings, pins: &Pins) -> Job {
         security_context: Some(restricted()),
         resources: Some(default_resources()),
         ..Default::default()
-    };
-    let judge = Container {
+    }
+}
+
+/// The judge: reads the key from the memory-backed volume and the pinned cases and config.
+fn judge_container(settings: &JudgeSettings, pins: &Pins, resources: ResourceRequirements) -> Container {
+    let image = settings.image.clone();
+    let (ca_file, key_file) = (format!("{CA_DIR}/ca.crt"), format!("{KEY_DIR}/key"));
+    Container {
         name: "judge".into(),
         image: Some(image),
         command: Some(
@@ -374,10 +417,13 @@ pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings, pins: &Pins) -> Job {
             mount("ca", CA_DIR, true),
         ]),
         security_context: Some(restricted()),
-        resources: Some(o.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(resources),
         ..Default::default()
-    };
-    let volumes = vec![
+    }
+}
+
+fn judge_volumes(ej: &EvalJob, settings: &JudgeSettings) -> Vec<Volume> {
+    vec![
         Volume {
             name: "key".into(),
             // tmpfs: the plaintext key never touches a disk, and goes with the pod.
@@ -413,47 +459,17 @@ pub fn judge_job(ej: &EvalJob, settings: &JudgeSettings, pins: &Pins) -> Job {
         },
         token_volume("broker-token", wire::KEY_AUDIENCE, settings.limits.token_seconds),
         token_volume("results-token", wire::RESULTS_AUDIENCE, settings.limits.token_seconds),
-    ];
-    let mut meta = owned_meta(ej, job_name(&ej.name_any()), "judge");
-    let pod_labels = meta.labels.clone();
-    meta.annotations = None;
-    Job {
-        metadata: meta,
-        spec: Some(JobSpec {
-            completion_mode: Some("Indexed".into()),
-            completions: Some(shards),
-            parallelism: Some(shards),
-            backoff_limit: Some(3 * shards),
-            active_deadline_seconds: Some(s.timeout_seconds),
-            ttl_seconds_after_finished: Some(settings.limits.job_ttl_seconds),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: pod_labels, ..Default::default() }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    init_containers: Some(vec![fetch_key]),
-                    containers: vec![judge],
-                    volumes: Some(volumes),
-                    node_selector: o.node_selector.clone(),
-                    tolerations: o.tolerations.clone(),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(JUDGE_UID),
-                        run_as_group: Some(JUDGE_UID),
-                        fs_group: Some(JUDGE_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        status: None,
+    ]
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(JUDGE_UID),
+        run_as_group: Some(JUDGE_UID),
+        fs_group: Some(JUDGE_UID),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        ..Default::default()
     }
 }
 
