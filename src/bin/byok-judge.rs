@@ -50,14 +50,12 @@ enum Command {
     SmokeTable,
 }
 
-#[derive(Parser)]
-struct FetchKey {
+/// How a judge pod reaches the broker, for both of its containers.
+#[derive(clap::Args)]
+struct BrokerArgs {
     /// Key broker base URL (https).
-    #[arg(long, env = "BYOK_BROKER_URL")]
-    broker: String,
-    /// Projected service account token with the broker's audience.
-    #[arg(long)]
-    token_file: PathBuf,
+    #[arg(long = "broker", env = "BYOK_BROKER_URL")]
+    url: String,
     /// CA bundle that signed the broker's serving certificate (the only roots trusted).
     #[arg(long)]
     ca_file: PathBuf,
@@ -67,6 +65,15 @@ struct FetchKey {
     /// This pod's uid (downward API).
     #[arg(long, env = "POD_UID")]
     pod_uid: String,
+}
+
+#[derive(Parser)]
+struct FetchKey {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Projected service account token with the broker's audience.
+    #[arg(long)]
+    token_file: PathBuf,
     /// Where to write the key.
     #[arg(long)]
     out: PathBuf,
@@ -93,21 +100,11 @@ struct Run {
     /// judge pod, and is never taken for shard 0).
     #[arg(long, env = "JOB_COMPLETION_INDEX")]
     shard: Option<String>,
-    /// Key broker base URL (https).
-    #[arg(long, env = "BYOK_BROKER_URL")]
-    broker: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Projected service account token with the results audience.
     #[arg(long)]
     results_token_file: PathBuf,
-    /// CA bundle that signed the broker's serving certificate.
-    #[arg(long)]
-    ca_file: PathBuf,
-    /// SHA-256 the CA bundle must have.
-    #[arg(long)]
-    ca_sha256: String,
-    /// This pod's uid (downward API).
-    #[arg(long, env = "POD_UID")]
-    pod_uid: String,
     /// Also write this shard's results here as JSON Lines.
     #[arg(long)]
     results_out: Option<PathBuf>,
@@ -188,8 +185,8 @@ fn main() -> ExitCode {
 }
 
 async fn fetch(args: FetchKey) -> anyhow::Result<()> {
-    let ca = PinnedFile::new(&args.ca_file, &args.ca_sha256);
-    let mut response = fetch_key(&args.broker, &args.token_file, &ca, &args.pod_uid).await?;
+    let ca = PinnedFile::new(&args.broker.ca_file, &args.broker.ca_sha256);
+    let mut response = fetch_key(&args.broker.url, &args.token_file, &ca, &args.broker.pod_uid).await?;
     let written = write_key_file(&args.out, &response);
     // The key now lives only in the file: wipe our copy whatever happened.
     response.key.zeroize();
@@ -221,15 +218,15 @@ async fn run(args: Run) -> anyhow::Result<()> {
         } else {
             None
         };
-    let ca = PinnedFile::new(&args.ca_file, &args.ca_sha256);
-    let reporter = HttpReporter::new(&args.broker, &args.results_token_file, &ca)?;
+    let ca = PinnedFile::new(&args.broker.ca_file, &args.broker.ca_sha256);
+    let reporter = HttpReporter::new(&args.broker.url, &args.results_token_file, &ca)?;
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         // A redirect would carry the key's header to wherever the answer points.
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("cannot build the provider HTTP client")?;
-    let run = ShardRun { shard, pod_uid: args.pod_uid.clone(), http, pacing: ReportPacing::default() };
+    let run = ShardRun { shard, pod_uid: args.broker.pod_uid.clone(), http, pacing: ReportPacing::default() };
 
     tracing::info!(
         eval_job = %config.eval_job, namespace = %config.namespace, provider = %config.provider,
