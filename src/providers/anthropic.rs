@@ -57,20 +57,19 @@ pub(super) async fn check(
         Err(e) => Err(e),
     };
     match result {
-        Ok(reply) => {
-            let value: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
-            if value.get("id").and_then(Value::as_str).is_none() {
-                return unexpected_body(reply.status, "an Anthropic model");
-            }
-            CheckOutcome::Valid {
-                http_status: reply.status,
-                request_id: request_id(&reply.headers, "request-id"),
-                note: None,
-                lifecycle: reported(&value),
-            }
-        }
+        Ok(reply) => model_answer(reply.status, &reply.body, request_id(&reply.headers, "request-id")),
         Err(e) => e.into_check_outcome(check.model),
     }
+}
+
+/// What a 2xx answer to `GET /v1/models/{model}` says: a model object (with its lifecycle), or
+/// something else.
+pub(super) fn model_answer(status: u16, body: &str, request_id: Option<String>) -> CheckOutcome {
+    let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    if value.get("id").and_then(Value::as_str).is_none() {
+        return unexpected_body(status, "an Anthropic model");
+    }
+    CheckOutcome::Valid { http_status: status, request_id, note: None, lifecycle: reported(&value) }
 }
 
 /// [unconfirmed shape] A model object's `lifecycle`: a word (`active`, `deprecated`, `retired`),

@@ -75,23 +75,28 @@ pub(super) async fn check(
         Ok(request) => call(request, timeout, check.key, classify).await,
         Err(e) => Err(e),
     };
-    let reply = match result {
-        Ok(reply) => reply,
-        Err(e) => return e.into_check_outcome(check.model),
-    };
-    let value: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+    match result {
+        Ok(reply) => model_answer(reply.status, &reply.body, check.model),
+        Err(e) => e.into_check_outcome(check.model),
+    }
+}
+
+/// What a 2xx answer to `GET models/{model}` says: a model that can generate content, one that
+/// cannot, or something else.
+pub(super) fn model_answer(status: u16, body: &str, model: &str) -> CheckOutcome {
+    let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     if value.get("name").and_then(Value::as_str).is_none() {
-        return unexpected_body(reply.status, "a Gemini model");
+        return unexpected_body(status, "a Gemini model");
     }
     let methods = value.get("supportedGenerationMethods").and_then(Value::as_array);
     if methods.is_some_and(|m| !m.iter().any(|x| x.as_str() == Some("generateContent"))) {
         return CheckOutcome::ModelUnavailable {
-            model: check.model.to_string(),
-            http_status: reply.status,
-            message: format!("model {} does not support generateContent", check.model),
+            model: model.to_string(),
+            http_status: status,
+            message: format!("model {model} does not support generateContent"),
         };
     }
-    CheckOutcome::Valid { http_status: reply.status, request_id: None, note: None, lifecycle: None }
+    CheckOutcome::Valid { http_status: status, request_id: None, note: None, lifecycle: None }
 }
 
 /// Fields a model may refuse: thinking controls change between generations (Gemini 3 takes a

@@ -164,15 +164,27 @@ pub(crate) async fn call(
     if (200..300).contains(&status) {
         return Ok(Reply { status, headers, body });
     }
-    let parsed = classify(status, &body);
-    let retry_after = retry::retry_after_from_headers(&headers, SystemTime::now()).or(parsed.retry_hint);
-    Err(CallError::Http(Failure {
+    Err(CallError::Http(failure(status, &headers, &body, key, classify, SystemTime::now())))
+}
+
+/// What a non-2xx answer means: its body classified by the provider's `classify`, the message
+/// redacted and capped, the wait and retry hint taken from the headers.
+pub(crate) fn failure(
+    status: u16,
+    headers: &HeaderMap,
+    body: &str,
+    key: &str,
+    classify: fn(u16, &str) -> ErrorBody,
+    now: SystemTime,
+) -> Failure {
+    let parsed = classify(status, body);
+    Failure {
         kind: parsed.kind,
         status,
         message: sanitize(&parsed.message, key),
-        retry_after,
-        x_should_retry: retry::should_retry_header(&headers),
-    }))
+        retry_after: retry::retry_after_from_headers(headers, now).or(parsed.retry_hint),
+        x_should_retry: retry::should_retry_header(headers),
+    }
 }
 
 /// A message for a body we could not parse: the status plus the start of the body.

@@ -2,6 +2,7 @@
 //! docs/providers.md. Nothing here ever returns, logs or puts in a URL the plaintext key:
 //! provider messages are redacted and capped before they leave this module.
 
+pub mod answers;
 mod anthropic;
 mod azure;
 mod config;

@@ -151,20 +151,13 @@ pub(super) async fn check(
         ),
         Err(e) => return e.into_check_outcome(check.model),
     };
-    let mut lifecycle = None;
-    if let Some(reply) = &listed {
-        let Some(models) = model_entries(&reply.body) else {
-            return unexpected_body(reply.status, "an OpenAI model list");
-        };
-        let Some(entry) = models.iter().find(|m| m.get("id").and_then(Value::as_str) == Some(check.model)) else {
-            return CheckOutcome::ModelUnavailable {
-                model: check.model.to_string(),
-                http_status: reply.status,
-                message: format!("model {} is not in the key's model list ({} models)", check.model, models.len()),
-            };
-        };
-        lifecycle = reported(entry);
-    }
+    let lifecycle = match &listed {
+        Some(reply) => match listed_model(reply.status, &reply.body, check.model) {
+            Ok(lifecycle) => lifecycle,
+            Err(outcome) => return outcome,
+        },
+        None => None,
+    };
     let probe_body = json!({"model": check.model, "messages": []});
     let probe = match bearer(http.post(join(&endpoints.openai, "chat/completions")), check.key) {
         Ok(request) => call(request.json(&probe_body), timeout, check.key, classify).await,
@@ -179,6 +172,22 @@ pub(super) async fn check(
         }
         Err(e) => e.into_check_outcome(check.model),
     }
+}
+
+/// What the key's model list (`GET /models`, answered `status`) says of `model`: listed, with
+/// what it says of the model's life, or the outcome when it is not listed or not a list.
+pub(super) fn listed_model(status: u16, body: &str, model: &str) -> Result<Option<Reported>, CheckOutcome> {
+    let Some(models) = model_entries(body) else {
+        return Err(unexpected_body(status, "an OpenAI model list"));
+    };
+    let Some(entry) = models.iter().find(|m| m.get("id").and_then(Value::as_str) == Some(model)) else {
+        return Err(CheckOutcome::ModelUnavailable {
+            model: model.to_string(),
+            http_status: status,
+            message: format!("model {model} is not in the key's model list ({} models)", models.len()),
+        });
+    };
+    Ok(reported(entry))
 }
 
 /// `data[]` of a model list; None when the body is not a list.
