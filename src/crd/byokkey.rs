@@ -164,6 +164,9 @@ pub struct ByokKeyStatus {
     /// The model validation checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The date (YYYY-MM-DD) `model` shuts down, while one is announced (with ModelDeprecated=True).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_shutdown: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_validated: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +193,20 @@ pub enum KeyPhase {
     Revoked,
     /// The key could not be imported or decrypted; see the Imported condition.
     Error,
+}
+
+impl KeyPhase {
+    /// The phase as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Ready => "Ready",
+            Self::Invalid => "Invalid",
+            Self::Unknown => "Unknown",
+            Self::Revoked => "Revoked",
+            Self::Error => "Error",
+        }
+    }
 }
 
 /// The answer to the last on-demand test.
