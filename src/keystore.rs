@@ -71,16 +71,31 @@ pub fn imported_from(secret: &Secret) -> Option<&str> {
     secret.annotations().get(IMPORTED_FROM_ANNOTATION).map(String::as_str)
 }
 
+/// A ByokKey without the identity a ciphertext is bound to (a stored object always has both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the ByokKey has no metadata.{0}: a ciphertext is bound to its namespace, name and uid")]
+pub struct Unbound(&'static str);
+
+/// Why a key could not be sealed. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error(transparent)]
+    Unbound(#[from] Unbound),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
 /// The additional authenticated data of `key`'s ciphertext: its namespace, name, uid and provider,
 /// so a ciphertext copied to any other object fails to open.
-pub fn aad(key: &ByokKey) -> Aad {
-    let (ns, uid) = (key.namespace().unwrap_or_default(), key.uid().unwrap_or_default());
-    Aad::new(&ns, &key.name_any(), &uid, key.spec.provider.as_str())
+pub fn aad(key: &ByokKey) -> Result<Aad, Unbound> {
+    let ns = key.meta().namespace.as_deref().ok_or(Unbound("namespace"))?;
+    let uid = key.meta().uid.as_deref().ok_or(Unbound("uid"))?;
+    Ok(Aad::new(ns, &key.name_any(), uid, key.spec.provider.as_str()))
 }
 
 /// Seals `plaintext` for `key` under the keyring's active KEK.
-pub fn seal(ring: &Keyring, key: &ByokKey, plaintext: &SecretString) -> Result<Envelope, CryptoError> {
-    crypto::seal(ring, &aad(key), plaintext)
+pub fn seal(ring: &Keyring, key: &ByokKey, plaintext: &SecretString) -> Result<Envelope, SealError> {
+    Ok(crypto::seal(ring, &aad(key)?, plaintext)?)
 }
 
 /// The encrypted Secret for `key`: owned by it (garbage-collected with it), labelled for the
@@ -134,6 +149,17 @@ pub enum OpenError {
     /// Not this ByokKey's ciphertext, altered, or not text once decrypted (or, on reseal, not sealed).
     #[error(transparent)]
     Decrypt(CryptoError),
+    #[error(transparent)]
+    Unbound(#[from] Unbound),
+}
+
+impl From<SealError> for OpenError {
+    fn from(e: SealError) -> Self {
+        match e {
+            SealError::Unbound(e) => Self::Unbound(e),
+            SealError::Crypto(e) => e.into(),
+        }
+    }
 }
 
 impl From<CryptoError> for OpenError {
@@ -162,12 +188,12 @@ impl Opened {
 /// Opens `key`'s ciphertext from its encrypted Secret (`None` when there is none).
 pub fn open(secret: Option<&Secret>, key: &ByokKey, ring: &Keyring) -> Result<Opened, OpenError> {
     let envelope = envelope(secret.ok_or(OpenError::Missing)?)?;
-    let plaintext = crypto::open(ring, &aad(key), &envelope)?;
+    let plaintext = crypto::open(ring, &aad(key)?, &envelope)?;
     Ok(Opened { key: plaintext, envelope })
 }
 
 /// The key sealed anew under the active KEK, when it is stored under an older one.
-pub fn reseal(ring: &Keyring, key: &ByokKey, opened: &Opened) -> Result<Option<Envelope>, CryptoError> {
+pub fn reseal(ring: &Keyring, key: &ByokKey, opened: &Opened) -> Result<Option<Envelope>, SealError> {
     if opened.kek_id() == ring.active().id() {
         return Ok(None);
     }
@@ -260,5 +286,23 @@ mod tests {
         let there = sealed_version("s", Some(&AzureTarget::new("https://a", "d2")));
         assert!(plain.starts_with("sealed/") && plain != here && here != there);
         assert_eq!(source_version("uid", "7"), "uid/7");
+    }
+
+    #[test]
+    fn a_key_without_namespace_or_uid_is_never_sealed_or_opened() {
+        let ring = Keyring::generate();
+        let sealed_for = key("k", "uid-k");
+        let stored = stored(&ring, &sealed_for);
+        for unbound in [key("k", ""), key("k", "uid-k")] {
+            let mut unbound = unbound;
+            if unbound.uid().as_deref() == Some("") {
+                unbound.metadata.uid = None;
+            } else {
+                unbound.metadata.namespace = None;
+            }
+            let plaintext = KEY.to_string().into();
+            assert!(matches!(seal(&ring, &unbound, &plaintext), Err(SealError::Unbound(_))));
+            assert!(matches!(open(Some(&stored), &unbound, &ring), Err(OpenError::Unbound(_))));
+        }
     }
 }

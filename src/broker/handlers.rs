@@ -154,7 +154,8 @@ async fn open_key(st: &BrokerState, key: &ByokKey) -> Result<(SecretString, Stri
 fn open_refusal(error: &keystore::OpenError) -> Refusal {
     match error {
         keystore::OpenError::Missing => Refusal::KeyNotReady,
-        keystore::OpenError::BadEnvelope(_) => Refusal::KeyUnreadable,
+        // A ByokKey with no namespace or uid: no ciphertext can be bound to it.
+        keystore::OpenError::BadEnvelope(_) | keystore::OpenError::Unbound(_) => Refusal::KeyUnreadable,
         // A KEK added by a rotation reaches every replica's keyring a moment later: retryable.
         keystore::OpenError::UnknownKek(_) => Refusal::UnknownKek,
         keystore::OpenError::Decrypt(_) => Refusal::DecryptFailed,

@@ -20,6 +20,8 @@ pub enum Error {
     Internal(String),
     #[error("encryption: {0}")]
     Crypto(#[from] crate::crypto::CryptoError),
+    #[error("encryption: {0}")]
+    Seal(#[from] crate::keystore::SealError),
     #[error("keyring: {0}")]
     Keyring(#[from] crate::crypto::KeyringError),
     #[error("serialization: {0}")]
@@ -38,7 +40,7 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::MissingField(_) => "missing_field",
             Self::Internal(_) => "internal",
-            Self::Crypto(_) => "crypto",
+            Self::Crypto(_) | Self::Seal(_) => "crypto",
             Self::Keyring(_) => "keyring",
             Self::Serialization(_) => "serialization",
             Self::KeyringMissing { .. } => "keyring_missing",

@@ -89,7 +89,7 @@ impl Error {
             Self::Kube(kube::Error::Api(_)) => Category::NeedsAction,
             Self::Kube(_) => Category::Unavailable,
             Self::KeyringMissing { .. } | Self::MissingField(_) | Self::Serialization(_) => Category::NeedsAction,
-            Self::Internal(_) | Self::Crypto(_) | Self::Keyring(_) => Category::NeedsAction,
+            Self::Internal(_) | Self::Crypto(_) | Self::Seal(_) | Self::Keyring(_) => Category::NeedsAction,
         }
     }
 }
