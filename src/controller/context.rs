@@ -44,6 +44,8 @@ pub struct Context {
     /// Opens `spec.sealed` keys.
     pub sealing: Arc<crate::crypto::sealing::SealingKey>,
     pub byokkeys: Store<ByokKey>,
+    /// Keys by source Secret and default candidates by namespace and provider, over `byokkeys`.
+    pub index: super::byokkey::index::KeyIndex,
     /// The operator's own encrypted key Secrets (label-selected watch).
     pub encrypted: Store<Secret>,
     /// Metadata only (never data) of Secrets that may be import sources.

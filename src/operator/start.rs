@@ -166,6 +166,7 @@ pub async fn run(
                 metrics,
                 sealing,
                 byokkeys: parts.byokkeys,
+                index: parts.index,
                 encrypted: parts.encrypted,
                 sources: parts.sources,
                 requeue: parts.requeue,

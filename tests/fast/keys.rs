@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use byok_operator::controller::byokkey::index::KeyIndex;
 use byok_operator::controller::{Context, Error, OperatorConfig};
 use byok_operator::crd::{ByokKey, Provider};
 use byok_operator::crypto::Keyring;
@@ -15,6 +16,7 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
 use super::{Cache, FakeApi, NS, OPERATOR_NS, byokkey, metadata_of, recorder, source_secret};
@@ -25,6 +27,8 @@ pub struct Keys {
     pub ctx: Arc<Context>,
     pub mock: byok_operator::mock::MockHandle,
     pub keys: Cache<ByokKey>,
+    /// The controller's index over `keys`, kept from the same events.
+    pub index: KeyIndex,
     pub encrypted: Cache<Secret>,
     pub sources: Cache<PartialObjectMeta<Secret>>,
     /// What the reconciles asked the controller to reconcile next.
@@ -38,6 +42,7 @@ impl Keys {
         let mock = byok_operator::mock::start(byok_operator::mock::MockConfig::default()).await.expect("mock provider");
         let (keys, encrypted, sources) = (Cache::new(), Cache::new(), Cache::new());
         let (requeue, requeued) = mpsc::unbounded_channel();
+        let index = KeyIndex::default();
         let config = OperatorConfig {
             namespace: OPERATOR_NS.into(),
             keyring_secret: "byok-keyring".into(),
@@ -56,6 +61,7 @@ impl Keys {
             metrics: Arc::new(byok_operator::metrics::Metrics::default()),
             sealing: Arc::new(SealingKey::generate()),
             byokkeys: keys.store.clone(),
+            index: index.clone(),
             encrypted: encrypted.store.clone(),
             sources: sources.store.clone(),
             requeue,
@@ -63,13 +69,19 @@ impl Keys {
             written: Default::default(),
             retries: Default::default(),
         };
-        Self { api, ctx: Arc::new(ctx), mock, keys, encrypted, sources, requeued }
+        Self { api, ctx: Arc::new(ctx), mock, keys, index, encrypted, sources, requeued }
     }
 
     /// Every cache shows what the API server holds now, with the controller's watch filters:
     /// encrypted Secrets by their label, sources as metadata (no ciphertexts, no SA tokens).
     pub fn sync(&mut self) {
-        self.keys.reset(self.api.all::<ByokKey>());
+        let keys = self.api.all::<ByokKey>();
+        self.index.observe(&watcher::Event::Init);
+        for k in &keys {
+            self.index.observe(&watcher::Event::InitApply(k.clone()));
+        }
+        self.index.observe(&watcher::Event::InitDone);
+        self.keys.reset(keys);
         let secrets = self.api.all::<Secret>();
         let (ours, others): (Vec<Secret>, Vec<Secret>) = secrets.into_iter().partition(|s| {
             s.labels().get("app.kubernetes.io/component").map(String::as_str) == Some(keystore::COMPONENT)

@@ -50,10 +50,10 @@ async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<Option<Secret
     Ok(api.get_opt(&name).await?.filter(owned_by_key))
 }
 
-/// ByokKeys of the same provider in the key's namespace, from the cache.
+/// The keys of the same namespace and provider that ask to be the default (the effective default
+/// is one of them), from the cache's index: not a scan of every key.
 pub fn siblings(ctx: &Context, key: &ByokKey) -> Vec<Arc<ByokKey>> {
-    let ns = key.namespace();
-    ctx.byokkeys.state().into_iter().filter(|k| k.namespace() == ns && k.spec.provider == key.spec.provider).collect()
+    ctx.index.defaults(&ctx.byokkeys, &key.namespace().unwrap_or_default(), key.spec.provider)
 }
 
 /// Carries out a material step.

@@ -3,6 +3,7 @@
 mod act;
 pub mod desired;
 pub mod import;
+pub mod index;
 mod plan;
 mod reconcile;
 pub mod validation;
@@ -77,37 +78,37 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
     let Wiring { byokkeys, secrets, secret_metadata, keyring_changed } = wiring;
     let (enc_store, enc_writer) = reflector::store();
     let enc_cfg = watcher::Config::default().labels(&keystore::selector());
-    let encrypted = watcher(secrets, enc_cfg).default_backoff().reflect(enc_writer).touched_objects();
+    let encrypted =
+        watcher(secrets, enc_cfg).default_backoff().modify(super::slim).reflect(enc_writer).touched_objects();
 
     let (src_store, src_writer) = reflector::store();
     let src_cfg = watcher::Config::default().fields(&source_fields());
-    let sources = watcher(secret_metadata, src_cfg).default_backoff().reflect(src_writer).touched_objects();
+    let sources =
+        watcher(secret_metadata, src_cfg).default_backoff().modify(super::slim).reflect(src_writer).touched_objects();
 
     let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
+    let index = index::KeyIndex::default();
+    let observer = index.clone();
     let (key_store, main, byokkeys_synced) =
-        super::synced_main_stream(byokkeys, watcher::Config::default().any_semantic());
+        super::synced_main_stream_observed(byokkeys, watcher::Config::default().any_semantic(), move |event| {
+            observer.observe(event)
+        });
     let controller = Controller::for_stream(main, key_store.clone());
     let ctx = Arc::new(make_ctx(ContextParts {
         byokkeys: key_store.clone(),
+        index: index.clone(),
         byokkeys_synced,
         encrypted: enc_store,
         sources: src_store,
         requeue: requeue_tx,
     }));
     let concurrency = ctx.config.concurrency;
-    let by_source = key_store.clone();
     controller
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .owns_stream(encrypted)
         .watches_stream(sources, move |meta| {
             // A source Secret changed: reconcile the ByokKeys that import from it.
-            let (ns, name) = (meta.namespace(), meta.name_any());
-            by_source
-                .state()
-                .into_iter()
-                .filter(|k| k.namespace() == ns && k.spec.secret_ref.as_ref().is_some_and(|r| r.name == name))
-                .map(|k| ObjectRef::from_obj(k.as_ref()))
-                .collect::<Vec<_>>()
+            index.importing(&meta.namespace().unwrap_or_default(), &meta.name_any())
         })
         .reconcile_on(UnboundedReceiverStream::new(requeue_rx))
         .reconcile_all_on(UnboundedReceiverStream::new(keyring_changed))
@@ -124,6 +125,7 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
 /// The caches `run` builds, handed to the caller to assemble the [`Context`].
 pub struct ContextParts {
     pub byokkeys: reflector::Store<ByokKey>,
+    pub index: index::KeyIndex,
     /// True once `byokkeys` holds the first full list.
     pub byokkeys_synced: tokio::sync::watch::Receiver<bool>,
     pub encrypted: reflector::Store<Secret>,

@@ -39,7 +39,8 @@ pub struct Observed {
     pub encrypted: Option<Secret>,
     /// `spec.secretRef`'s Secret as the metadata cache shows it (never its data).
     pub source: Option<SourceSeen>,
-    /// ByokKeys of the same provider in the namespace (this one included), for the default.
+    /// The keys of the namespace and provider that ask to be the default (this one too, if it
+    /// does): the effective default is one of them.
     pub siblings: Vec<Arc<ByokKey>>,
 }
 
