@@ -35,6 +35,8 @@ pub(super) fn classify(status: u16, body: &str) -> ErrorBody {
         _ => http::fallback_message(status, body),
     };
     let kind = match status {
+        // The body names the key as the problem, whatever the status (a gateway may say 400).
+        _ if error_type == "authentication_error" => FailureKind::Unauthorized,
         404 if error_type == "not_found_error" => FailureKind::ModelNotFound,
         // Credit used up and spend limits are 400s, not 429s: waiting a minute will not help.
         400 if QUOTA_MESSAGES.iter().any(|m| message.contains(m)) => FailureKind::QuotaExhausted,
@@ -108,12 +110,15 @@ pub(super) fn messages_body(request: &JudgeRequest<'_>) -> Value {
 /// Reads the `record_verdict` tool call; a JSON text block is accepted too (output_config style).
 pub(super) fn parse_messages_response(body: &str) -> Result<(Verdict, Usage), JudgeError> {
     let malformed = |message: String| JudgeError::MalformedVerdict { message };
-    let value: Value = serde_json::from_str(body).map_err(|_| malformed("the response is not JSON".into()))?;
+    let not_a_message = |message: &str| JudgeError::MalformedResponse { message: message.into() };
+    let value: Value = serde_json::from_str(body).map_err(|_| not_a_message("the response is not JSON"))?;
     let stop_reason = value.get("stop_reason").and_then(Value::as_str).unwrap_or_default();
     if stop_reason == "refusal" {
         return Err(JudgeError::Refused { message: "the model declined to answer (stop_reason refusal)".into() });
     }
-    let blocks = value.get("content").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let Some(blocks) = value.get("content").and_then(Value::as_array) else {
+        return Err(not_a_message("the response has no content blocks"));
+    };
     let tool_input = blocks
         .iter()
         .find(|b| {
@@ -129,10 +134,7 @@ pub(super) fn parse_messages_response(body: &str) -> Result<(Verdict, Usage), Ju
     let parsed = match (tool_input, text) {
         (Some(input), _) => verdict_from_value(input),
         (None, Some(text)) if !text.trim().is_empty() => parse_verdict_text(text),
-        (None, _)
-            if value.get("content").is_some_and(Value::is_array)
-                && blocks.iter().all(|b| b.get("type").and_then(Value::as_str) == Some("thinking")) =>
-        {
+        (None, _) if blocks.iter().all(|b| b.get("type").and_then(Value::as_str) == Some("thinking")) => {
             return Err(JudgeError::EmptyVerdict {
                 message: format!(
                     "no verdict in the answer (stop_reason {}); raise max_tokens",
@@ -196,6 +198,7 @@ mod tests {
         let credit = r#"{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API."}}"#;
         assert_eq!(classify(400, credit).kind, FailureKind::QuotaExhausted);
         assert_eq!(classify(502, "Bad Gateway").message, "HTTP 502: Bad Gateway");
+        assert_eq!(env(400, "authentication_error", "").kind, FailureKind::Unauthorized);
     }
 
     #[test]
@@ -247,9 +250,10 @@ mod tests {
         let cut = r#"{"content":[{"type":"tool_use","name":"record_verdict","input":{}}],"stop_reason":"max_tokens"}"#;
         let err = parse_messages_response(cut).unwrap_err();
         assert!(matches!(err, JudgeError::MalformedVerdict { ref message } if message.contains("max_tokens")));
-        for bad in ["", "null", r#"{"content":"x"}"#, r#"{"content":[{"type":"tool_use","name":"other","input":{}}]}"#]
-        {
-            assert!(matches!(parse_messages_response(bad), Err(JudgeError::MalformedVerdict { .. })), "{bad}");
+        for bad in ["", "null", r#"{"content":"x"}"#, r#"{"type":"message","con"#] {
+            assert!(matches!(parse_messages_response(bad), Err(JudgeError::MalformedResponse { .. })), "{bad}");
         }
+        let other = r#"{"content":[{"type":"tool_use","name":"other","input":{}}]}"#;
+        assert!(matches!(parse_messages_response(other), Err(JudgeError::MalformedVerdict { .. })), "{other}");
     }
 }

@@ -11,8 +11,11 @@ use serde_json::{Value, json};
 use super::config::{join, segment};
 use super::error::{CallError, Failure, FailureKind};
 use super::http::{call, judge_call, judge_with_fallback, secret_header};
-use super::openai::{OPTIONAL, Shape, chat_body, classify, parse_chat_response};
-use super::{CheckOutcome, Endpoints, InvalidReason, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, request_id};
+use super::openai::{OPTIONAL, Shape, chat_body, classify, is_chat_completion, parse_chat_response};
+use super::{
+    CheckOutcome, Endpoints, InvalidReason, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, request_id,
+    unexpected_body,
+};
 use crate::crd::{AzureSpec, Provider};
 
 /// Where and what to call, resolved from the ByokKey's Azure spec and the endpoint override.
@@ -85,6 +88,10 @@ pub(super) async fn check(
             CheckOutcome::Valid { http_status: status, request_id: None, note: None, lifecycle: None }
         }
         // A 2xx to an empty message list is not what Azure does: a gateway in the way, probably.
+        // It says the key passed only if it is a completion.
+        Ok(reply) if !is_chat_completion(&reply.body) => {
+            unexpected_body(reply.status, "an Azure OpenAI chat completion")
+        }
         Ok(reply) => CheckOutcome::Valid {
             http_status: reply.status,
             request_id: request_id(&reply.headers, "apim-request-id"),

@@ -108,6 +108,12 @@ pub(crate) enum CallError {
     Timeout,
     /// Connection refused, DNS, TLS, reset...: message redacted.
     Network(String),
+    /// A 2xx body larger than `limit` bytes: not read further (a key check or a verdict never
+    /// needs that much; a broken gateway must not make us buffer it).
+    TooLarge {
+        status: u16,
+        limit: usize,
+    },
     /// Nothing was sent: the configuration cannot work (no Azure spec, key not sendable as a header).
     Misconfigured {
         reason: InvalidReason,
@@ -131,6 +137,12 @@ impl CallError {
                 retry_after: None,
                 message,
             },
+            Self::TooLarge { status, limit } => CheckOutcome::Unknown {
+                reason: TransientReason::ResponseTooLarge,
+                http_status: Some(status),
+                retry_after: None,
+                message: too_large_message(status, limit),
+            },
             Self::Misconfigured { reason, message } => CheckOutcome::Invalid { reason, http_status: 0, message },
         }
     }
@@ -140,9 +152,17 @@ impl CallError {
             Self::Http(failure) => failure.into_judge_error(model),
             Self::Timeout => JudgeError::Timeout,
             Self::Network(message) => JudgeError::Network(message),
+            Self::TooLarge { status, limit } => JudgeError::ResponseTooLarge { status, limit },
             Self::Misconfigured { message, .. } => JudgeError::Misconfigured(message),
         }
     }
+}
+
+fn too_large_message(status: u16, limit: usize) -> String {
+    format!(
+        "the answer (HTTP {status}) is larger than {} MiB, far more than the provider sends: a proxy or gateway in the way? It was not read further",
+        limit >> 20
+    )
 }
 
 /// Why a judge call failed. Messages are redacted (never contain the key) and capped.
@@ -174,6 +194,13 @@ pub enum JudgeError {
     BadRequest { status: u16, message: String },
     #[error("unexpected HTTP {status}: {message}")]
     UnexpectedStatus { status: u16, message: String },
+    /// A 2xx body over the size limit: not read further, not retried.
+    #[error("{}", too_large_message(*status, *limit))]
+    ResponseTooLarge { status: u16, limit: usize },
+    /// A 2xx body that is not the provider's documented response (not JSON, or JSON of another
+    /// shape): a provider or gateway fault, not the model's. Not retried.
+    #[error("malformed response: {message}")]
+    MalformedResponse { message: String },
     #[error("the model refused to give a verdict: {message}")]
     Refused { message: String },
     #[error("malformed verdict: {message}")]
@@ -225,6 +252,8 @@ impl JudgeError {
             Self::Network(_) => "NetworkError",
             Self::BadRequest { .. } => "BadRequest",
             Self::UnexpectedStatus { .. } => "UnexpectedResponse",
+            Self::ResponseTooLarge { .. } => "ResponseTooLarge",
+            Self::MalformedResponse { .. } => "MalformedResponse",
             Self::Refused { .. } => "Refused",
             Self::MalformedVerdict { .. } => "MalformedVerdict",
             Self::EmptyVerdict { .. } => "EmptyVerdict",

@@ -150,11 +150,12 @@ pub(super) fn generate_body(request: &JudgeRequest<'_>) -> Value {
 /// Reads the verdict from `candidates[0].content.parts[*].text` (thought parts skipped).
 pub(super) fn parse_generate_response(body: &str) -> Result<(Verdict, Usage), JudgeError> {
     let malformed = |message: String| JudgeError::MalformedVerdict { message };
-    let value: Value = serde_json::from_str(body).map_err(|_| malformed("the response is not JSON".into()))?;
+    let not_a_response = |message: &str| JudgeError::MalformedResponse { message: message.into() };
+    let value: Value = serde_json::from_str(body).map_err(|_| not_a_response("the response is not JSON"))?;
     if let Some(block) = value.pointer("/promptFeedback/blockReason").and_then(Value::as_str) {
         return Err(JudgeError::Refused { message: format!("the prompt was blocked ({})", http::sanitize(block, "")) });
     }
-    let candidate = value.pointer("/candidates/0").ok_or_else(|| malformed("the response has no candidates".into()))?;
+    let candidate = value.pointer("/candidates/0").ok_or_else(|| not_a_response("the response has no candidates"))?;
     let finish = candidate.get("finishReason").and_then(Value::as_str).unwrap_or_default();
     if BLOCKED.contains(&finish) {
         return Err(JudgeError::Refused { message: format!("the output was blocked (finishReason {finish})") });
@@ -285,8 +286,10 @@ mod tests {
         assert!(matches!(parse_generate_response(safety), Err(JudgeError::Refused { .. })));
         let blocked = r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#;
         assert!(matches!(parse_generate_response(blocked), Err(JudgeError::Refused { .. })));
-        for bad in ["", "{}", r#"{"candidates":[]}"#, r#"{"candidates":[{"content":{"parts":[{"text":"no"}]}}]}"#] {
-            assert!(matches!(parse_generate_response(bad), Err(JudgeError::MalformedVerdict { .. })), "{bad}");
+        for bad in ["", "{}", r#"{"candidates":[]}"#, r#"{"candidates":[{"cont"#] {
+            assert!(matches!(parse_generate_response(bad), Err(JudgeError::MalformedResponse { .. })), "{bad}");
         }
+        let no = r#"{"candidates":[{"content":{"parts":[{"text":"no"}]}}]}"#;
+        assert!(matches!(parse_generate_response(no), Err(JudgeError::MalformedVerdict { .. })), "{no}");
     }
 }

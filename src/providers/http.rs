@@ -14,9 +14,13 @@ use super::InvalidReason;
 use super::error::{CallError, Failure, FailureKind};
 use super::retry;
 
-/// Bodies larger than this are cut: a key check or verdict never needs more, and a hostile or
-/// broken gateway must not make us buffer gigabytes.
-const MAX_BODY_BYTES: usize = 4 << 20;
+/// The largest successful (2xx) body read: a model list, a model object or a verdict is a few
+/// kilobytes (OpenAI's full model list is under 100 KiB). A larger one is refused with
+/// [`CallError::TooLarge`] without buffering it: a hostile or broken gateway must not make the
+/// operator or a judge pod hold gigabytes.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+/// The most of an error body read: only its message is used (capped at [`MAX_MESSAGE_CHARS`]).
+const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 /// Longest provider message we pass on (conditions, events and logs stay readable).
 pub const MAX_MESSAGE_CHARS: usize = 300;
 const REDACTED: &str = "[REDACTED]";
@@ -140,8 +144,10 @@ where
     }
 }
 
-/// Sends the request and reads the body. 2xx comes back as a [`Reply`]; any other status is
-/// classified by the provider's `classify` function into a redacted [`Failure`].
+/// Sends the request and reads the body. 2xx comes back as a [`Reply`] (or [`CallError::TooLarge`]
+/// past [`MAX_BODY_BYTES`]); any other status is classified by the provider's `classify` function
+/// into a redacted [`Failure`], from at most the first 64 KiB of its body. The request's timeout
+/// covers the whole exchange, body included: a body that trickles in past it is a timeout.
 pub(crate) async fn call(
     request: RequestBuilder,
     timeout: Duration,
@@ -149,21 +155,20 @@ pub(crate) async fn call(
     classify: fn(u16, &str) -> ErrorBody,
 ) -> Result<Reply, CallError> {
     let key = key.expose_secret();
-    let mut response = request.timeout(timeout).send().await.map_err(|e| transport_error(e, key))?;
+    let response = request.timeout(timeout).send().await.map_err(|e| transport_error(e, key))?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(e, key))? {
-        let room = MAX_BODY_BYTES.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if room <= chunk.len() {
-            break;
-        }
-    }
-    let body = String::from_utf8_lossy(&body).into_owned();
     if (200..300).contains(&status) {
-        return Ok(Reply { status, headers, body });
+        if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(CallError::TooLarge { status, limit: MAX_BODY_BYTES });
+        }
+        return match read_capped(response, MAX_BODY_BYTES, key).await? {
+            Capped::Whole(body) => Ok(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }),
+            Capped::Cut(_) => Err(CallError::TooLarge { status, limit: MAX_BODY_BYTES }),
+        };
     }
+    let (Capped::Whole(body) | Capped::Cut(body)) = read_capped(response, MAX_ERROR_BODY_BYTES, key).await?;
+    let body = String::from_utf8_lossy(&body);
     Err(CallError::Http(failure(status, &headers, &body, key, classify, SystemTime::now())))
 }
 
@@ -185,6 +190,28 @@ pub(crate) fn failure(
         retry_after: retry::retry_after_from_headers(headers, now).or(parsed.retry_hint),
         x_should_retry: retry::should_retry_header(headers),
     }
+}
+
+/// A body read up to a limit.
+enum Capped {
+    Whole(Vec<u8>),
+    /// The first `limit` bytes; there was more, left unread.
+    Cut(Vec<u8>),
+}
+
+/// Reads at most `limit` bytes of the body, chunk by chunk, and stops there: the rest is never
+/// received into memory (the connection is dropped with it).
+async fn read_capped(mut response: reqwest::Response, limit: usize, key: &str) -> Result<Capped, CallError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(e, key))? {
+        let room = limit.saturating_sub(body.len());
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Capped::Cut(body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Capped::Whole(body))
 }
 
 /// A message for a body we could not parse: the status plus the start of the body.

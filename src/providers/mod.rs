@@ -22,7 +22,7 @@ use crate::crd::{AzureSpec, Provider};
 
 pub use config::{DEFAULT_AZURE_HOSTS, EndpointError, Endpoints, ModelTable, ModelTableError};
 pub use error::JudgeError;
-pub use http::{MAX_MESSAGE_CHARS, redact, sanitize};
+pub use http::{MAX_BODY_BYTES, MAX_MESSAGE_CHARS, redact, sanitize};
 pub use retry::RetryPolicy;
 pub use verdict::{Usage, Verdict};
 
@@ -68,6 +68,8 @@ pub enum TransientReason {
     Conflict,
     /// A status or body that says nothing about the key (wrong base URL, gateway errors, 400s).
     UnexpectedResponse,
+    /// A 2xx body over the clients' size limit (4 MiB): not read further.
+    ResponseTooLarge,
 }
 
 /// The result of validating a key.
@@ -111,6 +113,7 @@ impl CheckOutcome {
                 TransientReason::NetworkError => "NetworkError",
                 TransientReason::Conflict => "Conflict",
                 TransientReason::UnexpectedResponse => "UnexpectedResponse",
+                TransientReason::ResponseTooLarge => "ResponseTooLarge",
             },
         }
     }

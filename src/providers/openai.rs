@@ -68,8 +68,9 @@ pub(super) fn chat_body(model: Option<&str>, shape: Shape, request: &JudgeReques
 /// Reads the verdict from `choices[0].message.content`; refusals and filtered outputs are Refused.
 pub(super) fn parse_chat_response(body: &str) -> Result<(Verdict, Usage), JudgeError> {
     let malformed = |message: String| JudgeError::MalformedVerdict { message };
-    let value: Value = serde_json::from_str(body).map_err(|_| malformed("the response is not JSON".into()))?;
-    let choice = value.pointer("/choices/0").ok_or_else(|| malformed("the response has no choices".into()))?;
+    let not_a_completion = |message: &str| JudgeError::MalformedResponse { message: message.into() };
+    let value: Value = serde_json::from_str(body).map_err(|_| not_a_completion("the response is not JSON"))?;
+    let choice = value.pointer("/choices/0").ok_or_else(|| not_a_completion("the response has no choices"))?;
     let finish_reason = choice.get("finish_reason").and_then(Value::as_str).unwrap_or_default();
     let message = choice.get("message").unwrap_or(&Value::Null);
     if let Some(refusal) = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
@@ -118,8 +119,14 @@ pub(super) fn classify(status: u16, body: &str) -> ErrorBody {
         401 if message.contains("insufficient permissions") || message.contains("Missing scopes") => {
             FailureKind::PermissionDenied
         }
+        // The body names the key as the problem, whatever the status (a gateway may say 400).
+        _ if code == "invalid_api_key" || (code == "401" && message.contains("invalid subscription key")) => {
+            FailureKind::Unauthorized
+        }
         404 if code == "model_not_found" || code == "DeploymentNotFound" => FailureKind::ModelNotFound,
         429 if code == "insufficient_quota" || kind_field == "insufficient_quota" => FailureKind::QuotaExhausted,
+        // A 400 outside the error envelope is a proxy's, not the API's answer to our body.
+        400 if !error.is_object() => FailureKind::Unexpected,
         s => super::error::Failure::kind_for_status(s),
     };
     ErrorBody { kind, message, retry_hint: None }
@@ -164,6 +171,8 @@ pub(super) async fn check(
         Err(e) => Err(e),
     };
     match probe {
+        // A 2xx to an empty message list is not what OpenAI does; it counts only if it is a completion.
+        Ok(reply) if !is_chat_completion(&reply.body) => unexpected_body(reply.status, "an OpenAI chat completion"),
         // The expected answer: 400 for the empty message list, after auth and scope checks passed.
         Ok(_) | Err(CallError::Http(Failure { kind: FailureKind::BadRequest, .. })) => {
             let status = listed.as_ref().map_or(200, |r| r.status);
@@ -188,6 +197,11 @@ pub(super) fn listed_model(status: u16, body: &str, model: &str) -> Result<Optio
         });
     };
     Ok(reported(entry))
+}
+
+/// Whether a 2xx body is a chat completion (JSON with a `choices` array).
+pub(super) fn is_chat_completion(body: &str) -> bool {
+    serde_json::from_str::<Value>(body).is_ok_and(|v| v.get("choices").is_some_and(Value::is_array))
 }
 
 /// `data[]` of a model list; None when the body is not a list.
@@ -253,7 +267,15 @@ mod tests {
         assert_eq!(classify(500, "<html>oops</html>").kind, FailureKind::Server);
         assert_eq!(classify(500, "<html>oops</html>").message, "HTTP 500: <html>oops</html>");
         assert_eq!(classify(404, r#"{"error":{"message":"Invalid URL"}}"#).kind, FailureKind::Unexpected);
-        assert_eq!(classify(400, r#"{"error":null}"#).kind, FailureKind::BadRequest);
+        assert_eq!(classify(400, r#"{"error":{"message":"bad"}}"#).kind, FailureKind::BadRequest);
+        // A 400 that is not the API's envelope says nothing about our request.
+        assert_eq!(classify(400, r#"{"error":null}"#).kind, FailureKind::Unexpected);
+        assert_eq!(classify(400, "<html>400 Bad Request</html>").kind, FailureKind::Unexpected);
+        // The key named as the problem under another status is still the key.
+        let key = r#"{"error":{"message":"Incorrect API key provided: sk-ab***yz.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
+        assert_eq!(classify(400, key).kind, FailureKind::Unauthorized);
+        let azure = r#"{"error":{"code":"401","message":"Access denied due to invalid subscription key or wrong API endpoint."}}"#;
+        assert_eq!(classify(400, azure).kind, FailureKind::Unauthorized);
     }
 
     #[test]
@@ -307,8 +329,10 @@ mod tests {
         assert!(matches!(err, JudgeError::EmptyVerdict { ref message } if message.contains("2048 reasoning")), "{err}");
         let null = r#"{"choices":[{"message":{"content":null},"finish_reason":"stop"}]}"#;
         assert!(matches!(parse_chat_response(null), Err(JudgeError::EmptyVerdict { .. })));
-        for bad in ["", "{}", r#"{"choices":[]}"#, r#"{"choices":[{"message":{"content":"nope"}}]}"#, "[null]"] {
-            assert!(matches!(parse_chat_response(bad), Err(JudgeError::MalformedVerdict { .. })), "{bad}");
+        for bad in ["", "{}", r#"{"choices":[]}"#, "[null]", r#"{"choices":[{"mess"#] {
+            assert!(matches!(parse_chat_response(bad), Err(JudgeError::MalformedResponse { .. })), "{bad}");
         }
+        let nope = r#"{"choices":[{"message":{"content":"nope"}}]}"#;
+        assert!(matches!(parse_chat_response(nope), Err(JudgeError::MalformedVerdict { .. })), "{nope}");
     }
 }
