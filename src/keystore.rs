@@ -153,6 +153,17 @@ pub enum OpenError {
     Unbound(#[from] Unbound),
 }
 
+impl OpenError {
+    /// The reason a ByokKey's condition and Warning Event give: a ciphertext in an envelope version
+    /// this build does not know (a newer operator wrote it) is not a damaged one.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadEnvelope(EnvelopeError::Version(_)) => "UnsupportedEnvelopeVersion",
+            _ => "DecryptFailed",
+        }
+    }
+}
+
 impl From<SealError> for OpenError {
     fn from(e: SealError) -> Self {
         match e {

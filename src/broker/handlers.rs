@@ -154,6 +154,10 @@ async fn open_key(st: &BrokerState, key: &ByokKey) -> Result<(SecretString, Stri
 fn open_refusal(error: &keystore::OpenError) -> Refusal {
     match error {
         keystore::OpenError::Missing => Refusal::KeyNotReady,
+        // Written by a newer operator: named, so that it is not taken for a damaged ciphertext.
+        keystore::OpenError::BadEnvelope(crate::crypto::EnvelopeError::Version(_)) => {
+            Refusal::UnsupportedEnvelopeVersion
+        }
         // A ByokKey with no namespace or uid: no ciphertext can be bound to it.
         keystore::OpenError::BadEnvelope(_) | keystore::OpenError::Unbound(_) => Refusal::KeyUnreadable,
         // A KEK added by a rotation reaches every replica's keyring a moment later: retryable.
@@ -339,6 +343,14 @@ mod tests {
         damaged.data =
             Some([(keystore::ENVELOPE_DATA_KEY.to_string(), ByteString(b"not an envelope".to_vec()))].into());
         assert_eq!(refusal(Some(&damaged), &k, &ring), Refusal::KeyUnreadable);
+        // A later envelope format (a newer operator sealed it): named, not "damaged".
+        let mut newer = secret.clone();
+        let text = String::from_utf8(secret.data.as_ref().expect("data")[keystore::ENVELOPE_DATA_KEY].0.clone())
+            .expect("utf8");
+        let later = text.replacen(crate::crypto::ENVELOPE_VERSION, "byok2", 1).into_bytes();
+        newer.data = Some([(keystore::ENVELOPE_DATA_KEY.to_string(), ByteString(later))].into());
+        assert_eq!(refusal(Some(&newer), &k, &ring), Refusal::UnsupportedEnvelopeVersion);
+        assert!(Refusal::UnsupportedEnvelopeVersion.to_string().contains("newer byok-operator"));
         assert_eq!(refusal(Some(&secret), &k, &Keyring::generate()), Refusal::UnknownKek);
         // Another key's ciphertext copied over this one's: the AAD does not match.
         assert_eq!(refusal(Some(&stored(&ring, &key("b", "uid-b"))), &k, &ring), Refusal::DecryptFailed);
@@ -350,6 +362,7 @@ mod tests {
         let expect = [
             (Refusal::KeyNotReady, StatusCode::FORBIDDEN),
             (Refusal::KeyUnreadable, StatusCode::INTERNAL_SERVER_ERROR),
+            (Refusal::UnsupportedEnvelopeVersion, StatusCode::INTERNAL_SERVER_ERROR),
             (Refusal::DecryptFailed, StatusCode::INTERNAL_SERVER_ERROR),
             // Retryable (Retry-After): a rotation's new KEK reaches this replica a moment later.
             (Refusal::UnknownKek, StatusCode::SERVICE_UNAVAILABLE),

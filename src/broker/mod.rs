@@ -58,6 +58,11 @@ pub enum Refusal {
     KeyNotReady,
     #[error("the ByokKey's stored ciphertext cannot be read (a damaged envelope)")]
     KeyUnreadable,
+    #[error(
+        "the ByokKey's ciphertext is in an envelope version this operator does not know (it reads {}): a newer          byok-operator wrote it; run that version",
+        crate::crypto::ENVELOPE_VERSION
+    )]
+    UnsupportedEnvelopeVersion,
     #[error("the ByokKey is sealed under a KEK this broker does not hold (a keyring being reloaded); retry")]
     UnknownKek,
     #[error("the ByokKey's ciphertext does not open: altered, or not this ByokKey's")]
@@ -107,6 +112,7 @@ impl Refusal {
             Self::KeyRevoked => "KeyRevoked",
             Self::KeyNotReady => "KeyNotReady",
             Self::KeyUnreadable => "KeyUnreadable",
+            Self::UnsupportedEnvelopeVersion => "UnsupportedEnvelopeVersion",
             Self::UnknownKek => "UnknownKek",
             Self::DecryptFailed => "DecryptFailed",
             Self::NoCompletionIndex => "NoCompletionIndex",
@@ -138,7 +144,9 @@ impl Refusal {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable | Self::PodAddressUnknown | Self::UnknownKek => StatusCode::SERVICE_UNAVAILABLE,
             // The broker's own stored data is at fault, not the caller: asking again will not help.
-            Self::KeyUnreadable | Self::DecryptFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::KeyUnreadable | Self::UnsupportedEnvelopeVersion | Self::DecryptFailed => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             _ => StatusCode::FORBIDDEN,
         }
     }

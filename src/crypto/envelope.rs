@@ -3,7 +3,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
-const VERSION: &str = "byok1";
+/// The envelope version this build writes and reads. A later format gets a new `byok<N>`: an older
+/// operator then refuses it by name (EnvelopeError::Version) instead of calling it damaged.
+pub const VERSION: &str = "byok1";
 pub(super) const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
@@ -33,7 +35,10 @@ impl Aad {
 pub enum EnvelopeError {
     #[error("not a byok envelope (expected {VERSION}.<kek>.<nonce>.<ciphertext>)")]
     Format,
-    #[error("unsupported envelope version {0:?}")]
+    #[error(
+        "envelope version {0:?} is not one this operator knows (it reads {VERSION}): it was written by a newer \
+         byok-operator; run that version again (a downgrade past it is not supported)"
+    )]
     Version(String),
     #[error("envelope field is not base64url")]
     Encoding,
@@ -84,7 +89,7 @@ impl Envelope {
             return Err(EnvelopeError::Format);
         };
         if version != VERSION {
-            return Err(EnvelopeError::Version(version.chars().take(16).collect()));
+            return Err(unknown_version(version));
         }
         if kek_id.is_empty() {
             return Err(EnvelopeError::Format);
@@ -96,6 +101,16 @@ impl Envelope {
             return Err(EnvelopeError::Length);
         }
         Ok(Self { kek_id: kek_id.to_string(), nonce, ciphertext })
+    }
+}
+
+/// `byok<digits>` is a version of this format this build does not know; anything else is not an envelope.
+fn unknown_version(version: &str) -> EnvelopeError {
+    match version.strip_prefix("byok") {
+        Some(n) if !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()) => {
+            EnvelopeError::Version(version.to_string())
+        }
+        _ => EnvelopeError::Format,
     }
 }
 
@@ -114,6 +129,11 @@ mod tests {
         assert_eq!(Envelope::parse(""), Err(EnvelopeError::Format));
         assert_eq!(Envelope::parse("byok1.k.a"), Err(EnvelopeError::Format));
         assert_eq!(Envelope::parse("byok9.k.AAAA.AAAA"), Err(EnvelopeError::Version("byok9".into())));
+        assert_eq!(Envelope::parse("byok12.k.AAAA.AAAA"), Err(EnvelopeError::Version("byok12".into())));
+        // Not a later version of this format: damaged or foreign.
+        assert_eq!(Envelope::parse("abc.k.AAAA.AAAA"), Err(EnvelopeError::Format));
+        assert_eq!(Envelope::parse("byokx.k.AAAA.AAAA"), Err(EnvelopeError::Format));
+        assert_eq!(Envelope::parse("byok123456789.k.AAAA.AAAA"), Err(EnvelopeError::Format));
         assert_eq!(Envelope::parse("byok1.k.!!.AAAA"), Err(EnvelopeError::Encoding));
         assert_eq!(Envelope::parse("byok1.k.AAAA.AAAAAAAAAAAAAAAAAAAAAAA"), Err(EnvelopeError::Length));
         assert_eq!(Envelope::parse("byok1..AAAA.AAAA"), Err(EnvelopeError::Format));

@@ -5,7 +5,7 @@ mod envelope;
 mod keyring;
 pub mod sealing;
 
-pub use envelope::{Aad, Envelope, EnvelopeError};
+pub use envelope::{Aad, Envelope, EnvelopeError, VERSION as ENVELOPE_VERSION};
 pub use keyring::{KEYRING_ACTIVE_KEY, Kek, Keyring, KeyringError};
 
 use secrecy::SecretString;

@@ -88,7 +88,7 @@ impl std::fmt::Debug for KeyResponse {
 
 /// Broker refusals with HTTP 500 that asking again will not change (the stored key does not open):
 /// fetch-key fails at once with the reason. Any other 5xx answer is retried.
-pub const FINAL_SERVER_REFUSALS: [&str; 2] = ["KeyUnreadable", "DecryptFailed"];
+pub const FINAL_SERVER_REFUSALS: [&str; 3] = ["KeyUnreadable", "UnsupportedEnvelopeVersion", "DecryptFailed"];
 
 /// A refusal, with a reason a person can act on (never key material).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

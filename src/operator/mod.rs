@@ -9,5 +9,6 @@ pub mod leader;
 pub mod loglevel;
 pub mod sealing;
 mod start;
+pub mod version;
 
 pub use start::{BrokerConfig, run};

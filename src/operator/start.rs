@@ -128,6 +128,11 @@ pub async fn run(
         ring.clone(),
         changed_tx,
     ));
+    // `kubectl byok version` reads which version leads (and warns on skew).
+    if let Err(e) = super::version::publish(&client, &config.namespace).await {
+        let configmap = super::version::VERSION_CONFIGMAP;
+        tracing::warn!(error = %e, configmap, "could not publish the operator's version");
+    }
 
     // Provider calls get their own timeout per request; this bounds connection setup.
     let http = reqwest::Client::builder()

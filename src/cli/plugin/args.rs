@@ -102,6 +102,8 @@ pub enum Command {
     /// Run and inspect LLM-as-judge evaluations.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Print this plugin's version and the running operator's; warns when they are apart.
+    Version,
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]

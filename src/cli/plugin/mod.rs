@@ -18,6 +18,7 @@ mod modify;
 mod output;
 mod seal;
 mod spec;
+mod version;
 mod wait;
 
 pub use args::Cli;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         // Commands that need no cluster.
         Command::Completion { shell } => return completion::print(shell),
+        Command::Version => return version::print(&cli.global, cli.global.output).await,
         Command::Kek(args::KekCommand::BackupHelp) => {
             print!("{}", kek::backup_help(&cli.global.operator_namespace, &cli.global.keyring_secret));
             return Ok(());
@@ -54,6 +56,6 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Eval(EvalCommand::Results { name, json, junit }) => {
             eval_results::results(&ctx, &name, json, junit).await
         }
-        Command::Completion { .. } => Ok(()),
+        Command::Completion { .. } | Command::Version => Ok(()),
     }
 }

@@ -168,7 +168,7 @@ async fn open_stored(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>) -> Res
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(namespace = %t.ns, name = %t.name, error = %e, "ciphertext does not open");
-            return Ok(Stored::Unreadable { secret: secret.name_any(), error: e.to_string() });
+            return Ok(Stored::Unreadable { secret: secret.name_any(), reason: e.reason(), error: e.to_string() });
         }
     };
     let (kek_id, resealed_from) = match resealed {

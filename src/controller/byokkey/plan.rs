@@ -151,6 +151,8 @@ pub enum Stored {
     },
     Unreadable {
         secret: String,
+        /// DecryptFailed, or UnsupportedEnvelopeVersion (keystore::OpenError::reason).
+        reason: &'static str,
         error: String,
     },
 }
@@ -270,13 +272,13 @@ fn kept(t: &Target<'_>, p: &mut Planned, stored: &Stored, imported: bool) {
                 ));
             }
         }
-        Stored::Unreadable { secret, error } => {
+        Stored::Unreadable { secret, reason, error } => {
             let msg = format!("cannot decrypt Secret {secret}: {error}");
-            let changed = condition(&st.conditions, IMPORTED).is_none_or(|c| c.reason != "DecryptFailed");
-            set_condition(&mut st.conditions, IMPORTED, "False", "DecryptFailed", msg.clone(), generation, now);
+            let changed = condition(&st.conditions, IMPORTED).is_none_or(|c| c.reason != *reason);
+            set_condition(&mut st.conditions, IMPORTED, "False", reason, msg.clone(), generation, now);
             st.phase = Some(KeyPhase::Error);
             if changed {
-                p.notes.push((EventType::Warning, "DecryptFailed", msg));
+                p.notes.push((EventType::Warning, reason, msg));
             }
         }
     }

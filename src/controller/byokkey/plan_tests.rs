@@ -177,13 +177,38 @@ fn a_ciphertext_that_does_not_open_is_an_error_said_once() {
     let t = target(&k);
     let m = || Material::Kept {
         refused: None,
-        stored: Stored::Unreadable { secret: "k-encrypted".into(), error: "unknown KEK".into() },
+        stored: Stored::Unreadable {
+            secret: "k-encrypted".into(),
+            reason: "DecryptFailed",
+            error: "unknown KEK".into(),
+        },
         source_deleted: false,
     };
     let first = after_material(&t, &ByokKeyStatus::default(), &m());
     assert_eq!(first.status.phase, Some(KeyPhase::Error));
     assert_eq!(reasons(&first), ["DecryptFailed"]);
     assert!(after_material(&t, &first.status, &m()).notes.is_empty());
+}
+
+#[test]
+fn a_ciphertext_of_an_unknown_envelope_version_is_named_not_called_damaged() {
+    let k = key("k");
+    let error = crate::crypto::EnvelopeError::Version("byok2".into()).to_string();
+    let m = Material::Kept {
+        refused: None,
+        stored: Stored::Unreadable { secret: "byok-enc-k".into(), reason: "UnsupportedEnvelopeVersion", error },
+        source_deleted: false,
+    };
+    let p = after_material(&target(&k), &ByokKeyStatus::default(), &m);
+    assert_eq!(p.status.phase, Some(KeyPhase::Error));
+    assert_eq!(reasons(&p), ["UnsupportedEnvelopeVersion"]);
+    let imported = condition(&p.status.conditions, IMPORTED).expect("Imported");
+    assert_eq!((imported.status.as_str(), imported.reason.as_str()), ("False", "UnsupportedEnvelopeVersion"));
+    assert!(
+        imported.message.contains("\"byok2\"") && imported.message.contains("newer byok-operator"),
+        "{}",
+        imported.message
+    );
 }
 
 #[test]
