@@ -10,6 +10,7 @@ use byok_operator::crd::conditions::byokkey::IMPORTED;
 use byok_operator::crd::{ByokKey, KeyPhase, Provider};
 use byok_operator::keystore::{ENVELOPE_DATA_KEY, KEK_ID_ANNOTATION, encrypted_secret_name};
 use common::{TestEnv, condition_reason, phase_of};
+use k8s_openapi::ByteString;
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -53,6 +54,34 @@ async fn kek_rotation_reencrypts_every_key_and_frees_the_old_kek() {
         .await;
     assert_eq!(k.status.and_then(|s| s.last_test).map(|t| t.result), Some("Valid".into()));
     env.wait_event("k1", "ReEncrypted").await;
+    env.assert_no_plaintext().await;
+}
+
+/// A ciphertext in a later envelope format (as a newer operator would write, then a downgrade):
+/// refused by its version, named in the condition and the Event, not called damaged or altered.
+#[tokio::test]
+async fn ciphertext_of_an_unknown_envelope_version_is_refused_by_name() {
+    let mut env = TestEnv::new("envver").await;
+    env.add_key("k", Provider::OpenAi, "").await;
+    env.wait_phase("k", KeyPhase::Ready).await;
+    let stored = env.secrets().get(&encrypted_secret_name("k")).await.expect("enc");
+    let text = String::from_utf8(stored.data.expect("data")[ENVELOPE_DATA_KEY].0.clone()).expect("utf8");
+    let later = text.replacen("byok1.", "byok2.", 1);
+    assert_ne!(later, text, "the stored envelope starts with its version byok1");
+    let patch = json!({ "data": { ENVELOPE_DATA_KEY: ByteString(later.into_bytes()) } });
+    env.secrets()
+        .patch(&encrypted_secret_name("k"), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    let k = env.wait_phase("k", KeyPhase::Error).await;
+    let imported = k.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == IMPORTED)).expect("Imported");
+    assert_eq!(imported.reason, "UnsupportedEnvelopeVersion");
+    assert!(
+        imported.message.contains("\"byok2\"") && imported.message.contains("newer byok-operator"),
+        "{}",
+        imported.message
+    );
+    env.wait_event("k", "UnsupportedEnvelopeVersion").await;
     env.assert_no_plaintext().await;
 }
 
