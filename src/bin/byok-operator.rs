@@ -80,7 +80,7 @@ struct RunArgs {
     #[arg(long, global = true, env = "BYOK_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
     /// Image holding the byok-judge binary, for judge pods.
-    #[arg(long, global = true, env = "BYOK_JUDGE_IMAGE", default_value = concat!("byok-operator:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, global = true, env = "BYOK_JUDGE_IMAGE", default_value = concat!("ghcr.io/launchgate-ai/byok-operator:", env!("CARGO_PKG_VERSION")))]
     judge_image: String,
     /// Timeout of one provider call from a judge pod, in seconds (1-3600).
     #[arg(long, global = true, env = "BYOK_JUDGE_CALL_TIMEOUT_SECONDS",
