@@ -65,12 +65,13 @@ pub fn remaining(status: &ByokKeyStatus, now: jiff::Timestamp, interval: Duratio
     interval.saturating_sub(elapsed)
 }
 
-/// The backoff before retrying an Unknown result: the provider's Retry-After when it gave one
-/// (between 1 s and an hour: a key check is cheap to postpone, unlike a judge call), otherwise
-/// exponential from 5 s, capped at 5 minutes.
+/// The backoff before retrying an Unknown result: exponential from 5 s, capped at 5 minutes, or
+/// the provider's Retry-After when it asks for longer (up to an hour). A short Retry-After does not
+/// shorten it: a key check is cheap to postpone, unlike a judge call, and a provider that answers
+/// "retry after 1 s" to every check must not be asked every second for ever.
 pub fn backoff(attempts: u32, retry_after: Option<Duration>) -> Duration {
     let exp = Duration::from_secs(5u64.saturating_mul(1u64 << attempts.min(6))).min(Duration::from_secs(300));
-    retry_after.map_or(exp, |ra| ra.clamp(Duration::from_secs(1), Duration::from_secs(3600)))
+    retry_after.map_or(exp, |ra| ra.min(Duration::from_secs(3600)).max(exp))
 }
 
 /// Short result word for `status.lastTest.result` and Events.
@@ -284,5 +285,9 @@ mod tests {
         assert_eq!(backoff(2, None), Duration::from_secs(20));
         assert_eq!(backoff(30, None), Duration::from_secs(300));
         assert_eq!(backoff(0, Some(Duration::from_secs(86_400))), Duration::from_secs(3600));
+        // A short wait does not make a storm of checks: the backoff still grows.
+        assert_eq!(backoff(0, Some(Duration::from_secs(1))), Duration::from_secs(5));
+        assert_eq!(backoff(3, Some(Duration::from_secs(1))), Duration::from_secs(40));
+        assert_eq!(backoff(30, Some(Duration::from_secs(1))), Duration::from_secs(300));
     }
 }
