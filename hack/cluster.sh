@@ -13,6 +13,9 @@
 #   BYOK_CLUSTER_DIR       state of the running cluster (default <repo>/target/cluster)
 #   USE_EXISTING_CLUSTER   "true": `up` starts nothing and writes the env for $KUBECONFIG (a user's own cluster)
 #   BYOK_NODE              "true" (or `up --node`): also build and start a node, hack/node.sh (kubelet, containerd, ...)
+#                          and an OCI registry (the CNCF distribution registry, hack/registry) on 127.0.0.1 that
+#                          the node's containerd pulls from over plain HTTP (`env` prints BYOK_REGISTRY=host:port)
+#   BYOK_REGISTRY_START    "true": start the registry without a node
 set -euo pipefail
 
 K8S_VERSION=v1.35.4
@@ -21,6 +24,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${BYOK_CACHE_DIR:-$HOME/.cache/byok-operator}
 STATE=${BYOK_CLUSTER_DIR:-$REPO/target/cluster}
 BIN=$CACHE/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION
+REGISTRY_VERSION=$(awk '$1 == "require" && $2 == "github.com/distribution/distribution/v3" {print $3}' "$REPO/hack/registry/go.mod")
+REGISTRY_BIN=$CACHE/bin/registry-$REGISTRY_VERSION/registry
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 
@@ -48,7 +53,7 @@ cmd_build() {
   local want=(etcd kube-apiserver kube-controller-manager kubectl)
   local missing=()
   for b in "${want[@]}"; do [[ -x "$dir/$b" ]] || missing+=("$b"); done
-  if [[ ${#missing[@]} -eq 0 ]]; then build_node; return 0; fi # node: build_node
+  if [[ ${#missing[@]} -eq 0 ]]; then build_node; build_registry; return 0; fi # node: build_node
   command -v go >/dev/null || { log "go is required to build Kubernetes from source"; exit 1; }
   mkdir -p "$BIN.tmp"
   local start=$SECONDS
@@ -67,6 +72,46 @@ cmd_build() {
   rm -rf "$BIN" && mv "$BIN.tmp" "$BIN"
   log "built in $((SECONDS - start))s into $BIN"
   build_node # node
+  build_registry
+}
+
+registry_wanted() { [[ "${BYOK_NODE:-}" == "true" || "${BYOK_REGISTRY_START:-}" == "true" ]]; }
+
+# registry: the CNCF distribution registry of hack/registry/go.mod's pin, cached by version.
+build_registry() {
+  registry_wanted || return 0
+  [[ -x "$REGISTRY_BIN" ]] && return 0
+  command -v go >/dev/null || { log "go is required to build the registry"; exit 1; }
+  local start=$SECONDS dir=${REGISTRY_BIN%/*}
+  log "building the distribution registry $REGISTRY_VERSION (hack/registry)"
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+  (cd "$REPO/hack/registry" && GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$dir.tmp/registry" \
+    -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" \
+    github.com/distribution/distribution/v3/cmd/registry)
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  log "built the registry in $((SECONDS - start))s into $dir"
+}
+
+# registry: plain HTTP on loopback only (the containerd of hack/node.sh is a host process and pulls
+# from it; hack/node.sh writes its hosts.toml). Storage in the state dir: a new cluster, an empty registry.
+start_registry() {
+  registry_wanted || return 0
+  local port
+  port=$(free_port)
+  mkdir -p "$STATE/registry"
+  cat >"$STATE/registry/config.yml" <<EOF
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $STATE/registry/data}
+  delete: {enabled: true}
+http:
+  addr: 127.0.0.1:$port
+EOF
+  echo "$port" >"$STATE/registry.port"
+  start registry env OTEL_TRACES_EXPORTER=none "$REGISTRY_BIN" serve "$STATE/registry/config.yml"
+  wait_for registry 30 curl -fsS "http://127.0.0.1:$port/v2/"
+  log "registry on 127.0.0.1:$port (plain HTTP, loopback)"
 }
 
 # node: with BYOK_NODE=true (or `up --node`), also build kube-scheduler, kube-proxy and kubelet of the
@@ -213,6 +258,7 @@ cmd_up() {
   wait_for kube-controller-manager 60 curl -fsSk "https://127.0.0.1:$kcm_port/healthz"
   # The default ServiceAccount appearing shows the controllers are really working.
   wait_for "default ServiceAccount" 60 "$dir/kubectl" --kubeconfig="$STATE/kubeconfig" -n default get serviceaccount default
+  start_registry # before the node: its containerd is configured for the registry's port
   log "up in $((SECONDS - start))s: export KUBECONFIG=$STATE/kubeconfig"
   if [[ "${BYOK_NODE:-}" == "true" ]]; then "$REPO/hack/node.sh" up; fi # node
 }
@@ -222,7 +268,7 @@ cmd_down() {
   if [[ -d "$STATE/node" ]]; then "$REPO/hack/node.sh" down; fi # node: pods and node processes first
   rm -f "$STATE/existing"
   local pids=()
-  for n in kube-controller-manager kube-apiserver etcd; do
+  for n in registry kube-controller-manager kube-apiserver etcd; do
     [[ -f "$STATE/$n.pid" ]] || continue
     local pid
     pid=$(cat "$STATE/$n.pid")
@@ -237,7 +283,7 @@ cmd_down() {
     done
   done
   local ports=""
-  for f in etcd.port apiserver.port other.ports; do [[ -f "$STATE/$f" ]] && ports+=" $(cat "$STATE/$f")"; done
+  for f in etcd.port apiserver.port other.ports registry.port; do [[ -f "$STATE/$f" ]] && ports+=" $(cat "$STATE/$f")"; done
   for p in $ports; do
     if python3 -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1',$p))==0 else 1)"; then
       log "port $p is still listening after down"; exit 1
@@ -252,6 +298,7 @@ cmd_env() {
   else
     echo "export KUBECONFIG=$STATE/kubeconfig"
     echo "export BYOK_ETCD_ENDPOINT=http://127.0.0.1:$(cat "$STATE/etcd.port")"
+    if [[ -f "$STATE/registry.port" ]]; then echo "export BYOK_REGISTRY=127.0.0.1:$(cat "$STATE/registry.port")"; fi
   fi
   echo "export PATH=$(bin_dir):\$PATH"
 }

@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
 # Container images without Docker: built with buildah (Debian package), saved as OCI archives in the
-# cache and imported into the containerd of hack/node.sh (namespace k8s.io) when it runs.
+# cache. The operator image is pushed (skopeo, Debian package) to the cluster's registry (hack/cluster.sh
+# starts one with the node), from which the node's containerd pulls it like any cluster; pause and
+# busybox, the node's own images, are imported into its containerd (namespace k8s.io).
 #
 #   hack/image.sh pause       static pause program (hack/pause/pause.c) -> localhost/byok/pause:3.10
-#   hack/image.sh operator    target/release/{byok-operator,byok-judge} -> localhost/byok/byok-operator:dev
+#   hack/image.sh operator    target/release/{byok-operator,byok-judge} -> <registry>/byok/byok-operator,
+#                             tagged <version> and <version>-<commit>[-dirty] (Cargo.toml, git), pushed to
+#                             the running cluster's registry; its reference by digest is written to
+#                             $BYOK_CLUSTER_DIR/operator.image (the tests and the demo read it)
 #                             (uid 65532, no shell); same layout as the repo's Dockerfile, which builds
 #                             it for users with Docker. The production image: build the binaries
 #                             with `cargo build --release --bins` (no `mock` feature), then run this.
 #                             The mock provider is a test double and is never in it (the tests run
 #                             it in process, listening on the node's bridge).
+#   hack/image.sh archive     the operator image's OCI archive only (built from $CARGO_TARGET_DIR/release); prints its path
 #   hack/image.sh busybox     Debian's static busybox (package busybox-static) -> localhost/byok/busybox:dev,
 #                             a test image with sh, nslookup, wget for hack/node.sh smoke
 #   hack/image.sh import F    import the OCI archive F into the running node's containerd
+#   hack/image.sh push F REPO TAG...   push the OCI archive F to <registry>/REPO:TAG for each TAG; prints
+#                             REPO@sha256:... (REPO may name its registry: host[:port]/path)
 #
 # Environment: BYOK_CACHE_DIR (default ~/.cache/byok-operator), BYOK_CLUSTER_DIR (default
-# <repo>/target/cluster; the node's containerd socket is $BYOK_CLUSTER_DIR/node/run/containerd.sock).
+# <repo>/target/cluster; the node's containerd socket is $BYOK_CLUSTER_DIR/node/run/containerd.sock),
+# BYOK_REGISTRY (host:port of the registry to push to; default: the running cluster's, hack/cluster.sh env).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +36,7 @@ PAUSE_IMAGE=localhost/byok/pause:3.10
 OPERATOR_IMAGE=localhost/byok/byok-operator:dev
 BUSYBOX_IMAGE=localhost/byok/busybox:dev
 SOCK=$STATE/node/run/containerd.sock
+OPERATOR_REPO=byok/byok-operator
 
 log() { printf '[image] %s\n' "$*" >&2; }
 
@@ -42,6 +52,42 @@ apt_install() { # packages... (idempotent: only the missing ones)
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 need_buildah() { apt_install buildah; }
+
+registry() { # host:port of the registry to push to
+  if [[ -n "${BYOK_REGISTRY:-}" ]]; then echo "$BYOK_REGISTRY"; return; fi
+  [[ -f "$STATE/registry.port" ]] || return 1
+  echo "127.0.0.1:$(cat "$STATE/registry.port")"
+}
+
+# The version (Cargo.toml) and the commit the image is built from; -dirty when the work tree differs.
+version_tags() {
+  local version commit
+  version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/Cargo.toml" | head -1)
+  commit=$(git -C "$REPO" rev-parse --short=12 HEAD)
+  [[ -z "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ]] || commit+=-dirty
+  echo "$version $version-$commit"
+}
+
+# push ARCHIVE REPO TAG...: to the registry (plain HTTP only on loopback), then prints REPO@digest.
+push() {
+  local archive=$1 repo=$2 digest tag
+  shift 2
+  apt_install skopeo
+  local first=${repo%%/*} reg
+  if [[ $repo != */* || ($first != *.* && $first != *:* && $first != localhost) ]]; then # no registry named
+    reg=$(registry) || { log "no registry: hack/cluster.sh up with BYOK_NODE=true (or set BYOK_REGISTRY)"; exit 1; }
+    repo=$reg/$repo
+  fi
+  local tls=true
+  [[ $repo == 127.0.0.1:* || $repo == localhost:* ]] && tls=false
+  for tag in "$@"; do
+    skopeo copy --quiet --dest-tls-verify="$tls" --digestfile "$archive.digest" "oci-archive:$archive" \
+      "docker://$repo:$tag" >&2
+  done
+  digest=$(cat "$archive.digest") && rm -f "$archive.digest"
+  log "pushed $repo:{$(IFS=,; echo "$*")} ($digest)"
+  echo "$repo@$digest"
+}
 
 import() { # archive: into the node's containerd if it runs
   if [[ ! -S "$SOCK" ]] || ! ctr --address "$SOCK" version >/dev/null 2>&1; then
@@ -98,7 +144,7 @@ build_pause() {
 #   the same as distroless cc-debian12), at the paths ldd resolves
 #   /etc/passwd, /etc/group (root, nonroot 65532), /etc/nsswitch.conf, /etc/ssl/certs/ca-certificates.crt
 #   /tmp (1777), /home/nonroot (65532); USER 65532:65532; ENTRYPOINT byok-operator
-build_operator() {
+operator_archive() { # builds the OCI archive (when its binaries changed) and prints its path
   local bins=(byok-operator byok-judge) b
   for b in "${bins[@]}"; do
     [[ -x "$RELEASE_DIR/$b" ]] || { log "target/release/$b missing: cargo build --release --bins"; exit 1; }
@@ -145,8 +191,22 @@ build_operator() {
     prune byok-operator-dev "$out" "$OPERATOR_IMAGE"
     log "built $OPERATOR_IMAGE -> $out ($(du -h "$out" | cut -f1))"
   fi
+  echo "$out"
+}
+
+build_operator() {
+  local out
+  out=$(operator_archive)
   echo "$out" >"$IMAGES/operator.latest"
-  import "$out"
+  if ! registry >/dev/null; then
+    log "no registry running: $out is kept (hack/cluster.sh up with BYOK_NODE=true starts one)"
+    return 0
+  fi
+  local tags ref
+  read -r -a tags <<<"$(version_tags)"
+  ref=$(push "$out" "$OPERATOR_REPO" "${tags[@]}")
+  echo "$ref" >"$STATE/operator.image"
+  echo "$ref"
 }
 
 build_busybox() {
@@ -185,6 +245,8 @@ case "${1:-}" in
   pause) build_pause ;;
   busybox) build_busybox ;;
   operator) build_operator ;;
+  archive) operator_archive ;;
   import) import "${2:?archive}" ;;
-  *) echo "usage: $0 pause|operator|busybox|import ARCHIVE" >&2; exit 2 ;;
+  push) shift && push "${1:?archive}" "${2:?repository}" "${@:3}" ;;
+  *) echo "usage: $0 pause|operator|busybox|import ARCHIVE|push ARCHIVE REPO TAG..." >&2; exit 2 ;;
 esac

@@ -1,5 +1,5 @@
-//! End to end with judge pods really running on the node of hack/node.sh: image
-//! `localhost/byok/byok-operator:dev`, the init container fetching the key from the broker over
+//! End to end with judge pods really running on the node of hack/node.sh: the operator image
+//! pulled from the cluster's registry by digest, the init container fetching the key from the broker over
 //! HTTPS (TokenReview of its projected token), the judge scoring through the mock provider and
 //! reporting to the broker. Run with `BYOK_NODE=true hack/test.sh --test e2e_node`; without
 //! BYOK_NODE=true every test prints that it needs it and returns.

@@ -1,5 +1,6 @@
 //! The operator as users run it: the Helm chart's Deployment (2 replicas, one leader by a Lease),
-//! rendered with the pinned helm that `hack/helm.sh` builds and applied to the local cluster.
+//! from the packaged chart (`helm package`, as hack/release.sh makes it) rendered with the pinned
+//! helm that `hack/helm.sh` builds, its image pulled from the cluster's registry by digest.
 
 use std::time::Duration;
 
@@ -12,25 +13,52 @@ use serde_json::json;
 use super::node::{self, POD_TIMEOUT};
 use super::{TIMEOUT, TestEnv, eventually};
 
-/// Renders the chart (namespaced mode, watching the test namespace) for release `release` in the
-/// harness's operator namespace.
-fn render(release: &str, op_ns: &str, watch_ns: &str, mock: &byok_operator::providers::Endpoints) -> String {
+/// The pinned helm of hack/helm.sh (built once, cached).
+pub fn helm() -> String {
     let repo = env!("CARGO_MANIFEST_DIR");
     let helm =
         std::process::Command::new("bash").arg(format!("{repo}/hack/helm.sh")).arg("build").output().expect("helm.sh");
     assert!(helm.status.success(), "hack/helm.sh build: {}", String::from_utf8_lossy(&helm.stderr));
-    let helm = String::from_utf8_lossy(&helm.stdout).trim().lines().last().unwrap_or_default().to_string();
+    String::from_utf8_lossy(&helm.stdout).trim().lines().last().unwrap_or_default().to_string()
+}
+
+/// `helm package` of charts/byok-operator with the crate's version as version and appVersion, into
+/// `dir`: the chart as a user downloads it. Returns the .tgz.
+pub fn package(helm: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let (repo, version) = (env!("CARGO_MANIFEST_DIR"), env!("CARGO_PKG_VERSION"));
+    std::fs::create_dir_all(dir).expect("chart dir");
+    let out = std::process::Command::new(helm)
+        .args(["package", &format!("{repo}/charts/byok-operator"), "--version", version, "--app-version", version])
+        .arg("--destination")
+        .arg(dir)
+        .output()
+        .expect("helm package");
+    assert!(out.status.success(), "helm package: {}", String::from_utf8_lossy(&out.stderr));
+    dir.join(format!("byok-operator-{version}.tgz"))
+}
+
+/// `--set` values pointing the chart at the pushed operator image: repository and digest.
+pub fn image_values(image: &str) -> [String; 2] {
+    let (repository, digest) = image.split_once('@').expect("an image reference by digest");
+    [format!("image.repository={repository}"), format!("image.digest={digest}")]
+}
+
+/// Renders the packaged chart (namespaced mode, watching the test namespace) for release `release`
+/// in the harness's operator namespace.
+fn render(release: &str, op_ns: &str, watch_ns: &str, mock: &byok_operator::providers::Endpoints) -> String {
+    let helm = helm();
+    let chart = package(&helm, &std::env::temp_dir().join(format!("byok-chart-{release}")));
+    let [repository, digest] = image_values(&node::judge_image());
     let sets = [
         format!("watchNamespace={watch_ns}"),
-        "image.repository=localhost/byok/byok-operator".into(),
-        "image.tag=dev".into(),
-        "image.pullPolicy=Never".into(),
+        repository,
+        digest,
         format!("providers.openai.baseURL={}", mock.openai),
         format!("providers.anthropic.baseURL={}", mock.anthropic),
         format!("providers.google.baseURL={}", mock.google),
     ];
     let mut cmd = std::process::Command::new(&helm);
-    cmd.args(["template", release, &format!("{repo}/charts/byok-operator"), "-n", op_ns]);
+    cmd.args(["template", release]).arg(&chart).args(["-n", op_ns]);
     for s in &sets {
         cmd.args(["--set", s]);
     }

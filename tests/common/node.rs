@@ -19,8 +19,15 @@ use super::{EnvOptions, TestEnv, eventually};
 
 /// The node's address on the pod bridge (hack/node.sh `NODE_IP`).
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
-/// Built by `hack/image.sh operator` from target/release and imported into the node's containerd.
-pub const JUDGE_IMAGE: &str = "localhost/byok/byok-operator:dev";
+/// The operator image as `hack/image.sh operator` pushed it to the cluster's registry (built from
+/// target/release): `<registry>/byok/byok-operator@sha256:...`, which the node's containerd pulls.
+pub fn judge_image() -> String {
+    let file = cluster_dir().join("operator.image");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!("{}: {e}: push the operator image first (hack/image.sh operator; hack/test.sh does)", file.display())
+    });
+    text.trim().to_string()
+}
 /// Pods on a 2-core node, several tests at once: image unpack, sandbox, CNI, init container.
 pub const POD_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -66,7 +73,7 @@ pub async fn node_env(test: &str, mock: MockConfig) -> TestEnv {
     let options = EnvOptions {
         mock,
         broker_host: Some(IpAddr::V4(NODE_IP)),
-        operator_args: vec!["--judge-image".into(), JUDGE_IMAGE.into()],
+        operator_args: vec!["--judge-image".into(), judge_image()],
         node: true,
         ..EnvOptions::default()
     };
@@ -118,7 +125,7 @@ pub async fn wait_container_running(env: &TestEnv, job: &str, container: &str, e
 }
 
 /// State dir of the cluster the tests run against: `$KUBECONFIG` is `<BYOK_CLUSTER_DIR>/kubeconfig`.
-fn cluster_dir() -> PathBuf {
+pub fn cluster_dir() -> PathBuf {
     let kubeconfig = PathBuf::from(std::env::var_os("KUBECONFIG").expect("KUBECONFIG"));
     kubeconfig.parent().expect("kubeconfig dir").to_path_buf()
 }
