@@ -4,12 +4,12 @@
 
 pub mod authn;
 pub mod authz;
+mod cluster_state;
 pub mod grants;
 mod handlers;
 pub mod pki;
 pub mod results;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -96,6 +96,40 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal (a new variant goes here too: its counter then starts at 0).
+    pub const ALL: [Refusal; 30] = [
+        Self::MissingToken,
+        Self::WrongAudience,
+        Self::TokenExpired,
+        Self::InvalidToken,
+        Self::NotAPodToken,
+        Self::ReplayFromOtherPod,
+        Self::PodNotFound,
+        Self::PodUidMismatch,
+        Self::PodInOtherNamespace,
+        Self::NotOwnedByEvalJob,
+        Self::JobFinished,
+        Self::KeyRevoked,
+        Self::KeyNotReady,
+        Self::KeyUnreadable,
+        Self::UnsupportedEnvelopeVersion,
+        Self::UnknownKek,
+        Self::DecryptFailed,
+        Self::NoCompletionIndex,
+        Self::ShardMismatch,
+        Self::PodNotFromJobTemplate,
+        Self::PodNotStarting,
+        Self::PodFinished,
+        Self::NotFromPodAddress,
+        Self::PodAddressUnknown,
+        Self::KeyAlreadyGranted,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::BadRequest,
+        Self::TooLarge,
+        Self::Unavailable,
+    ];
+
     pub fn reason(self) -> &'static str {
         match self {
             Self::MissingToken => "MissingToken",
@@ -193,18 +227,24 @@ impl BrokerState {
         self.metrics.broker_requests.get_or_create(&crate::metrics::BrokerLabels { endpoint, outcome }).inc();
     }
 
-    /// All metrics, with the per-KEK key counts taken from the cached envelopes now.
+    /// All metrics; on the leader (the replica whose caches the broker answers from) with the
+    /// cluster gauges counted from those caches now.
     pub fn metrics_text(&self) -> String {
-        let mut by_kek: BTreeMap<String, i64> = BTreeMap::new();
-        for secret in self.stores.get().map(|s| s.encrypted.state()).unwrap_or_default() {
-            *by_kek.entry(crate::keystore::envelope_kek(&secret)).or_default() += 1;
-        }
-        self.metrics.keys_by_kek.clear();
-        for (kek_id, n) in by_kek {
-            self.metrics.keys_by_kek.get_or_create(&crate::metrics::KekLabels { kek_id }).set(n);
-        }
-        self.metrics.encode()
+        let state = self.stores.get().map(|s| {
+            let ring = self.keyring.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            cluster_state::cluster_state(&s.byokkeys.state(), &s.encrypted.state(), &ring)
+        });
+        self.metrics.encode(state)
     }
+}
+
+/// Every outcome of the broker's endpoints at 0 in the metrics, so that alerts on their
+/// `increase` see the first one.
+pub fn count_from_zero(metrics: &crate::metrics::Metrics) {
+    let refusals = Refusal::ALL.map(Refusal::reason);
+    metrics.count_from_zero("key", std::iter::once("granted").chain(refusals));
+    metrics.count_from_zero("results", std::iter::once("accepted").chain(refusals));
+    metrics.count_from_zero("metrics", [Refusal::Unauthorized.reason(), Refusal::Forbidden.reason()]);
 }
 
 pub fn router(state: Arc<BrokerState>) -> Router {

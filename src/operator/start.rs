@@ -90,6 +90,7 @@ pub async fn run(
 
     let sealing = Arc::new(super::sealing::load_or_create(&client, &config.namespace).await?);
     let metrics = Arc::new(crate::metrics::Metrics::default());
+    broker::count_from_zero(&metrics);
 
     // The broker listens on every replica from the start (health checks pass); it answers, and
     // reports ready, only once this replica leads and its caches exist.
@@ -119,6 +120,8 @@ pub async fn run(
         Some(lease) => Box::pin(super::leader::lead(client.clone(), lease).await?),
         None => Box::pin(std::future::pending()),
     };
+    // Never set back to 0: a replica that loses the lease exits.
+    metrics.leader.set(1);
 
     let (changed_tx, changed_rx) = mpsc::unbounded_channel();
     tokio::spawn(keyring::follow(

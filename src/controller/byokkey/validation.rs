@@ -147,7 +147,8 @@ pub fn record(
     }
 }
 
-/// The ModelDeprecated condition: True with the date while the model is dying or dead.
+/// The ModelDeprecated condition: True with the date while the model is dying or dead; the date
+/// alone in `modelShutdown` (for the shutdown metric).
 fn record_lifecycle(
     status: &mut ByokKeyStatus,
     model: &str,
@@ -165,6 +166,7 @@ fn record_lifecycle(
         ),
     };
     set_condition(&mut status.conditions, MODEL_DEPRECATED, cond, reason, message, generation, now);
+    status.model_shutdown = notice.and_then(|n| n.shutdown).map(|d| d.to_string());
 }
 
 #[cfg(test)]
@@ -247,10 +249,12 @@ mod tests {
         let c = condition(&st.conditions, MODEL_DEPRECATED).expect("set");
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", lifecycle::DEPRECATED));
         assert!(c.message.contains("2027-01-14") && c.message.contains("gpt-5.1"), "{}", c.message);
+        assert_eq!(st.model_shutdown.as_deref(), Some("2027-01-14"));
         // Once nothing is known against it, the warning clears.
         record(&mut st, &valid(None), &Trigger::Periodic, "gpt-5.1", None, Some(1), &now);
         let c = condition(&st.conditions, MODEL_DEPRECATED).expect("set");
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", lifecycle::CURRENT));
+        assert_eq!(st.model_shutdown, None);
     }
 
     #[test]
