@@ -6,6 +6,7 @@ pub mod cases;
 pub mod client;
 pub mod junit;
 pub mod keyfile;
+pub mod panel;
 pub mod pin;
 pub mod report;
 pub mod runner;
