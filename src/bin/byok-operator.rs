@@ -194,6 +194,7 @@ fn broker_config(cli: &Cli) -> BrokerConfig {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    byok_operator::failpoints::setup();
     let set_level = init_logs(&cli.log_format);
     let client = kube::Client::try_default().await.context("connecting to Kubernetes")?;
     let (ns, name) = (cli.namespace.as_str(), cli.keyring_secret.as_str());

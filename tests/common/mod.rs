@@ -87,6 +87,8 @@ pub struct TestEnv {
     broker_host: std::net::IpAddr,
     /// Extra operator arguments, kept for restarts.
     operator_args: Vec<String>,
+    /// Extra environment of the operator process from the next (re)start on, e.g. `FAILPOINTS`.
+    pub operator_env: Vec<(String, String)>,
 }
 
 /// What [`TestEnv::with_options`] can change; the default is what [`TestEnv::new`] does.
@@ -203,6 +205,7 @@ impl TestEnv {
             extra_logs: Vec::new(),
             broker_host,
             operator_args: options.operator_args,
+            operator_env: Vec::new(),
         };
         env.start_operator();
         env
@@ -234,6 +237,7 @@ impl TestEnv {
         let child = Command::new(env!("CARGO_BIN_EXE_byok-operator"))
             .args(&args)
             .env("RUST_LOG", "info,kube=warn")
+            .envs(self.operator_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -244,6 +248,18 @@ impl TestEnv {
     /// Whether the operator process has ended by itself.
     pub fn operator_exited(&mut self) -> bool {
         self.operator.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// Waits until the operator process ends by itself (a crash point); its exit code.
+    pub async fn wait_operator_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.operator.as_mut().expect("operator started");
+        let code = eventually("the operator to exit", timeout, || {
+            let status = child.try_wait().expect("operator status");
+            async move { status.map(|s| s.code()) }
+        })
+        .await;
+        self.operator = None;
+        code
     }
 
     /// Where the operator's broker listens.

@@ -97,6 +97,7 @@ async fn import_secret(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>, vers
         Err(e) => return keep(t, ctx, enc, refused(e)).await,
     };
     let imported = store(t, ctx, key, version, format!("Secret {name}")).await?;
+    crate::crash_point!(crate::failpoints::AFTER_STORE);
     let source_deleted =
         t.key.spec.source_policy == crate::crd::SourcePolicy::Delete && delete_source_secret(t, ctx, uid).await?;
     Ok(Material::Imported { imported, source_deleted })
@@ -174,6 +175,7 @@ async fn open_stored(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>) -> Res
     let (kek_id, resealed_from) = match resealed {
         Some(new_env) => {
             apply_encrypted(t, ctx, &new_env, keystore::imported_from(secret).unwrap_or_default()).await?;
+            crate::crash_point!(crate::failpoints::AFTER_RESEAL);
             (new_env.kek_id().to_string(), Some(opened.kek_id().to_string()))
         }
         None => (opened.kek_id().to_string(), None),
@@ -245,6 +247,7 @@ pub async fn validate(
         return Validation { checked: None, requeue, interval };
     };
     let (outcome, model, notice) = check(t, ctx, plaintext, &trigger).await;
+    crate::crash_point!(crate::failpoints::AFTER_VALIDATE);
     let requeue = match &outcome {
         CheckOutcome::Unknown { retry_after, .. } => backoff(ctx, &t.uid, *retry_after),
         _ => {
