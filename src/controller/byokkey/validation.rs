@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::crd::conditions::{condition, set_condition};
 use crate::crd::conditions::byokkey::{MODEL_DEPRECATED, VALIDATED};
 use crate::crd::conditions::lifecycle;
+use crate::crd::conditions::{condition, set_condition};
 use crate::crd::{ByokKeyStatus, KeyPhase, KeyTest};
 use crate::providers::CheckOutcome;
 use crate::providers::models::{CHECKED, Notice};

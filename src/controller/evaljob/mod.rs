@@ -17,8 +17,8 @@ use kube::{Api, Client, ResourceExt};
 
 use super::Error;
 use crate::crd::{ByokKey, EvalJob, EvalPhase};
-use crate::providers::ModelTable;
 pub use crate::judge_job::JudgeSettings;
+use crate::providers::ModelTable;
 
 /// Shared state of the EvalJob controller.
 pub struct EvalContext {
