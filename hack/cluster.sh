@@ -4,6 +4,10 @@
 #   hack/cluster.sh build   build etcd, kube-apiserver, kube-controller-manager, kubectl (cached by version)
 #   hack/cluster.sh up      build if needed, start etcd + apiserver + controller-manager, write a kubeconfig
 #   hack/cluster.sh down    stop every process `up` started (by pid), check no port is left listening
+#   hack/cluster.sh restart-apiserver | restart-etcd
+#                           stop that one process (SIGTERM) and start it again with the same ports, flags and
+#                           data; returns once it serves again (BYOK_DOWN_SECONDS: stay down that long first;
+#                           BYOK_RESTART_SIGNAL=KILL: a crash instead of a graceful stop, which takes the API server ~20 s)
 #   hack/cluster.sh env     print `export KUBECONFIG=...` and friends for the running cluster
 #   hack/cluster.sh bin     print the directory holding the binaries
 #
@@ -200,6 +204,60 @@ wait_for() { # what seconds cmd...
   done
 }
 
+# etcd and the API server, from the ports and settings `up` wrote under $STATE (so a restart is the same process).
+start_etcd() {
+  local dir etcd_port peer_port
+  dir=$(bin_dir); etcd_port=$(cat "$STATE/etcd.port"); read -r peer_port _ <"$STATE/other.ports"
+  start etcd "$dir/etcd" --name=byok-local --data-dir="$STATE/etcd-data" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
+    --initial-cluster="byok-local=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level=warn
+}
+
+start_apiserver() {
+  local dir pki=$STATE/pki etcd_port api_port bind advertise reconciler
+  dir=$(bin_dir); etcd_port=$(cat "$STATE/etcd.port"); api_port=$(cat "$STATE/apiserver.port")
+  read -r bind advertise reconciler <"$STATE/apiserver.net"
+  start kube-apiserver "$dir/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address="$bind" --secure-port="$api_port" --advertise-address="$advertise" \
+    --cert-dir="$STATE/apiserver-certs" --tls-cert-file="$pki/server.crt" --tls-private-key-file="$pki/server.key" \
+    --client-ca-file="$pki/ca.crt" --authorization-mode=RBAC,Node \
+    --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$pki/sa.pub" \
+    --service-account-signing-key-file="$pki/sa.key" --api-audiences=https://kubernetes.default.svc \
+    --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true --endpoint-reconciler-type="$reconciler" \
+    --enable-priority-and-fairness=false --storage-media-type=application/json \
+    --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP # node: hack/node.sh
+}
+
+apiserver_ready() {
+  local pki=$STATE/pki
+  curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
+    "https://127.0.0.1:$(cat "$STATE/apiserver.port")/readyz"
+}
+
+# Stops one process of the control plane by its pid and starts it again: same ports, flags and data.
+cmd_restart() { # etcd | kube-apiserver
+  local name=$1 pid start=$SECONDS
+  [[ -f "$STATE/$name.pid" ]] || { log "$name is not running under $STATE"; exit 1; }
+  pid=$(cat "$STATE/$name.pid")
+  kill -"${BYOK_RESTART_SIGNAL:-TERM}" "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS > deadline)); then kill -KILL "$pid" 2>/dev/null || true; fi
+    sleep 0.1
+  done
+  sleep "${BYOK_DOWN_SECONDS:-0}"
+  if [[ "$name" == etcd ]]; then
+    start_etcd
+    wait_for etcd 30 curl -fsS "http://127.0.0.1:$(cat "$STATE/etcd.port")/health"
+  else
+    start_apiserver
+  fi
+  wait_for kube-apiserver 90 apiserver_ready
+  log "$name restarted: serving again $((SECONDS - start))s after the stop"
+}
+
 cmd_up() {
   if [[ "${USE_EXISTING_CLUSTER:-}" == "true" ]]; then
     [[ -n "${KUBECONFIG:-}" ]] || { log "USE_EXISTING_CLUSTER=true needs KUBECONFIG"; exit 1; }
@@ -223,31 +281,17 @@ cmd_up() {
   etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port); kcm_port=$(free_port)
   echo "$etcd_port" >"$STATE/etcd.port"; echo "$api_port" >"$STATE/apiserver.port"
   echo "$peer_port $kcm_port" >"$STATE/other.ports"
-  start etcd "$dir/etcd" --name=byok-local --data-dir="$STATE/etcd-data" \
-    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
-    --listen-peer-urls="http://127.0.0.1:$peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
-    --initial-cluster="byok-local=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level=warn
+  start_etcd
   wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
   local pki=$STATE/pki
   # in-cluster: with a node, pods reach the API server through the `kubernetes` Service, whose
   # endpoint is the node's bridge address (10.244.0.1, the host); so listen beyond loopback.
-  local bind=127.0.0.1 advertise=127.0.0.1 reconciler=none
-  if [[ "${BYOK_NODE:-}" == "true" ]]; then bind=0.0.0.0 advertise=10.244.0.1 reconciler=lease; fi
-  start kube-apiserver "$dir/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address="$bind" --secure-port="$api_port" --advertise-address="$advertise" \
-    --cert-dir="$STATE/apiserver-certs" --tls-cert-file="$pki/server.crt" --tls-private-key-file="$pki/server.key" \
-    --client-ca-file="$pki/ca.crt" --authorization-mode=RBAC,Node \
-    --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$pki/sa.pub" \
-    --service-account-signing-key-file="$pki/sa.key" --api-audiences=https://kubernetes.default.svc \
-    --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true --endpoint-reconciler-type="$reconciler" \
-    --enable-priority-and-fairness=false --storage-media-type=application/json \
-    --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
-    --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP # node: hack/node.sh
-  echo "$api_port" >"$STATE/apiserver.port"
+  if [[ "${BYOK_NODE:-}" == "true" ]]; then echo "0.0.0.0 10.244.0.1 lease"; else echo "127.0.0.1 127.0.0.1 none"; fi \
+    >"$STATE/apiserver.net"
+  start_apiserver
   write_kubeconfig "$STATE/kubeconfig" admin
   write_kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager
-  wait_for kube-apiserver 90 curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
-    "https://127.0.0.1:$api_port/readyz"
+  wait_for kube-apiserver 90 apiserver_ready
   start kube-controller-manager "$dir/kube-controller-manager" --kubeconfig="$STATE/controller-manager.kubeconfig" \
     --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
     --authorization-kubeconfig="$STATE/controller-manager.kubeconfig" \
@@ -310,5 +354,7 @@ case "${1:-}" in
   down) cmd_down ;;
   env) cmd_env ;;
   bin) bin_dir ;;
-  *) echo "usage: $0 build|up|down|env|bin" >&2; exit 2 ;;
+  restart-apiserver) cmd_restart kube-apiserver ;;
+  restart-etcd) cmd_restart etcd ;;
+  *) echo "usage: $0 build|up|down|env|bin|restart-apiserver|restart-etcd" >&2; exit 2 ;;
 esac
