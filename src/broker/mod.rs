@@ -59,7 +59,8 @@ pub enum Refusal {
     #[error("the ByokKey's stored ciphertext cannot be read (a damaged envelope)")]
     KeyUnreadable,
     #[error(
-        "the ByokKey's ciphertext is in an envelope version this operator does not know (it reads {}): a newer          byok-operator wrote it; run that version",
+        "the ByokKey's ciphertext is in an envelope version this operator does not know (it reads {}): a newer \
+         byok-operator wrote it; run that version",
         crate::crypto::ENVELOPE_VERSION
     )]
     UnsupportedEnvelopeVersion,
