@@ -34,7 +34,11 @@ mkdir -p "$STATE"
 # Judge pods reach the broker and the mock provider on the node's bridge address.
 host=127.0.0.1
 if [[ "$BYOK_NODE" == "true" ]]; then
-  bash hack/image.sh operator
+  # A release as users get it (README, Install): the image pushed to the cluster's registry and
+  # signed, the packaged chart pinning it by digest, checksums and signatures, verified here.
+  echo "[demo] making a release of this tree (hack/release.sh) and verifying it"
+  release=$(BYOK_RELEASE_DIRTY=true bash hack/release.sh | tail -1)
+  bash hack/release.sh verify "$release"
   host=10.244.0.1
 fi
 
@@ -51,15 +55,15 @@ kubectl create namespace byok-demo --dry-run=client -o yaml | kubectl apply -f -
 kubectl label namespace byok-demo launchgate.ai/evaljobs=enabled --overwrite >/dev/null # judge Jobs (byok-operator-jobs)
 
 if [[ "$BYOK_NODE" == "true" ]]; then
-  # The operator runs in the cluster: the Helm chart (2 replicas, one leader), rendered by the
-  # pinned helm that hack/helm.sh builds, with the image built by hack/image.sh.
-  helm=$(bash hack/helm.sh build | tail -1)
-  "$helm" template byok-operator charts/byok-operator -n byok-system \
-    --set image.repository=localhost/byok/byok-operator --set image.tag=dev --set image.pullPolicy=Never \
+  # The operator runs in the cluster: `helm install` of the packaged chart (2 replicas, one leader);
+  # the image from the cluster's registry (a "private mirror": the chart's digest pins it).
+  chart=$(ls "$release"/byok-operator-*.tgz)
+  bash hack/helm.sh helm upgrade --install byok-operator "$chart" -n byok-system \
+    --set image.repository="$BYOK_REGISTRY/byok/byok-operator" \
     --set logFormat=text --set providers.openai.baseURL="$mock/openai/v1" \
     --set providers.anthropic.baseURL="$mock/anthropic" --set providers.google.baseURL="$mock/google" \
-    --set providers.azureOpenAI.baseURL="$mock/azure" | kubectl apply --server-side -f - >/dev/null
-  echo "[demo] operator Deployment applied from charts/byok-operator; waiting for the leader to be Ready"
+    --set providers.azureOpenAI.baseURL="$mock/azure" >/dev/null
+  echo "[demo] helm install $(basename "$chart") (image $(cut -d@ -f2 "$release/.pushed" | cut -c1-19)...); waiting for the leader to be Ready"
   for _ in $(seq 1 120); do
     [[ "$(kubectl get deploy byok-operator -n byok-system -o jsonpath='{.status.readyReplicas}')" == "1" ]] && break
     sleep 1
