@@ -29,10 +29,16 @@ if [[ "${BYOK_NODE:-}" == "true" ]]; then # node e2e: the image pushed to the cl
 fi
 start=$SECONDS
 # With no arguments: the library, binaries and integration tests (benches only run from hack/bench.sh).
-# Tests run in parallel, each in its own namespace, against the mock provider (the `mock` feature).
+# Tests run in parallel, each in its own namespace, against the mock provider (the `mock` feature);
+# `failpoints` arms the operator's crash points for tests/crash.rs (never in a release build).
 # The upgrade test swaps the cluster's CRDs for the previous release's: it runs alone, afterwards.
 skip=()
 [[ $# -gt 0 ]] || { set -- --lib --bins --tests; skip=(--skip release_upgrade); }
-cargo test --no-fail-fast --features mock "$@" -- --test-threads="${BYOK_TEST_THREADS:-4}" "${skip[@]}"
-if [[ ${#skip[@]} -gt 0 ]]; then cargo test --features mock --test e2e_upgrade; fi
+cargo test --no-fail-fast --features mock,failpoints "$@" -- --test-threads="${BYOK_TEST_THREADS:-4}" "${skip[@]}"
+if [[ ${#skip[@]} -gt 0 ]]; then cargo test --features mock,failpoints --test e2e_upgrade; fi # one build for every step
+# The whole suite: then the control-plane restarts (tests/controlplane.rs), alone and last, since they
+# restart this cluster's kube-apiserver and etcd (they say SKIPPED in the run above).
+if [[ "$*" == "--lib --bins --tests" ]]; then
+  BYOK_RESTART_CLUSTER=1 cargo test --features mock,failpoints --test controlplane -- --test-threads=1
+fi
 echo "[test] cargo test took $((SECONDS - start))s"
