@@ -115,7 +115,9 @@ async fn import_through_restart(test: &str, what: &str, n: usize) {
     let _serial = SERIAL.lock().await;
     let mut env = TestEnv::new(test).await;
     let regressions = watch_keys(&env);
-    env.mock.set_latency(Duration::from_millis(50));
+    // Every key there before the operator looks, and slow answers: the restart lands mid-import.
+    env.kill_operator();
+    env.mock.set_latency(Duration::from_millis(300));
     let mut plaintexts = BTreeMap::new();
     for i in 0..n {
         let name = format!("k{i:03}");
@@ -124,6 +126,7 @@ async fn import_through_restart(test: &str, what: &str, n: usize) {
         env.create_key(&name, env.spec(Provider::OpenAi, &format!("{name}-src"))).await;
         plaintexts.insert(name, key);
     }
+    env.start_operator();
     let api = env.keys();
     let ready = || async {
         let keys = api.list(&ListParams::default()).await.ok()?;

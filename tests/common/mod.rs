@@ -262,6 +262,11 @@ impl TestEnv {
         code
     }
 
+    /// The operator process's id, while it runs.
+    pub fn operator_pid(&self) -> Option<u32> {
+        self.operator.as_ref().map(Child::id)
+    }
+
     /// Where the operator's broker listens.
     pub fn broker_addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from((self.broker_host, self.broker_port))
