@@ -354,4 +354,28 @@ mod tests {
             assert!(read_config_map(&garbled, "uid", &mac).is_none(), "{text:?}");
         }
     }
+
+    /// Found by fuzzing the wire types: a score read back from the stored results differed from
+    /// the reported one in its last bit (serde_json parses floats exactly only with its
+    /// `float_roundtrip` feature).
+    #[test]
+    fn scores_are_stored_exactly() {
+        let mac = ResultsMac::derive(b"operator secret");
+        let mut result = result("a", 1);
+        let scores = [4e-24, 0.1 + 0.2, 1.0 / 3.0, 5e-324, 0.9999999999999999];
+        result.scores = scores
+            .iter()
+            .map(|s| crate::judge::wire::ScoreResult {
+                scorer: "judge".into(),
+                outcome: crate::judge::wire::Outcome::Passed,
+                score: Some(*s),
+                reason: String::new(),
+            })
+            .collect();
+        let report = ResultsReport { pod_uid: "p".into(), shard: 0, total: 1, done: true, results: vec![result] };
+        let cms = results_config_maps(&ej(), &report, &mac).expect("serializes");
+        let read = read_config_map(&cms[0], "uid", &mac).expect("verifies");
+        let back: Vec<f64> = read.results[0].scores.iter().filter_map(|s| s.score).collect();
+        assert_eq!(back.iter().map(|s| s.to_bits()).collect::<Vec<_>>(), scores.map(f64::to_bits));
+    }
 }

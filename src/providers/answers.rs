@@ -56,3 +56,30 @@ pub fn model_answer(provider: Provider, status: u16, body: &str, model: &str) ->
 pub fn verdict_text(text: &str) -> Result<Verdict, String> {
     super::verdict::parse_verdict_text(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Found by fuzzing the judge answer parsers:
+    /// the finish reason went into the message whole, whatever its length and characters.
+    #[test]
+    fn a_long_or_odd_finish_reason_is_cut_to_a_word() {
+        let reason = format!("S\u{1}{}", "8".repeat(1000));
+        let bodies = [
+            (Provider::Google, json!({"candidates": [{"finishReason": reason, "content": {"parts": []}}]})),
+            (Provider::OpenAi, json!({"choices": [{"finish_reason": reason, "message": {"content": ""}}]})),
+            (Provider::Anthropic, json!({"content": [], "stop_reason": reason})),
+        ];
+        for (provider, body) in bodies {
+            let error = judge_answer(provider, &body.to_string()).expect_err("no verdict");
+            assert_eq!(error.reason(), "EmptyVerdict", "{provider}");
+            let message = error.to_string();
+            assert!(message.chars().count() < 200 && !message.chars().any(char::is_control), "{provider}: {message}");
+            assert!(message.contains("S8888"), "{message}");
+        }
+        let missing = judge_answer(Provider::OpenAi, r#"{"choices":[{"message":{"content":""}}]}"#).expect_err("empty");
+        assert!(missing.to_string().contains("finish_reason missing"), "{missing}");
+    }
+}

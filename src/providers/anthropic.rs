@@ -10,7 +10,7 @@ use super::config::{join, segment};
 use super::error::{CallError, FailureKind};
 use super::http::{self, ErrorBody, Optional, call, judge_call, judge_with_fallback, secret_header};
 use super::models::{self, Reported};
-use super::verdict::{VERDICT_NAME, count, parse_verdict_text, verdict_from_value, verdict_schema};
+use super::verdict::{VERDICT_NAME, count, finish_word, parse_verdict_text, verdict_from_value, verdict_schema};
 use super::{CheckOutcome, Endpoints, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, request_id, unexpected_body};
 use crate::crd::Provider;
 
@@ -138,7 +138,7 @@ pub(super) fn parse_messages_response(body: &str) -> Result<(Verdict, Usage), Ju
             return Err(JudgeError::EmptyVerdict {
                 message: format!(
                     "no verdict in the answer (stop_reason {}); raise max_tokens",
-                    if stop_reason.is_empty() { "missing" } else { stop_reason }
+                    finish_word(stop_reason)
                 ),
             });
         }

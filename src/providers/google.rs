@@ -11,7 +11,7 @@ use super::error::{CallError, FailureKind};
 use super::http::{self, ErrorBody, Optional, call, judge_call, judge_with_fallback, secret_header};
 use super::models::{self, Reasoning};
 use super::retry::within_limit;
-use super::verdict::{count, gemini_verdict_schema, parse_verdict_text};
+use super::verdict::{count, finish_word, gemini_verdict_schema, parse_verdict_text};
 use super::{CheckOutcome, Endpoints, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, unexpected_body};
 use crate::crd::Provider;
 
@@ -171,7 +171,7 @@ pub(super) fn parse_generate_response(body: &str) -> Result<(Verdict, Usage), Ju
         return Err(JudgeError::EmptyVerdict {
             message: format!(
                 "no verdict text (finishReason {}{}); raise max_tokens",
-                if finish.is_empty() { "missing" } else { finish },
+                finish_word(finish),
                 thoughts.map(|t| format!(", {t} thinking tokens")).unwrap_or_default()
             ),
         });

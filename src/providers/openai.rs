@@ -11,7 +11,7 @@ use super::config::join;
 use super::error::{CallError, Failure, FailureKind};
 use super::http::{self, ErrorBody, Optional, call, judge_call, judge_with_fallback, secret_header};
 use super::models::{self, Reasoning, Reported};
-use super::verdict::{count, parse_verdict_text, verdict_schema};
+use super::verdict::{count, finish_word, parse_verdict_text, verdict_schema};
 use super::{CheckOutcome, Endpoints, JudgeError, JudgeRequest, KeyCheck, Usage, Verdict, request_id, unexpected_body};
 use crate::crd::Provider;
 
@@ -85,7 +85,7 @@ pub(super) fn parse_chat_response(body: &str) -> Result<(Verdict, Usage), JudgeE
         return Err(JudgeError::EmptyVerdict {
             message: format!(
                 "no verdict text (finish_reason {}{}); raise max_tokens or choose a model that thinks less",
-                if finish_reason.is_empty() { "missing" } else { finish_reason },
+                finish_word(finish_reason),
                 reasoning.map(|r| format!(", {r} reasoning tokens")).unwrap_or_default()
             ),
         });

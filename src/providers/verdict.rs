@@ -89,6 +89,14 @@ pub(crate) fn verdict_from_value(value: &Value) -> Result<Verdict, String> {
     Ok(Verdict { score, pass, reason: reason.chars().take(MAX_REASON_CHARS).collect() })
 }
 
+/// A provider's finish or stop reason as a message shows it: a short word on one line (the field
+/// is the provider's, or a gateway's, and could hold any text), `missing` when there is none.
+pub(crate) fn finish_word(reason: &str) -> String {
+    const MAX_CHARS: usize = 32;
+    let word: String = reason.chars().filter(|c| !c.is_control()).take(MAX_CHARS).collect();
+    if word.trim().is_empty() { "missing".into() } else { word }
+}
+
 /// Reads a non-negative integer field, treating absent or malformed values as 0.
 pub(crate) fn count(value: &Value, field: &str) -> u64 {
     value.get(field).and_then(Value::as_u64).unwrap_or(0)
