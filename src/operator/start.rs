@@ -9,11 +9,19 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use tokio::sync::{mpsc, oneshot};
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::Store;
+use tokio::task::JoinHandle;
+
 use super::keyring;
 use crate::broker::{self, BrokerCa, BrokerState, BrokerStores};
 use crate::controller::byokkey::{self, Wiring};
-use crate::controller::evaljob::{self, EvalApis, EvalContext, JudgeSettings};
+use crate::controller::evaljob::{self, EvalApis, EvalContext, EvalStores, JudgeSettings};
 use crate::controller::{Context, Error, OperatorConfig};
+use crate::crd::ByokKey;
+use crate::crypto::Keyring;
+use crate::crypto::sealing::SealingKey;
+use crate::metrics::Metrics;
 
 /// Where and how the key broker serves.
 #[derive(Clone, Debug)]
@@ -65,10 +73,12 @@ where
     }
 }
 
+/// A future that ends when this replica loses the leader lease (never, without election).
+type LeaseLost = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Runs every controller and the broker until SIGTERM/SIGINT. `set_level`, when given, lets the
-/// ConfigMap `byok-operator-config` change the log level at run time.
-/// Long because it is the start-up order itself (caches, leader, controllers, broker), written once
-/// in sequence; each step is a call into the module that owns it.
+/// ConfigMap `byok-operator-config` change the log level at run time. The start-up order itself:
+/// bootstrap Secrets, broker (listening, not answering), lease, controllers, synced caches.
 pub async fn run(
     client: Client,
     config: OperatorConfig,
@@ -80,173 +90,240 @@ pub async fn run(
     }
     let reporter = Reporter { controller: "byok-operator".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
-    let scope = config.watch_namespace.as_deref();
-    let ring = keyring::load_or_create(&client, &config.namespace, &config.keyring_secret, scope, &recorder).await?;
-    tracing::info!(active_kek = ring.active().id(), keks = ring.ids().count(), "keyring loaded");
-    let ring = Arc::new(RwLock::new(ring));
-    let ca = BrokerCa::load_or_create(&client, &config.namespace, &broker_config.ca_secret)
-        .await
-        .map_err(|e| Error::Internal(format!("broker CA: {e}")))?;
-
-    let sealing = Arc::new(super::sealing::load_or_create(&client, &config.namespace).await?);
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let boot = Bootstrap::load(&client, &config, &broker_config, &recorder).await?;
+    let metrics = Arc::new(Metrics::default());
     broker::count_from_zero(&metrics);
-
-    // The broker listens on every replica from the start (health checks pass); it answers, and
-    // reports ready, only once this replica leads and its caches exist.
-    let state = Arc::new(BrokerState {
-        client: client.clone(),
-        tokens: Arc::new(client.clone()),
-        keyring: ring.clone(),
-        stores: Default::default(),
-        metrics: metrics.clone(),
-        namespace: config.namespace.clone(),
-        recorder: recorder.clone(),
-        results_mac: ca.results_mac(),
-        metrics_auth: broker_config.metrics_auth,
-        results_slots: tokio::sync::Semaphore::new(broker::RESULTS_IN_FLIGHT),
-    });
-    let results_mac = Arc::new(ca.results_mac());
-    let ca_pem = ca.cert_pem.clone();
-    let broker_task = {
-        let (state, listen, names) = (state.clone(), broker_config.listen, broker_config.names.clone());
-        tokio::spawn(async move {
-            if let Err(e) = broker::serve(state, &ca, listen, &names).await {
-                tracing::error!(error = %e, "key broker stopped");
-            }
-        })
-    };
-    let mut lost: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match broker_config.lease.clone() {
+    let (state, broker_task) = start_broker(&client, &config, &broker_config, &boot, &metrics, &recorder);
+    let mut lost: LeaseLost = match broker_config.lease.clone() {
         Some(lease) => Box::pin(super::leader::lead(client.clone(), lease).await?),
         None => Box::pin(std::future::pending()),
     };
     // Never set back to 0: a replica that loses the lease exits.
     metrics.leader.set(1);
-
-    let (changed_tx, changed_rx) = mpsc::unbounded_channel();
-    tokio::spawn(keyring::follow(
-        client.clone(),
-        config.namespace.clone(),
-        config.keyring_secret.clone(),
-        ring.clone(),
-        changed_tx,
-    ));
     // `kubectl byok version` reads which version leads (and warns on skew).
     if let Err(e) = super::version::publish(&client, &config.namespace).await {
         let configmap = super::version::VERSION_CONFIGMAP;
         tracing::warn!(error = %e, configmap, "could not publish the operator's version");
     }
-
-    // Provider calls get their own timeout per request; this bounds connection setup.
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        // A redirect would carry the key's header to wherever the answer points.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("byok-operator/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Error::Internal(format!("http client: {e}")))?;
-
-    let c = || client.clone();
-    let scoped = config.watch_namespace.clone();
-    macro_rules! api {
-        () => {
-            match &scoped {
-                Some(ns) => Api::namespaced(c(), ns),
-                None => Api::all(c()),
-            }
-        };
-    }
-    let wiring = Wiring { byokkeys: api!(), secrets: api!(), secret_metadata: api!(), keyring_changed: changed_rx };
-
     // ByokKey controller first: the EvalJob controller and the broker read its caches.
-    let (keys_tx, keys_rx) = oneshot::channel();
-    let key_ctx = {
-        let (client, recorder, config, ring, metrics) =
-            (client.clone(), recorder.clone(), config.clone(), ring.clone(), metrics.clone());
-        move |parts: byokkey::ContextParts| {
-            let _ = keys_tx.send((parts.byokkeys.clone(), parts.encrypted.clone(), parts.byokkeys_synced.clone()));
-            Context {
-                client,
-                recorder,
-                config,
-                http,
-                keyring: ring,
-                metrics,
-                sealing,
-                byokkeys: parts.byokkeys,
-                index: parts.index,
-                encrypted: parts.encrypted,
-                sources: parts.sources,
-                requeue: parts.requeue,
-                backoff: Mutex::new(HashMap::new()),
-                written: Default::default(),
-                retries: Default::default(),
-            }
-        }
-    };
-    let keys_task = tokio::spawn(byokkey::run(wiring, key_ctx));
-    let (key_store, enc_store, keys_synced) =
-        keys_rx.await.map_err(|_| Error::Internal("ByokKey controller did not start".into()))?;
-
+    let keys = start_keys(&client, &config, &boot, &metrics, &recorder).await?;
     let settings = JudgeSettings {
         image: broker_config.judge_image.clone(),
         broker_url: broker_config.url.clone(),
         endpoints: config.endpoints.clone().into(),
         limits: config.judge,
     };
-    let apis = EvalApis { evaljobs: api!(), jobs: api!(), config_maps: api!(), byokkeys: api!() };
-    let (eval_tx, eval_rx) = oneshot::channel();
-    let eval_ctx = {
-        let (client, recorder, models, ca_pem, byokkeys, metrics) =
-            (client.clone(), recorder.clone(), config.models.clone(), ca_pem, key_store.clone(), metrics.clone());
-        move |jobs| EvalContext {
-            client,
-            recorder,
-            models,
-            settings,
-            ca_pem,
-            byokkeys,
-            results_mac,
-            jobs,
-            metrics,
-            written: Default::default(),
-            retries: Default::default(),
-        }
-    };
-    let eval_task = tokio::spawn(evaljob::run(apis, config.concurrency, eval_ctx, eval_tx));
-    let stores = eval_rx.await.map_err(|_| Error::Internal("EvalJob controller did not start".into()))?;
-
+    let (eval_task, evals) = start_evals(&client, &config, settings, &boot, &keys, &metrics, &recorder).await?;
     tokio::spawn(broker::grants::sweep(client.clone(), config.namespace.clone(), Duration::from_secs(600)));
-    // Ready means synced: until every cache the broker reads holds what the API server has, an
-    // answer from it could call a key revoked that is merely not loaded yet.
-    let syncing = std::time::Instant::now();
-    let synced = futures::future::try_join4(
-        listed("ByokKeys", keys_synced),
-        synced_or_say("encrypted keys", &enc_store),
-        listed("EvalJobs", stores.evaljobs_synced.clone()),
-        synced_or_say("Jobs", &stores.jobs),
-    );
     tokio::select! {
-        r = synced => { r.map_err(|_| Error::Internal("a controller stopped before its cache synced".into()))?; }
+        r = wait_synced(&keys, &evals) => r?,
         _ = &mut lost => return Err(Error::Internal("lost the leader lease".into())),
     }
-    tracing::info!(
-        keys = key_store.state().len(),
-        seconds = syncing.elapsed().as_secs_f64(),
-        "caches synced: the broker answers and reports ready"
-    );
     let _ = state.stores.set(BrokerStores {
-        byokkeys: key_store,
-        encrypted: enc_store,
-        evaljobs: stores.evaljobs,
-        jobs: stores.jobs,
+        byokkeys: keys.byokkeys,
+        encrypted: keys.encrypted,
+        evaljobs: evals.evaljobs,
+        jobs: evals.jobs,
     });
     // The controllers stop on SIGTERM/SIGINT; a lost lease stops everything at once, so two
     // replicas never act as leader together (the process exits and is restarted).
     let outcome = tokio::select! {
-        _ = async { tokio::join!(keys_task, eval_task) } => Ok(()),
+        _ = async { tokio::join!(keys.task, eval_task) } => Ok(()),
         _ = lost => Err(Error::Internal("lost the leader lease".into())),
     };
     broker_task.abort();
     outcome
+}
+
+/// The operator's own Secrets, each loaded (or created on first start) once.
+struct Bootstrap {
+    ring: Arc<RwLock<Keyring>>,
+    ca: Arc<BrokerCa>,
+    sealing: Arc<SealingKey>,
+}
+
+impl Bootstrap {
+    async fn load(
+        client: &Client,
+        config: &OperatorConfig,
+        broker_config: &BrokerConfig,
+        recorder: &Recorder,
+    ) -> Result<Self, Error> {
+        let scope = config.watch_namespace.as_deref();
+        let ring = keyring::load_or_create(client, &config.namespace, &config.keyring_secret, scope, recorder).await?;
+        tracing::info!(active_kek = ring.active().id(), keks = ring.ids().count(), "keyring loaded");
+        let ca = BrokerCa::load_or_create(client, &config.namespace, &broker_config.ca_secret)
+            .await
+            .map_err(|e| Error::Internal(format!("broker CA: {e}")))?;
+        let sealing = super::sealing::load_or_create(client, &config.namespace).await?;
+        Ok(Self { ring: Arc::new(RwLock::new(ring)), ca: Arc::new(ca), sealing: Arc::new(sealing) })
+    }
+}
+
+/// The broker listens on every replica from the start (health checks pass); it answers, and
+/// reports ready, only once this replica leads and its caches exist (`BrokerState::stores`).
+fn start_broker(
+    client: &Client,
+    config: &OperatorConfig,
+    broker_config: &BrokerConfig,
+    boot: &Bootstrap,
+    metrics: &Arc<Metrics>,
+    recorder: &Recorder,
+) -> (Arc<BrokerState>, JoinHandle<()>) {
+    let state = Arc::new(BrokerState {
+        client: client.clone(),
+        tokens: Arc::new(client.clone()),
+        keyring: boot.ring.clone(),
+        stores: Default::default(),
+        metrics: metrics.clone(),
+        namespace: config.namespace.clone(),
+        recorder: recorder.clone(),
+        results_mac: boot.ca.results_mac(),
+        metrics_auth: broker_config.metrics_auth,
+        results_slots: tokio::sync::Semaphore::new(broker::RESULTS_IN_FLIGHT),
+    });
+    let (served, ca, listen, names) =
+        (state.clone(), boot.ca.clone(), broker_config.listen, broker_config.names.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = broker::serve(served, &ca, listen, &names).await {
+            tracing::error!(error = %e, "key broker stopped");
+        }
+    });
+    (state, task)
+}
+
+/// Builds an Api over the watched scope: one namespace, or the cluster.
+fn scoped<K>(client: &Client, config: &OperatorConfig) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match &config.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The running ByokKey controller and the caches the others read.
+struct Keys {
+    task: JoinHandle<()>,
+    byokkeys: Store<ByokKey>,
+    encrypted: Store<Secret>,
+    synced: tokio::sync::watch::Receiver<bool>,
+}
+
+async fn start_keys(
+    client: &Client,
+    config: &OperatorConfig,
+    boot: &Bootstrap,
+    metrics: &Arc<Metrics>,
+    recorder: &Recorder,
+) -> Result<Keys, Error> {
+    let (changed_tx, changed_rx) = mpsc::unbounded_channel();
+    tokio::spawn(keyring::follow(
+        client.clone(),
+        config.namespace.clone(),
+        config.keyring_secret.clone(),
+        boot.ring.clone(),
+        changed_tx,
+    ));
+    let wiring = Wiring {
+        byokkeys: scoped(client, config),
+        secrets: scoped(client, config),
+        secret_metadata: scoped(client, config),
+        keyring_changed: changed_rx,
+    };
+    let http = provider_http()?;
+    let (keys_tx, keys_rx) = oneshot::channel();
+    let (client, recorder, config, ring, metrics, sealing) =
+        (client.clone(), recorder.clone(), config.clone(), boot.ring.clone(), metrics.clone(), boot.sealing.clone());
+    let make_ctx = move |parts: byokkey::ContextParts| {
+        let _ = keys_tx.send((parts.byokkeys.clone(), parts.encrypted.clone(), parts.byokkeys_synced.clone()));
+        Context {
+            client,
+            recorder,
+            config,
+            http,
+            keyring: ring,
+            metrics,
+            sealing,
+            byokkeys: parts.byokkeys,
+            index: parts.index,
+            encrypted: parts.encrypted,
+            sources: parts.sources,
+            requeue: parts.requeue,
+            backoff: Mutex::new(HashMap::new()),
+            written: Default::default(),
+            retries: Default::default(),
+        }
+    };
+    let task = tokio::spawn(byokkey::run(wiring, make_ctx));
+    let (byokkeys, encrypted, synced) =
+        keys_rx.await.map_err(|_| Error::Internal("ByokKey controller did not start".into()))?;
+    Ok(Keys { task, byokkeys, encrypted, synced })
+}
+
+/// The client for provider calls: each call has its own timeout; this bounds connection setup.
+fn provider_http() -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        // A redirect would carry the key's header to wherever the answer points.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("byok-operator/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Internal(format!("http client: {e}")))
+}
+
+async fn start_evals(
+    client: &Client,
+    config: &OperatorConfig,
+    settings: JudgeSettings,
+    boot: &Bootstrap,
+    keys: &Keys,
+    metrics: &Arc<Metrics>,
+    recorder: &Recorder,
+) -> Result<(JoinHandle<()>, EvalStores), Error> {
+    let apis = EvalApis {
+        evaljobs: scoped(client, config),
+        jobs: scoped(client, config),
+        config_maps: scoped(client, config),
+        byokkeys: scoped(client, config),
+    };
+    let (eval_tx, eval_rx) = oneshot::channel();
+    let (client, recorder, models, byokkeys, metrics) =
+        (client.clone(), recorder.clone(), config.models.clone(), keys.byokkeys.clone(), metrics.clone());
+    let (ca_pem, results_mac) = (boot.ca.cert_pem.clone(), Arc::new(boot.ca.results_mac()));
+    let make_ctx = move |jobs| EvalContext {
+        client,
+        recorder,
+        models,
+        settings,
+        ca_pem,
+        byokkeys,
+        results_mac,
+        jobs,
+        metrics,
+        written: Default::default(),
+        retries: Default::default(),
+    };
+    let task = tokio::spawn(evaljob::run(apis, config.concurrency, make_ctx, eval_tx));
+    let stores = eval_rx.await.map_err(|_| Error::Internal("EvalJob controller did not start".into()))?;
+    Ok((task, stores))
+}
+
+/// Ready means synced: until every cache the broker reads holds what the API server has, an
+/// answer from it could call a key revoked that is merely not loaded yet.
+async fn wait_synced(keys: &Keys, evals: &EvalStores) -> Result<(), Error> {
+    let syncing = std::time::Instant::now();
+    futures::future::try_join4(
+        listed("ByokKeys", keys.synced.clone()),
+        synced_or_say("encrypted keys", &keys.encrypted),
+        listed("EvalJobs", evals.evaljobs_synced.clone()),
+        synced_or_say("Jobs", &evals.jobs),
+    )
+    .await
+    .map_err(|_| Error::Internal("a controller stopped before its cache synced".into()))?;
+    let (keys, seconds) = (keys.byokkeys.state().len(), syncing.elapsed().as_secs_f64());
+    tracing::info!(keys, seconds, "caches synced: the broker answers and reports ready");
+    Ok(())
 }
