@@ -18,13 +18,14 @@ use kube::{Api, ResourceExt};
 /// What one run of the plugin said.
 struct Ran {
     ok: bool,
+    code: Option<i32>,
     stdout: String,
     stderr: String,
 }
 
 impl std::fmt::Debug for Ran {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ok={}\n--- stdout\n{}\n--- stderr\n{}", self.ok, self.stdout, self.stderr)
+        write!(f, "ok={} exit={:?}\n--- stdout\n{}\n--- stderr\n{}", self.ok, self.code, self.stdout, self.stderr)
     }
 }
 
@@ -49,6 +50,7 @@ async fn byok(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Ran {
     .expect("join");
     Ran {
         ok: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
@@ -293,6 +295,77 @@ async fn plugin_eval_run_watch_and_results() {
     assert_eq!(doc.root_element().attribute("failures"), Some("2"));
     let ran = byok(&env, &["eval", "results", "smoke"], None).await;
     assert!(ran.ok && ran.stdout.contains("CASE") && ran.stdout.contains("llm_judge"), "{ran:?}");
+    env.assert_no_plaintext().await;
+}
+
+/// `eval run --wait` with pass criteria: it follows the run (whose judge containers run here),
+/// prints the criteria, and exits 1 when they are not met, 0 when they are; the EvalJob carries the
+/// `Passed` condition that says so (and a Warning Event when it failed).
+#[tokio::test]
+async fn plugin_eval_run_wait_exits_by_the_pass_criteria() {
+    let mut env = TestEnv::new("plugin-gate").await;
+    let key = fake_key(Provider::OpenAi, "");
+    env.plaintexts.push(key.clone());
+    let ran = byok(&env, &["create", "gate-key", "--provider", "openai", "--default"], Some(&key)).await;
+    assert!(ran.ok, "{ran:?}");
+    env.wait_key("gate-key", "effective default", effective_default).await;
+    // c0 and c2 pass (0.9), c1 and c3 fail (0.2): a pass rate of 0.5.
+    let cases: String = (0..4)
+        .map(|i| {
+            let score = if i % 2 == 0 { "0.9" } else { "0.2" };
+            format!("{{\"id\":\"c{i}\",\"input\":\"q\",\"output\":\"mock-score={score}\"}}\n")
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cases.jsonl");
+    std::fs::write(&file, cases).expect("write cases");
+    let ejs: Api<EvalJob> = Api::namespaced(env.client.clone(), &env.ns);
+    for (name, min_pass_rate, exit, status, reason) in
+        [("strict", "0.8", 1, "False", "CriteriaNotMet"), ("lenient", "0.5", 0, "True", "CriteriaMet")]
+    {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-byok"));
+        cmd.args(["-n", &env.ns, "--operator-namespace", &env.op_ns, "eval", "run", "-f"])
+            .arg(&file)
+            .args(["--provider", "openai", "--name", name, "--scorer", "llm_judge:The answer is correct."])
+            .args(["--min-pass-rate", min_pass_rate, "--max-errored", "0", "--wait", "--wait-timeout", "180s"])
+            // Its containers run as local processes below: keep the pod off the node.
+            .args(["--node-selector", "launchgate.ai/test-no-node=true"]);
+        let waiter = tokio::task::spawn_blocking(move || cmd.output().expect("kubectl-byok runs"));
+        let ej = eventually("EvalJob running", TIMEOUT, || async {
+            ejs.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .filter(|e| e.status.as_ref().and_then(|s| s.phase) == Some(EvalPhase::Running))
+        })
+        .await;
+        let pod = judge_pods(&env, &ej.status.and_then(|s| s.job_name).expect("job"), 1).await.remove(0);
+        let local = LocalPod::prepare(&env, pod).await;
+        for container in ["fetch-key", "judge"] {
+            let ran = local.run(container, &[]).await;
+            env.extra_logs.push((format!("{name} {container}"), format!("{ran:?}")));
+            assert!(ran.status.success(), "{name} {container}: {}", String::from_utf8_lossy(&ran.stderr));
+        }
+        let out = waiter.await.expect("join");
+        let ran = Ran {
+            ok: out.status.success(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        no_key_in(&mut env, &format!("eval run --wait {name}"), &ran, &key);
+        assert_eq!(ran.code, Some(exit), "{name}: {ran:?}");
+        assert!(ran.stdout.contains("minPassRate"), "{name}: the criteria table: {ran:?}");
+        assert!(ran.stdout.contains(&format!("Passed={status} ({reason})")), "{name}: {ran:?}");
+        let ej = ejs.get(name).await.expect("get EvalJob");
+        let passed = ej.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Passed")).cloned();
+        let passed = passed.expect("Passed condition");
+        assert_eq!((passed.status.as_str(), passed.reason.as_str()), (status, reason), "{name}: {passed:?}");
+        if exit == 1 {
+            assert!(passed.message.contains("pass rate 0.5 (2 of 4 cases)"), "{passed:?}");
+            env.wait_event(name, reason).await;
+        }
+    }
     env.assert_no_plaintext().await;
 }
 

@@ -26,10 +26,16 @@ use super::Provider;
     printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress.display"}"#,
     printcolumn = r#"{"name":"Passed","type":"integer","jsonPath":".status.summary.passed"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Gate","type":"string","description":"Passed: the run met spec.passCriteria","jsonPath":".status.conditions[?(@.type==\"Passed\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("has(self.cases) != has(self.casesFrom)").message("set exactly one of cases and casesFrom"))]
 #[x_kube(validation = Rule::new("self == oldSelf").message("an EvalJob is immutable once created; create a new one"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.passCriteria) || !has(self.passCriteria.scorers) || self.passCriteria.scorers.all(k, self.scorers.exists(s, has(s.name) ? s.name == k : s.type == k))"
+).message(
+    "passCriteria.scorers must name scorers of spec.scorers: a scorer's name, or its type when it has no name (name a scorer whose type is used twice)"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct EvalJobSpec {
     /// Provider of the judge model.
@@ -70,6 +76,9 @@ pub struct EvalJobSpec {
     /// Judge pod overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<PodOverrides>,
+    /// What a finished run must reach to pass (condition `Passed`). Omitted: every case must pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_criteria: Option<PassCriteria>,
 }
 
 fn one() -> i32 {
@@ -157,6 +166,49 @@ pub struct EvalCase {
     /// The reference answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<String>,
+}
+
+/// The gate of a run: every criterion given must hold for condition `Passed` to be True. Rates
+/// count a case as passed when every scorer passed it; errored cases count as not passed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.minPassRate) || has(self.maxErrored) || has(self.minMeanScore) || has(self.scorers)").message(
+    "passCriteria needs at least one criterion (minPassRate, maxErrored, minMeanScore, scorers); omit it for the default: every case passes"
+))]
+#[serde(rename_all = "camelCase")]
+pub struct PassCriteria {
+    /// Least fraction of the cases, 0..1, that every scorer passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_pass_rate: Option<f64>,
+    /// Most cases that may be errored (some scorer could not score them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_errored: Option<i64>,
+    /// Least mean score, 0..1, over all scores of all scorers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_mean_score: Option<f64>,
+    /// Criteria per scorer, keyed by the scorer's name in results (its `name`, else its type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub scorers: Option<BTreeMap<String, ScorerCriteria>>,
+}
+
+/// The gate of one scorer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.minPassRate) || has(self.minMeanScore)").message(
+    "a scorer's criteria need minPassRate or minMeanScore"
+))]
+#[serde(rename_all = "camelCase")]
+pub struct ScorerCriteria {
+    /// Least fraction of the cases, 0..1, this scorer passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_pass_rate: Option<f64>,
+    /// Least mean score, 0..1, of this scorer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_mean_score: Option<f64>,
 }
 
 /// Cases from a ConfigMap key, one JSON object per line.

@@ -10,8 +10,8 @@ pub use byokkey::{
     ValidationSpec,
 };
 pub use evaljob::{
-    CasesFrom, ConfigMapKeyRef, EvalCase, EvalJob, EvalJobSpec, EvalJobStatus, EvalPhase, PodOverrides, Progress,
-    ResultsRef, Scorer, ScorerSummary, ScorerType, Summary, TokenUsage,
+    CasesFrom, ConfigMapKeyRef, EvalCase, EvalJob, EvalJobSpec, EvalJobStatus, EvalPhase, PassCriteria, PodOverrides,
+    Progress, ResultsRef, Scorer, ScorerCriteria, ScorerSummary, ScorerType, Summary, TokenUsage,
 };
 pub use provider::{AzureSpec, Provider};
 

@@ -32,6 +32,12 @@ pub enum Error {
     /// No usable kubeconfig.
     #[error("cannot load the Kubernetes client configuration ({0}); set KUBECONFIG, or pass --kubeconfig/--context")]
     Config(String),
+    /// The run completed and its pass criteria were not met (`eval run --wait`: exit 1).
+    #[error("{0}")]
+    GateFailed(String),
+    /// `eval run --wait`: the run could not complete or be followed to its end (exit 2).
+    #[error(transparent)]
+    RunIncomplete(Box<Error>),
 }
 
 impl Error {
@@ -44,6 +50,22 @@ impl Error {
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let what = what.into();
         move |source| Error::Io { what, source }
+    }
+
+    /// For `eval run --wait`, whose exit code tells a failed gate from a run that did not complete.
+    pub fn unless_gate(self) -> Error {
+        match self {
+            Error::GateFailed(_) | Error::RunIncomplete(_) => self,
+            other => Error::RunIncomplete(Box::new(other)),
+        }
+    }
+
+    /// The process exit code: 1, except `eval run --wait` when the run did not complete (2).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::RunIncomplete(_) => 2,
+            _ => 1,
+        }
     }
 }
 

@@ -3,10 +3,12 @@
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use std::time::Duration;
 
-use super::args::EvalRunArgs;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::args::{CriteriaArgs, EvalRunArgs};
 use super::ctx::Ctx;
 use super::error::{Error, api_code};
 use super::spec::check_name;
@@ -18,7 +20,6 @@ pub const CASES_KEY: &str = "cases.jsonl";
 const MAX_CASES_BYTES: usize = 1_000_000;
 
 pub async fn run(ctx: &Ctx, a: &EvalRunArgs) -> Result<(), Error> {
-    let ns = ctx.namespace.as_str();
     let name = a.name.clone().unwrap_or_else(|| format!("eval-{}", random_suffix()));
     check_name(&name)?;
     let scorers = a.scorers.iter().map(|s| parse_scorer(s, a.pass_threshold)).collect::<Result<Vec<_>, _>>()?;
@@ -26,6 +27,86 @@ pub async fn run(ctx: &Ctx, a: &EvalRunArgs) -> Result<(), Error> {
     let path = a.file.display().to_string();
     let jsonl = std::fs::read_to_string(&a.file).map_err(Error::io(format!("reading cases from {path}")))?;
     let count = check_cases(&path, &jsonl)?;
+    let ej = eval_job(&name, a, &scorers)?;
+    let cm_name = create_cases(ctx, &name, jsonl).await?;
+    let ejs: Api<EvalJob> = ctx.api();
+    let created = match ejs.create(&PostParams::default(), &ej).await {
+        Ok(ej) => ej,
+        Err(e) => {
+            let cms: Api<ConfigMap> = ctx.api();
+            let _ = cms.delete(&cm_name, &Default::default()).await;
+            return Err(Error::kube(format!("creating EvalJob {name} in namespace {}", ctx.namespace))(e));
+        }
+    };
+    own_cases(ctx, &created, &cm_name).await;
+    eprintln!("evaljob/{name} created in namespace {}: {count} cases, {} scorers", ctx.namespace, scorers.len());
+    // Long enough for the run's own deadline, and for its pods to start.
+    let deadline = a.run_timeout.unwrap_or(Duration::from_secs(created.spec.timeout_seconds.max(0) as u64));
+    let timeout = a.wait_timeout.unwrap_or(deadline + Duration::from_secs(15 * 60));
+    if a.wait {
+        return super::gate::wait(ctx, &name, timeout).await;
+    }
+    if a.watch {
+        return super::eval_watch::watch(ctx, &name, timeout).await;
+    }
+    println!("evaljob/{name} created; follow it with `kubectl byok eval watch {name}`");
+    Ok(())
+}
+
+/// The EvalJob `eval run` creates: its cases from the `<name>-input` ConfigMap.
+fn eval_job(name: &str, a: &EvalRunArgs, scorers: &[Scorer]) -> Result<EvalJob, Error> {
+    let mut spec = json!({
+        "provider": a.provider,
+        "scorers": scorers,
+        "casesFrom": { "configMapKeyRef": { "name": format!("{name}-input"), "key": CASES_KEY } },
+    });
+    let optional = [
+        ("keyRef", a.key.clone().map(Value::from)),
+        ("model", a.model.clone().map(Value::from)),
+        ("parallelism", a.parallelism.map(Value::from)),
+        ("concurrency", a.concurrency.map(Value::from)),
+        ("timeoutSeconds", a.run_timeout.map(|d| Value::from(d.as_secs()))),
+        ("passCriteria", pass_criteria(&a.criteria)),
+    ];
+    for (field, value) in optional {
+        if let Some(v) = value {
+            spec[field] = v;
+        }
+    }
+    if !a.node_selector.is_empty() {
+        let labels: serde_json::Map<String, Value> =
+            a.node_selector.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        spec["template"] = json!({ "nodeSelector": labels });
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "launchgate.ai/v1alpha1", "kind": "EvalJob",
+        "metadata": { "name": name }, "spec": spec,
+    }))
+    .map_err(|e| Error::Usage(format!("building the EvalJob: {e}")))
+}
+
+/// `spec.passCriteria` from the command line; None when no criterion was given.
+fn pass_criteria(c: &CriteriaArgs) -> Option<Value> {
+    let scorers: serde_json::Map<String, Value> =
+        c.scorer_min_pass_rate.iter().map(|(name, rate)| (name.clone(), json!({ "minPassRate": rate }))).collect();
+    let mut criteria = serde_json::Map::new();
+    let fields = [
+        ("minPassRate", c.min_pass_rate.map(Value::from)),
+        ("maxErrored", c.max_errored.map(Value::from)),
+        ("minMeanScore", c.min_mean_score.map(Value::from)),
+        ("scorers", (!scorers.is_empty()).then_some(Value::Object(scorers))),
+    ];
+    for (field, value) in fields {
+        if let Some(v) = value {
+            criteria.insert(field.into(), v);
+        }
+    }
+    (!criteria.is_empty()).then_some(Value::Object(criteria))
+}
+
+/// Creates the `<name>-input` ConfigMap holding the cases; returns its name.
+async fn create_cases(ctx: &Ctx, name: &str, jsonl: String) -> Result<String, Error> {
+    let ns = &ctx.namespace;
     let cm_name = format!("{name}-input");
     let cm = ConfigMap {
         metadata: ObjectMeta {
@@ -44,61 +125,20 @@ pub async fn run(ctx: &Ctx, a: &EvalRunArgs) -> Result<(), Error> {
         )),
         _ => Error::kube(format!("creating ConfigMap {cm_name} in namespace {ns}"))(e),
     })?;
-    let mut spec = json!({
-        "provider": a.provider,
-        "scorers": scorers,
-        "casesFrom": { "configMapKeyRef": { "name": cm_name, "key": CASES_KEY } },
-    });
-    let optional = [
-        ("keyRef", a.key.clone().map(serde_json::Value::from)),
-        ("model", a.model.clone().map(serde_json::Value::from)),
-        ("parallelism", a.parallelism.map(serde_json::Value::from)),
-        ("concurrency", a.concurrency.map(serde_json::Value::from)),
-        ("timeoutSeconds", a.run_timeout.map(|d| serde_json::Value::from(d.as_secs()))),
-    ];
-    for (field, value) in optional {
-        if let Some(v) = value {
-            spec[field] = v;
-        }
+    Ok(cm_name)
+}
+
+/// The cases ConfigMap goes with the EvalJob when it is deleted (a warning if it cannot be so).
+async fn own_cases(ctx: &Ctx, ej: &EvalJob, cm_name: &str) {
+    let Some(mut owner) = ej.controller_owner_ref(&()) else { return };
+    owner.controller = Some(false);
+    owner.block_owner_deletion = None;
+    let patch = json!({ "metadata": { "ownerReferences": [owner] } });
+    let cms: Api<ConfigMap> = ctx.api();
+    if let Err(e) = cms.patch(cm_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        let name = ej.name_any();
+        eprintln!("warning: could not make EvalJob {name} own ConfigMap {cm_name} ({e}); delete it yourself later");
     }
-    if !a.node_selector.is_empty() {
-        let labels: serde_json::Map<String, serde_json::Value> =
-            a.node_selector.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
-        spec["template"] = json!({ "nodeSelector": labels });
-    }
-    let ej: EvalJob = serde_json::from_value(json!({
-        "apiVersion": "launchgate.ai/v1alpha1", "kind": "EvalJob",
-        "metadata": { "name": name }, "spec": spec,
-    }))
-    .map_err(|e| Error::Usage(format!("building the EvalJob: {e}")))?;
-    let ejs: Api<EvalJob> = ctx.api();
-    let created = match ejs.create(&PostParams::default(), &ej).await {
-        Ok(ej) => ej,
-        Err(e) => {
-            let _ = cms.delete(&cm_name, &Default::default()).await;
-            return Err(Error::kube(format!("creating EvalJob {name} in namespace {ns}"))(e));
-        }
-    };
-    // The cases ConfigMap goes with the EvalJob when it is deleted.
-    if let Some(owner) = created.controller_owner_ref(&()) {
-        let mut owner = owner;
-        owner.controller = Some(false);
-        owner.block_owner_deletion = None;
-        let patch = json!({ "metadata": { "ownerReferences": [owner] } });
-        if let Err(e) = cms.patch(&cm_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            eprintln!("warning: could not make EvalJob {name} own ConfigMap {cm_name} ({e}); delete it yourself later");
-        }
-    }
-    eprintln!(
-        "evaljob/{} created in namespace {ns}: {count} cases, {} scorers",
-        created.name_any(),
-        ej.spec.scorers.len()
-    );
-    if a.watch {
-        return super::eval_watch::watch(ctx, &name, std::time::Duration::from_secs(86_400)).await;
-    }
-    println!("evaljob/{name} created; follow it with `kubectl byok eval watch {name}`");
-    Ok(())
 }
 
 /// `llm_judge:RUBRIC`, `contains[:TEXT]`, `exact_match`, `regex:PATTERN`, `json_valid`.

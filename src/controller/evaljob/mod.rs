@@ -1,7 +1,9 @@
 //! The EvalJob controller: resolves a key, creates the judge Job, follows results into status.
 
+pub mod gate;
 pub mod lifecycle;
 pub mod reconcile;
+pub mod standing;
 
 use std::sync::Arc;
 

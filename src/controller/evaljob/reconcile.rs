@@ -15,6 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::EvalContext;
 use super::lifecycle;
+use super::standing;
 use crate::broker::results::{self as stored, MAX_PARTS, RESULTS_COMPONENT, UnreadableLine, part_name};
 use crate::controller::Error;
 use crate::crd::conditions::{condition, set_condition};
@@ -89,9 +90,7 @@ async fn collect_results(ctx: &EvalContext, ej: &EvalJob, ns: &str, uid: &str) -
             continue;
         }
         // Gone since the list: nothing to read.
-        let Some(cm) = api.get_opt(&name).await? else {
-            continue;
-        };
+        let Some(cm) = api.get_opt(&name).await? else { continue };
         let Some(read) = stored::read_config_map(&cm, uid, &ctx.results_mac) else {
             rejected.push(name);
             continue;
@@ -159,7 +158,8 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
     let uid = ej.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let old = ctx.written.current(&uid, ej.resource_version().as_deref(), ej.status.clone().unwrap_or_default());
     if matches!(old.phase, Some(EvalPhase::Succeeded | EvalPhase::Failed)) {
-        return Ok(Action::await_change());
+        // Ended: nothing to write, unless an earlier operator ended it before the gate existed.
+        return finish(&ej, &ctx, &old, old.clone(), Vec::new(), None).await;
     }
     let now = Time(jiff::Timestamp::now());
     let mut st = old.clone();
@@ -437,9 +437,7 @@ async fn cases_jsonl(ej: &EvalJob, ctx: &EvalContext, ns: &str) -> Result<Result
         let lines: Vec<String> = cases.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
         return Ok(Ok(lines.join("\n") + "\n"));
     }
-    let Some(from) = &ej.spec.cases_from else {
-        return Ok(Err("no cases given".into()));
-    };
+    let Some(from) = &ej.spec.cases_from else { return Ok(Err("no cases given".into())) };
     let r = &from.config_map_key_ref;
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let text = api.get_opt(&r.name).await?.and_then(|cm| cm.data.and_then(|mut d| d.remove(&r.key)));
@@ -453,20 +451,29 @@ fn config_not_rendered(st: &mut EvalJobStatus, e: &serde_json::Error, generation
     (EventType::Warning, CONFIG_NOT_RENDERED, msg)
 }
 
+/// Writes the status (with the gate once the run has ended, and the kstatus conditions) when it
+/// changed, then publishes the Events.
 async fn finish(
     ej: &EvalJob,
     ctx: &EvalContext,
     old: &EvalJobStatus,
     mut st: EvalJobStatus,
-    notes: Vec<Note>,
+    mut notes: Vec<Note>,
     requeue: Option<Duration>,
 ) -> Result<Action, Error> {
+    let now = Time(jiff::Timestamp::now());
+    let gate = standing::conclude(ej, &mut st, &mut notes, &now);
+    standing::set_kstatus(ej, &mut st, &now);
     st.observed_generation = ej.metadata.generation;
     if st != *old {
         let ns = ej.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
         let api: Api<EvalJob> = Api::namespaced(ctx.client.clone(), &ns);
         let replaced: Vec<String> = ej.resource_version().into_iter().collect();
         status::write(ej, &replaced, &st, &ctx.written, &api).await?;
+    }
+    // Counted once written: a failed write is judged (and counted) again by the retry.
+    if let Some(passed) = gate {
+        ctx.metrics.count_gate(passed);
     }
     status::publish(&ctx.recorder, ej, notes);
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
