@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::duration::parse_duration;
 use crate::crd::Provider;
+use crate::report::compare::Threshold;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,9 +43,38 @@ pub struct GlobalArgs {
     /// Kubeconfig context (default: the current context).
     #[arg(long, global = true)]
     pub context: Option<String>,
-    /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    /// Output format: text (or table), json or yaml; for `eval report`, the HTML file to write.
+    #[arg(short = 'o', long, global = true, value_name = "FORMAT|FILE", value_parser = parse_output, default_value = "text")]
+    pub output: OutputArg,
+}
+
+/// What `-o` names: a format, or the file `eval report` writes (any other command refuses a file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputArg {
+    Format(Output),
+    File(PathBuf),
+}
+
+impl OutputArg {
+    /// The format to print in (text when `-o` names a file).
+    pub fn format(&self) -> Output {
+        match self {
+            Self::Format(o) => *o,
+            Self::File(_) => Output::Text,
+        }
+    }
+}
+
+/// Parses `-o`: `text` (or `table`), `json`, `yaml`; anything else is a file name.
+pub fn parse_output(s: &str) -> Result<OutputArg, String> {
+    let format = match s.trim().to_ascii_lowercase().as_str() {
+        "" => return Err("expected text, table, json, yaml, or a file name".into()),
+        "text" | "table" => Output::Text,
+        "json" => Output::Json,
+        "yaml" => Output::Yaml,
+        _ => return Ok(OutputArg::File(PathBuf::from(s))),
+    };
+    Ok(OutputArg::Format(format))
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +210,7 @@ pub enum KekCommand {
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
     /// Create an EvalJob from a JSON Lines file of cases.
-    Run(EvalRunArgs),
+    Run(Box<EvalRunArgs>),
     /// Show an EvalJob's progress until it Succeeded or Failed.
     Watch {
         name: String,
@@ -197,6 +227,35 @@ pub enum EvalCommand {
         #[arg(long)]
         junit: bool,
     },
+    /// Write a finished EvalJob's report: one self-contained HTML file (-o FILE, else stdout).
+    Report(EvalReportArgs),
+    /// Compare two finished EvalJobs over the same case ids; exit 1 when regressions exceed the
+    /// threshold, 2 when they cannot be compared.
+    Compare(EvalCompareArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalReportArgs {
+    /// The EvalJob (Succeeded or Failed).
+    pub name: String,
+    /// Another EvalJob over the same cases: per-case regressions and improvements, per-scorer deltas.
+    #[arg(long, value_name = "EVALJOB")]
+    pub baseline: Option<String>,
+    /// Prices per model (YAML or JSON), used before the built-in table.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalCompareArgs {
+    /// The EvalJob compared against (e.g. the last good run).
+    pub baseline: String,
+    /// The EvalJob compared with it.
+    pub candidate: String,
+    /// Regressed cases tolerated: a number of cases (3), a percentage (5%) or a fraction (0.05) of
+    /// the cases in both runs.
+    #[arg(long, default_value = "0")]
+    pub threshold: Threshold,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -238,6 +297,46 @@ pub struct EvalRunArgs {
     /// Show progress until the run ends.
     #[arg(long)]
     pub watch: bool,
+    /// Wait until the run ends, print its summary and exit by its gate (condition Passed): 0 passed,
+    /// 1 the pass criteria were not met, 2 the run could not complete (Failed, timed out, an error).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait and --watch wait for the end (default: the run's deadline plus 15m to start).
+    #[arg(long, value_parser = parse_duration)]
+    pub wait_timeout: Option<Duration>,
+    #[command(flatten)]
+    pub criteria: CriteriaArgs,
+}
+
+/// The gate of `eval run`: the EvalJob's `spec.passCriteria` (without any, every case must pass).
+#[derive(Args, Debug, Clone, Default)]
+pub struct CriteriaArgs {
+    /// Least fraction (0..1) of cases every scorer passed.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub min_pass_rate: Option<f64>,
+    /// Most cases that may be errored.
+    #[arg(long, value_name = "N")]
+    pub max_errored: Option<u32>,
+    /// Least mean score (0..1) over all scores.
+    #[arg(long, value_name = "SCORE", value_parser = parse_rate)]
+    pub min_mean_score: Option<f64>,
+    /// Least pass rate (0..1) of one scorer, by its name in results (repeatable).
+    #[arg(long = "scorer-min-pass-rate", value_name = "SCORER=RATE", value_parser = parse_scorer_rate)]
+    pub scorer_min_pass_rate: Vec<(String, f64)>,
+}
+
+/// Parses a rate or score between 0 and 1.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("expected a number from 0 to 1, got {s:?}")),
+    }
+}
+
+/// Parses `SCORER=RATE`.
+pub fn parse_scorer_rate(s: &str) -> Result<(String, f64), String> {
+    let (name, rate) = parse_label(s).map_err(|_| format!("expected SCORER=RATE, got {s:?}"))?;
+    Ok((name, parse_rate(&rate)?))
 }
 
 /// Parses `key=value` (a node label).
@@ -262,10 +361,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn output_is_a_format_or_a_file() {
+        assert_eq!(parse_output("table"), Ok(OutputArg::Format(Output::Text)));
+        assert_eq!(parse_output("JSON"), Ok(OutputArg::Format(Output::Json)));
+        assert_eq!(parse_output("report.html"), Ok(OutputArg::File("report.html".into())));
+        assert_eq!(parse_output("report.html").map(|o| o.format()), Ok(Output::Text));
+        assert!(parse_output(" ").is_err());
+        let cli = Cli::try_parse_from(["kubectl-byok", "eval", "report", "a", "-o", "r.html", "--baseline", "b"]);
+        let cli = cli.expect("parses");
+        assert_eq!(cli.global.output, OutputArg::File("r.html".into()));
+        let cli = Cli::try_parse_from(["kubectl-byok", "eval", "compare", "a", "b", "--threshold", "5%", "-o", "json"]);
+        assert!(matches!(cli.expect("parses").command, Command::Eval(EvalCommand::Compare(_))));
+    }
+
+    #[test]
     fn labels_are_key_equals_value() {
         assert_eq!(parse_label(" zone = a "), Ok(("zone".into(), "a".into())));
         assert_eq!(parse_label("gpu="), Ok(("gpu".into(), String::new())));
         assert!(parse_label("=a").is_err());
         assert!(parse_label("zone").is_err());
+    }
+
+    #[test]
+    fn rates_are_between_zero_and_one() {
+        assert_eq!(parse_rate("0.8"), Ok(0.8));
+        assert_eq!(parse_rate("1"), Ok(1.0));
+        assert!(parse_rate("1.5").is_err() && parse_rate("-0.1").is_err() && parse_rate("NaN").is_err());
+        assert_eq!(parse_scorer_rate("llm_judge=0.9"), Ok(("llm_judge".into(), 0.9)));
+        assert!(parse_scorer_rate("llm_judge").is_err() && parse_scorer_rate("llm_judge=2").is_err());
     }
 }

@@ -30,7 +30,7 @@ impl Ctx {
         };
         let namespace = g.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
         let client = Client::try_from(config).map_err(|e| Error::Config(e.to_string()))?;
-        Ok(Self { client, namespace, operator_namespace: g.operator_namespace.clone(), output: g.output })
+        Ok(Self { client, namespace, operator_namespace: g.operator_namespace.clone(), output: g.output.format() })
     }
 
     /// An API of the command's namespace.

@@ -49,7 +49,7 @@ pub async fn seal(ctx: Option<&Ctx>, g: &GlobalArgs, a: &SealArgs) -> Result<(),
         })?;
     drop(key);
     let manifest = manifest(&ns, key_spec(&a.spec, KeySource::Sealed(sealed)).map(|s| ByokKey::new(name, s))?)?;
-    match g.output {
+    match g.output.format() {
         Output::Json => {
             let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Failed(format!("JSON: {e}")))?;
             println!("{text}");
