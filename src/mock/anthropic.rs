@@ -95,9 +95,21 @@ fn error(state: &MockState, status: u16, kind: &str, message: &str, extra: Vec<(
 }
 
 fn failure(state: &MockState, injected: Injected) -> Response {
+    let rate_limit = |extra| {
+        error(
+            state,
+            429,
+            "rate_limit_error",
+            "This request would exceed the rate limit for your organization of 50 requests per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits.",
+            extra,
+        )
+    };
     match injected {
-        Injected::Unauthorized => error(state, 401, "authentication_error", "invalid x-api-key", vec![]),
-        Injected::Restricted => error(
+        Injected::Unauthorized | Injected::Unauthenticated401 => {
+            error(state, 401, "authentication_error", "invalid x-api-key", vec![])
+        }
+        Injected::InvalidKey400 => error(state, 400, "authentication_error", "invalid x-api-key", vec![]),
+        Injected::Restricted | Injected::Forbidden => error(
             state,
             403,
             "permission_error",
@@ -119,14 +131,12 @@ fn failure(state: &MockState, injected: Injected) -> Response {
             "You have reached your specified API usage limits. You will regain access on 2027-01-01 at 00:00 UTC.",
             vec![],
         ),
-        Injected::RateLimit => error(
-            state,
-            429,
-            "rate_limit_error",
-            "This request would exceed the rate limit for your organization of 50 requests per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits.",
-            vec![("retry-after", "1".into())],
-        ),
-        Injected::ServerError => error(state, 529, "overloaded_error", "Overloaded", vec![]),
+        Injected::RateLimit => rate_limit(vec![("retry-after", "1".into())]),
+        Injected::RateLimitNoWait => rate_limit(vec![]),
+        Injected::ServerError | Injected::Overloaded => error(state, 529, "overloaded_error", "Overloaded", vec![]),
+        Injected::Internal => error(state, 500, "api_error", "Internal server error", vec![]),
+        // Anthropic documents no 503; the api_error envelope is [unconfirmed].
+        Injected::Unavailable => error(state, 503, "api_error", "Service Unavailable", vec![]),
     }
 }
 
@@ -251,32 +261,50 @@ async fn messages(State(state): State<Arc<MockState>>, request_headers: HeaderMa
         Ok(behaviour) => behaviour,
         Err(response) => return response,
     };
-    let bad = |message: &str| error(&state, 400, "invalid_request_error", message, vec![]);
-    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
-        return bad("There was an issue with the request body: invalid JSON");
+    let (model, request) = match validate(&state, &body) {
+        Ok(valid) => valid,
+        Err(response) => return *response,
     };
-    let Some(id) = request.get("model").and_then(Value::as_str) else { return bad("model: Field required") };
-    // Retired ids answer exactly like unknown ones, before the rest of the body is looked at.
-    let Some(model) = state.config.catalog.anthropic_model(id) else { return model_not_found(&state, id) };
-    let Some(max_tokens) = request.get("max_tokens").and_then(Value::as_u64) else {
-        return bad("max_tokens: Field required");
-    };
-    let Some(messages) = request.get("messages").and_then(Value::as_array) else {
-        return bad("messages: Field required");
-    };
-    if let Err(message) = check_params(model, &request) {
-        return bad(message);
-    }
     if let Some(f) = state.injected(behaviour, Stage::Generation) {
         return failure(&state, f);
     }
+    respond(200, headers(&state, 49), &message(&state, model, &request))
+}
+
+/// Checks a Messages body as the API does: the model first (a retired id answers like an
+/// unknown one, before the rest of the body is looked at), then the required fields and the
+/// parameters the model refuses.
+fn validate<'a>(state: &'a MockState, body: &[u8]) -> Result<(&'a Model, Map<String, Value>), Box<Response>> {
+    let bad = |message: &str| Box::new(error(state, 400, "invalid_request_error", message, vec![]));
+    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
+        return Err(bad("There was an issue with the request body: invalid JSON"));
+    };
+    let Some(id) = request.get("model").and_then(Value::as_str) else { return Err(bad("model: Field required")) };
+    let Some(model) = state.config.catalog.anthropic_model(id) else {
+        return Err(Box::new(model_not_found(state, id)));
+    };
+    if request.get("max_tokens").and_then(Value::as_u64).is_none() {
+        return Err(bad("max_tokens: Field required"));
+    }
+    if request.get("messages").and_then(Value::as_array).is_none() {
+        return Err(bad("messages: Field required"));
+    }
+    check_params(model, &request).map_err(bad)?;
+    Ok((model, request))
+}
+
+/// The Message answering a valid request: the forced `record_verdict` call (or the verdict as
+/// text), a refusal, or no content when `max_tokens` cannot hold the verdict.
+fn message(state: &MockState, model: &Model, request: &Map<String, Value>) -> Value {
     let system = text(request.get("system"));
+    let messages = request.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let user = messages
         .iter()
         .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
         .map(|m| text(m.get("content")))
         .collect::<Vec<_>>()
         .join("\n");
+    let max_tokens = request.get("max_tokens").and_then(Value::as_u64).unwrap_or_default();
     let forced_tool = request.get("tool_choice").and_then(|c| c.get("name")).and_then(Value::as_str) == Some(TOOL);
     let verdict = mock_verdict(&system, &user);
     let needed = mock_output_tokens(&verdict);
@@ -295,7 +323,7 @@ async fn messages(State(state): State<Arc<MockState>>, request_headers: HeaderMa
         (json!([{"type": "text", "text": verdict_json(&verdict)}]), "end_turn", needed)
     };
     let input = mock_tokens(&system) + mock_tokens(&user);
-    let body = json!({
+    json!({
         "id": format!("msg_{}", state.next_id()),
         "type": "message",
         "role": "assistant",
@@ -304,8 +332,7 @@ async fn messages(State(state): State<Arc<MockState>>, request_headers: HeaderMa
         "stop_reason": stop_reason,
         "stop_sequence": null,
         "usage": {"input_tokens": input, "output_tokens": output, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-    });
-    respond(200, headers(&state, 49), &body)
+    })
 }
 
 #[cfg(test)]

@@ -54,14 +54,34 @@ fn error(state: &MockState, status: u16, code: &str, message: &str) -> Response 
 }
 
 fn failure(state: &MockState, injected: Injected) -> Response {
-    match injected {
-        Injected::Unauthorized => error(
+    let denied = |status: u16| {
+        error(
             state,
-            401,
+            status,
             "401",
             "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
-        ),
-        Injected::Restricted => {
+        )
+    };
+    let rate_limit = |wait: bool| {
+        let mut h = headers(state, 0);
+        if wait {
+            h.extend([("retry-after", "1".to_string()), ("retry-after-ms", "1000".to_string())]);
+        }
+        let message = "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 have exceeded call rate limit of your current OpenAI S0 pricing tier. Please retry after 1 second. Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.";
+        respond(429, h, &json!({"error": {"code": "429", "message": message}}))
+    };
+    let unavailable = |status: u16| {
+        error(
+            state,
+            status,
+            "ServiceUnavailable",
+            "The service is temporarily unable to process your request. Please try again later.",
+        )
+    };
+    match injected {
+        Injected::Unauthorized | Injected::Unauthenticated401 => denied(401),
+        Injected::InvalidKey400 => denied(400),
+        Injected::Restricted | Injected::Forbidden => {
             error(state, 403, "AuthenticationTypeDisabled", "Key based authentication is disabled for this resource.")
         }
         // [unconfirmed] Azure's data plane mostly reports quota as rate limiting; this models a hard stop.
@@ -71,13 +91,12 @@ fn failure(state: &MockState, injected: Injected) -> Response {
             "insufficient_quota",
             "The quota for this subscription has been exhausted. Please check your plan and billing details.",
         ),
-        Injected::RateLimit => {
-            let mut h = headers(state, 0);
-            h.extend([("retry-after", "1".to_string()), ("retry-after-ms", "1000".to_string())]);
-            let message = "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 have exceeded call rate limit of your current OpenAI S0 pricing tier. Please retry after 1 second. Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.";
-            respond(429, h, &json!({"error": {"code": "429", "message": message}}))
-        }
-        Injected::ServerError => error(
+        Injected::RateLimit => rate_limit(true),
+        Injected::RateLimitNoWait => rate_limit(false),
+        // Azure documents no 529; a gateway in front of it might.
+        Injected::Unavailable => unavailable(503),
+        Injected::Overloaded => unavailable(529),
+        Injected::ServerError | Injected::Internal => error(
             state,
             500,
             "InternalServerError",

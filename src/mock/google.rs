@@ -75,8 +75,25 @@ fn failure(injected: Injected, model: Option<&str>) -> Response {
         }]})
     };
     let exceeded = "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.";
+    let per_minute = |retry: bool| {
+        let mut details = vec![quota("GenerateRequestsPerMinutePerProjectPerModel-FreeTier")];
+        let mut headers = vec![];
+        if retry {
+            details.push(json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}));
+            headers.push(("retry-after", "1".to_string()));
+        }
+        error(429, "RESOURCE_EXHAUSTED", exceeded, json!(details), headers)
+    };
     match injected {
-        Injected::Unauthorized => error(
+        Injected::Unauthenticated401 => error(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            json!([{"@type": ERROR_INFO, "reason": "ACCESS_TOKEN_TYPE_UNSUPPORTED", "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"}}]),
+            vec![],
+        ),
+        Injected::Unauthorized | Injected::InvalidKey400 => error(
             400,
             "INVALID_ARGUMENT",
             "API key not valid. Please pass a valid API key.",
@@ -88,7 +105,7 @@ fn failure(injected: Injected, model: Option<&str>) -> Response {
             ]),
             vec![],
         ),
-        Injected::Restricted => error(
+        Injected::Restricted | Injected::Forbidden => error(
             403,
             "PERMISSION_DENIED",
             "Requests to this API generativelanguage.googleapis.com method google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent are blocked.",
@@ -104,18 +121,21 @@ fn failure(injected: Injected, model: Option<&str>) -> Response {
             json!([quota("GenerateRequestsPerDayPerProjectPerModel-FreeTier")]),
             vec![],
         ),
-        Injected::RateLimit => error(
-            429,
-            "RESOURCE_EXHAUSTED",
-            exceeded,
-            json!([
-                quota("GenerateRequestsPerMinutePerProjectPerModel-FreeTier"),
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}
-            ]),
-            vec![("retry-after", "1".into())],
-        ),
-        Injected::ServerError => {
+        Injected::RateLimit => per_minute(true),
+        Injected::RateLimitNoWait => per_minute(false),
+        Injected::ServerError | Injected::Unavailable => {
             error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.", json!([]), vec![])
+        }
+        Injected::Internal => error(
+            500,
+            "INTERNAL",
+            "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+            json!([]),
+            vec![],
+        ),
+        // Gemini never sends 529; a gateway in front of it might.
+        Injected::Overloaded => {
+            error(529, "UNAVAILABLE", "The model is overloaded. Please try again later.", json!([]), vec![])
         }
     }
 }
@@ -339,32 +359,48 @@ async fn generate(
         return error(404, "NOT_FOUND", "Method not found.", json!([]), vec![]);
     };
     let Some(model) = state.config.catalog.google_model(id) else { return not_found(id, &version) };
-    let bad = |message: &str| error(400, "INVALID_ARGUMENT", message, json!([]), vec![]);
-    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
-        return bad("Invalid JSON payload received.");
-    };
-    if version == "v1"
-        && let Some(unknown) = v1_unknown_field(&request)
-    {
-        return unknown.response();
-    }
-    let contents = request.get("contents").and_then(Value::as_array).filter(|c| !c.is_empty());
-    let Some(contents) = contents else { return bad("* GenerateContentRequest.contents: contents is not specified") };
-    let generation_config = request.get("generationConfig").or_else(|| request.get("generation_config"));
-    let thinking = match thinking_tokens(model, generation_config) {
-        Ok(thinking) => thinking,
-        Err(message) => return bad(&message),
+    let (request, thinking) = match validate(model, &version, &body) {
+        Ok(valid) => valid,
+        Err(response) => return *response,
     };
     if let Some(f) = state.injected(behaviour, Stage::Generation) {
         return failure(f, Some(model.id));
     }
+    respond(200, vec![], &generation(&state, model, &request, thinking))
+}
+
+/// Checks a generateContent body as the API does for `version`; the request and the tokens the
+/// model will think, or the 400 to answer.
+fn validate(model: &Model, version: &str, body: &[u8]) -> Result<(Map<String, Value>, u64), Box<Response>> {
+    let bad = |message: &str| Box::new(error(400, "INVALID_ARGUMENT", message, json!([]), vec![]));
+    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
+        return Err(bad("Invalid JSON payload received."));
+    };
+    if version == "v1"
+        && let Some(unknown) = v1_unknown_field(&request)
+    {
+        return Err(Box::new(unknown.response()));
+    }
+    if request.get("contents").and_then(Value::as_array).is_none_or(|c| c.is_empty()) {
+        return Err(bad("* GenerateContentRequest.contents: contents is not specified"));
+    }
+    let generation_config = request.get("generationConfig").or_else(|| request.get("generation_config"));
+    let thinking = thinking_tokens(model, generation_config).map_err(|message| bad(&message))?;
+    Ok((request, thinking))
+}
+
+/// The GenerateContentResponse to a valid request: the verdict, a refusal, or no parts when the
+/// output limit went to thoughts.
+fn generation(state: &MockState, model: &Model, request: &Map<String, Value>, thinking: u64) -> Value {
     let system = parts_text(request.get("systemInstruction").or_else(|| request.get("system_instruction")));
+    let contents = request.get("contents").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let user = contents
         .iter()
         .filter(|c| c.get("role").and_then(Value::as_str).is_none_or(|r| r == "user"))
         .map(|c| parts_text(Some(c)))
         .collect::<Vec<_>>()
         .join("\n");
+    let generation_config = request.get("generationConfig").or_else(|| request.get("generation_config"));
     let max_tokens =
         generation_config.and_then(|c| field(c, "maxOutputTokens", "max_output_tokens")).and_then(Value::as_u64);
     let verdict = mock_verdict(&system, &user);
@@ -389,6 +425,15 @@ async fn generate(
             ),
         }
     };
+    json!({
+        "candidates": [candidate],
+        "usageMetadata": usage_metadata(model, input, output, thoughts),
+        "modelVersion": model.id,
+        "responseId": state.next_id()
+    })
+}
+
+fn usage_metadata(model: &Model, input: u64, output: u64, thoughts: u64) -> Value {
     let mut usage = json!({
         "promptTokenCount": input,
         "candidatesTokenCount": output,
@@ -398,13 +443,7 @@ async fn generate(
     if model.is_reasoning() {
         usage["thoughtsTokenCount"] = json!(thoughts);
     }
-    let body = json!({
-        "candidates": [candidate],
-        "usageMetadata": usage,
-        "modelVersion": model.id,
-        "responseId": state.next_id()
-    });
-    respond(200, vec![], &body)
+    usage
 }
 
 #[cfg(test)]

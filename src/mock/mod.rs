@@ -25,6 +25,11 @@
 //!   before the body is looked at, and a deployment answers as its underlying model.
 //! - Unknown routes under each prefix answer that provider's 404.
 //!
+//! Provider faults (401, 403, 400 invalid-key, 429 with and without a wait, 500, 503, 529, a
+//! reset mid-body, no answer, a dripping body, malformed or foreign JSON, a 50 MiB body) are one
+//! table, [`FAULTS`], each selected by a `fault-...` key marker; wire faults are done on the
+//! socket. A refused connection: [`MockHandle::refused_endpoints`].
+//!
 //! Anthropic answers out-of-credit keys ([`Behaviour::Quota`]) and keys over their spend limit
 //! ([`Behaviour::SpendLimit`]) with 400 `invalid_request_error`; OpenAI keys without the model-read
 //! scope ([`Behaviour::NoModelRead`]) fail the model endpoints with 401 but can chat.
@@ -33,6 +38,7 @@ pub mod catalog;
 
 mod anthropic;
 mod azure;
+pub mod faults;
 mod google;
 mod openai;
 #[cfg(test)]
@@ -58,6 +64,7 @@ use tokio::task::JoinHandle;
 use crate::providers::Endpoints;
 
 pub use catalog::Catalog;
+pub use faults::{FAULTS, Fault, FaultSpec};
 pub use state::{Behaviour, fnv1a64, key_fingerprint};
 pub use verdicts::{mock_output_tokens, mock_refuses, mock_score, mock_tokens, mock_usage, mock_verdict};
 
@@ -95,6 +102,8 @@ impl Default for MockConfig {
 /// A running mock. Dropping it stops the server.
 pub struct MockHandle {
     addr: SocketAddr,
+    /// A port bound but not listening: connections to it are refused.
+    refused: tokio::net::TcpSocket,
     state: Arc<MockState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -105,17 +114,19 @@ pub async fn start(config: MockConfig) -> std::io::Result<MockHandle> {
     let bind = config.addr.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     let listener = tokio::net::TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
+    let refused = tokio::net::TcpSocket::new_v4()?;
+    refused.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     let state = Arc::new(MockState::new(config));
-    let app = router(state.clone());
+    let app = router(state.clone()).into_make_service_with_connect_info::<faults::Conn>();
     let (shutdown, signal) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(faults::FaultListener(listener), app)
             .with_graceful_shutdown(async {
                 let _ = signal.await;
             })
             .await
     });
-    Ok(MockHandle { addr, state, shutdown: Some(shutdown), task: Some(task) })
+    Ok(MockHandle { addr, refused, state, shutdown: Some(shutdown), task: Some(task) })
 }
 
 impl MockHandle {
@@ -130,6 +141,18 @@ impl MockHandle {
             anthropic: format!("http://{}/anthropic", self.addr),
             google: format!("http://{}/google", self.addr),
             azure: Some(self.azure_endpoint()),
+            ..Endpoints::default()
+        }
+    }
+
+    /// Base URLs of a port bound by nobody listening: every connection is refused.
+    pub fn refused_endpoints(&self) -> Endpoints {
+        let addr = self.refused.local_addr().map_or_else(|_| "127.0.0.1:1".to_string(), |a| a.to_string());
+        Endpoints {
+            openai: format!("http://{addr}/openai/v1"),
+            anthropic: format!("http://{addr}/anthropic"),
+            google: format!("http://{addr}/google"),
+            azure: Some(format!("http://{addr}/azure")),
             ..Endpoints::default()
         }
     }
@@ -152,6 +175,11 @@ impl MockHandle {
     /// Requests that carried `key`, whatever the answer.
     pub fn requests_for_key(&self, key: &str) -> u64 {
         self.state.requests_for_key(key)
+    }
+
+    /// Body bytes a streamed fault answer (`Fault::Huge`) handed to the socket for `key`.
+    pub fn streamed_for_key(&self, key: &str) -> u64 {
+        self.state.streamed_for_key(key)
     }
 
     /// All requests to provider endpoints, with or without a key.
@@ -194,6 +222,7 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/_mock/latency", post(set_latency))
         .route("/_mock/stats", get(stats))
         .fallback(|| async { respond(404, vec![], &json!({"error": {"message": "mock: no such endpoint"}})) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), faults::inject))
         .with_state(state)
 }
 

@@ -82,9 +82,9 @@ fn missing_key(state: &MockState) -> Response {
 }
 
 fn failure(state: &MockState, injected: Injected, key: &str) -> Response {
-    match injected {
-        Injected::Unauthorized => error(
-            401,
+    let incorrect_key = |status: u16| {
+        error(
+            status,
             headers(state, 9999),
             &format!(
                 "Incorrect API key provided: {}. You can find your API key at https://platform.openai.com/account/api-keys.",
@@ -93,6 +93,34 @@ fn failure(state: &MockState, injected: Injected, key: &str) -> Response {
             "invalid_request_error",
             None,
             Some("invalid_api_key"),
+        )
+    };
+    let rate_limit = |wait: bool| {
+        let mut h = headers(state, 0);
+        if wait {
+            h.extend([("retry-after", "1".to_string()), ("retry-after-ms", "1000".to_string())]);
+        }
+        error(
+            429,
+            h,
+            "Rate limit reached for requests per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 1s. Visit https://platform.openai.com/account/rate-limits to learn more.",
+            "requests",
+            None,
+            Some("rate_limit_exceeded"),
+        )
+    };
+    let server_error =
+        |status: u16, message: &str| error(status, headers(state, 9999), message, "server_error", None, None);
+    match injected {
+        Injected::Unauthorized | Injected::Unauthenticated401 => incorrect_key(401),
+        Injected::InvalidKey400 => incorrect_key(400),
+        Injected::Forbidden => error(
+            403,
+            headers(state, 9999),
+            "Country, region, or territory not supported",
+            "request_forbidden",
+            None,
+            Some("unsupported_country_region_territory"),
         ),
         Injected::Restricted => error(
             401,
@@ -110,26 +138,14 @@ fn failure(state: &MockState, injected: Injected, key: &str) -> Response {
             None,
             Some("insufficient_quota"),
         ),
-        Injected::RateLimit => {
-            let mut h = headers(state, 0);
-            h.extend([("retry-after", "1".to_string()), ("retry-after-ms", "1000".to_string())]);
-            error(
-                429,
-                h,
-                "Rate limit reached for requests per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 1s. Visit https://platform.openai.com/account/rate-limits to learn more.",
-                "requests",
-                None,
-                Some("rate_limit_exceeded"),
-            )
+        Injected::RateLimit => rate_limit(true),
+        Injected::RateLimitNoWait => rate_limit(false),
+        Injected::ServerError | Injected::Internal => {
+            server_error(500, "The server had an error while processing your request. Sorry about that!")
         }
-        Injected::ServerError => error(
-            500,
-            headers(state, 9999),
-            "The server had an error while processing your request. Sorry about that!",
-            "server_error",
-            None,
-            None,
-        ),
+        // Wording [unconfirmed]; OpenAI documents 503 "slow down" and overload, never 529.
+        Injected::Unavailable => server_error(503, "The server is overloaded or not ready yet."),
+        Injected::Overloaded => server_error(529, "The server is overloaded or not ready yet."),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::MockConfig;
+use super::faults::Fault;
 
 /// How the mock answers requests made with a key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -40,13 +41,20 @@ pub enum Behaviour {
     ServerError,
     /// Answers normally after `MockConfig.slow_delay` (5 s by default).
     Slow,
+    /// A provider fault from the fault table (`faults::FAULTS`): a status in the provider's
+    /// envelope, or a broken answer on the wire.
+    Fault(Fault),
 }
 
 impl Behaviour {
-    /// The default behaviour of a key, from a marker substring: "nomodelread", "spendlimit",
-    /// "invalid", "restricted", "quota", "ratelimit", "servererror", "slow"; any other key works.
-    /// The first marker found in this order wins.
+    /// The default behaviour of a key, from a marker substring: a fault's (`fault-...`, see
+    /// `faults::FAULTS`), then "nomodelread", "spendlimit", "invalid", "restricted", "quota",
+    /// "ratelimit", "servererror", "slow"; any other key works. The first marker found in this
+    /// order wins.
     pub fn for_key(key: &str) -> Self {
+        if let Some(fault) = Fault::for_key(key) {
+            return Self::Fault(fault);
+        }
         const MARKERS: [(&str, Behaviour); 8] = [
             ("nomodelread", Behaviour::NoModelRead),
             ("spendlimit", Behaviour::SpendLimit),
@@ -64,12 +72,29 @@ impl Behaviour {
 /// The failure a request gets, provider-neutral; each provider renders it in its own envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Injected {
+    /// The provider's answer to a bad key (401; Gemini 400 API_KEY_INVALID).
     Unauthorized,
     Restricted,
     Quota,
     SpendLimit,
+    /// 429 with the provider's wait headers.
     RateLimit,
+    /// Behaviour::ServerError: OpenAI/Azure 500, Anthropic 529, Gemini 503.
     ServerError,
+    /// 401 whatever the provider (Gemini: UNAUTHENTICATED, its answer to a bad OAuth token).
+    Unauthenticated401,
+    /// The provider's invalid-key body with status 400 (Gemini's real answer to a bad key).
+    InvalidKey400,
+    /// 403 (OpenAI: request_forbidden, as for an unsupported country).
+    Forbidden,
+    /// 429 without any wait, in headers or body.
+    RateLimitNoWait,
+    /// 500.
+    Internal,
+    /// 503.
+    Unavailable,
+    /// 529 (Anthropic's overloaded_error; no other provider documents it).
+    Overloaded,
 }
 
 /// Where in request handling a failure is decided. Real services authenticate first, validate the
@@ -94,6 +119,7 @@ pub(crate) fn injected(behaviour: Behaviour, stage: Stage, quota_blocks_listing:
         (B::SpendLimit, Stage::Generation) => Some(Injected::SpendLimit),
         (B::SpendLimit, Stage::Listing { .. }) if quota_blocks_listing => Some(Injected::SpendLimit),
         (B::Quota | B::SpendLimit, _) | (_, Stage::Generation) => None,
+        (B::Fault(fault), _) => fault.injected(),
         (B::Invalid, _) => Some(Injected::Unauthorized),
         (B::Restricted, Stage::Listing { restricted_ok: true }) => None,
         (B::Restricted, _) => Some(Injected::Restricted),
@@ -115,6 +141,8 @@ pub fn key_fingerprint(key: &str) -> String {
 #[derive(Default)]
 struct KeyEntry {
     requests: u64,
+    /// Body bytes handed to the socket for a streamed fault (`Fault::Huge`).
+    streamed: u64,
     /// Behaviour set at runtime and how many more requests it applies to (None: until changed).
     forced: Option<(Behaviour, Option<u32>)>,
 }
@@ -153,6 +181,25 @@ impl MockState {
             }
             None => Behaviour::for_key(key),
         }
+    }
+
+    /// How the next request with `key` will be answered, without counting it.
+    pub fn peek(&self, key: &str) -> Behaviour {
+        match self.keys().get(&fnv1a64(key.as_bytes())).and_then(|e| e.forced) {
+            Some((behaviour, _)) => behaviour,
+            None => Behaviour::for_key(key),
+        }
+    }
+
+    /// Counts body bytes of a streamed fault answer as they go to the socket.
+    pub fn count_streamed(&self, key: &str, bytes: usize) {
+        let mut keys = self.keys();
+        let entry = keys.entry(fnv1a64(key.as_bytes())).or_default();
+        entry.streamed += u64::try_from(bytes).unwrap_or(u64::MAX);
+    }
+
+    pub fn streamed_for_key(&self, key: &str) -> u64 {
+        self.keys().get(&fnv1a64(key.as_bytes())).map_or(0, |e| e.streamed)
     }
 
     /// Waits the global latency, plus the slow delay for slow keys.
@@ -218,6 +265,9 @@ mod tests {
         assert_eq!(parsed, Behaviour::SpendLimit);
         let parsed: Behaviour = serde_json::from_str("\"no_model_read\"").unwrap();
         assert_eq!(parsed, Behaviour::NoModelRead);
+        let parsed: Behaviour = serde_json::from_str(r#"{"fault":"reset"}"#).unwrap();
+        assert_eq!(parsed, Behaviour::Fault(Fault::Reset));
+        assert_eq!(Behaviour::for_key("sk-proj-fault-huge-0a1b"), Behaviour::Fault(Fault::Huge));
     }
 
     #[test]
