@@ -19,6 +19,8 @@
 #   byok-operator-<v>.image      the published image by digest: $BYOK_PUBLISHED_IMAGE@sha256:...
 #   .pushed                      where this run pushed (and signed) it: <registry>/byok/byok-operator@sha256:...
 #                                (not in SHA256SUMS: a new local cluster has a new registry address)
+#   kubectl-byok-v<v>-linux-<arch>.tar.gz  the plugin for this machine's platform (krew archive)
+#   byok-operator-<v>.krew.yaml  its krew manifest (plugins/byok.yaml with the archive's sha256)
 #   byok-operator-<v>.cdx.json   CycloneDX SBOM of the image: the crates of its binaries (cargo-cyclonedx) and the
 #                                Debian packages of the shared libraries copied into it
 #   SHA256SUMS, SHA256SUMS.sig   checksums of the files above; their cosign signature
@@ -67,6 +69,7 @@ build_tools() {
     CARGO_TARGET_DIR=$CACHE/cargo-target-tools cargo install --quiet --locked --root "$root.tmp" \
       "cargo-cyclonedx@$CYCLONEDX_VERSION"
     rm -rf "$root" && mv "$root.tmp" "$root"
+    rm -rf "$CACHE/cargo-target-tools"
     log "built cargo-cyclonedx in $((SECONDS - start))s"
   fi
 }
@@ -151,12 +154,39 @@ PY
   rm -f "$src/byok-operator.sbom.json"
 }
 
+# plugin SRC-DIR TARGET-DIR VERSION OUT: kubectl-byok as a krew archive for this machine's platform,
+# and the krew manifest (plugins/byok.yaml) with that archive's sha256, listing only what was built.
+plugin() {
+  local src=$1 target=$2 version=$3 out=$4 platform tmp
+  [[ -f "$src/plugins/byok.yaml" ]] || return 0 # releases before 0.2.0 have no krew manifest
+  platform=linux-$(dpkg --print-architecture)
+  tmp=$(mktemp -d)
+  cp "$target/release/kubectl-byok" "$tmp/"
+  [[ ! -f "$src/LICENSE" ]] || cp "$src/LICENSE" "$tmp/"
+  tar -C "$tmp" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - . |
+    gzip -n >"$out/kubectl-byok-v$version-$platform.tar.gz"
+  rm -rf "$tmp"
+  python3 - "$src/plugins/byok.yaml" "$out/byok-operator-$version.krew.yaml" "$platform" \
+    "$(sha256sum "$out/kubectl-byok-v$version-$platform.tar.gz" | cut -d' ' -f1)" <<'PY'
+import re, sys
+src, dst, platform, sha = sys.argv[1:]
+head, platforms = open(src).read().split('  platforms:\n', 1)
+blocks = re.split(r'(?m)^(?=    - selector:)', platforms)
+kept = [re.sub(r'(?m)^(      sha256: ).*$', rf'\g<1>"{sha}"', b) for b in blocks if f'-{platform}.tar.gz' in b]
+if len(kept) != 1:
+    sys.exit(f'plugins/byok.yaml: {len(kept)} platforms for {platform}, expected 1')
+head = re.sub(r'(?m)^# .*\n', '', head)  # the placeholder comment is about the source manifest
+open(dst, 'w').write('# Krew manifest of this release: kubectl krew install --manifest=<this> --archive=<its archive>\n'
+                     + head + '  platforms:\n' + kept[0])
+PY
+}
+
 # sign OUT REF: checksums of every file, their signature, the image's signature in the registry.
 sign() {
   local out=$1 ref=$2 key
   key=$(cosign_key)
   (cd "$out" && rm -f SHA256SUMS SHA256SUMS.sig cosign.pub &&
-    sha256sum -- byok-operator-* >SHA256SUMS)
+    sha256sum -- byok-operator-* $(compgen -G 'kubectl-byok-*') >SHA256SUMS)
   "$COSIGN" sign-blob --yes --key "$key" --tlog-upload=false --output-signature "$out/SHA256SUMS.sig" \
     "$out/SHA256SUMS" >/dev/null 2>&1 || die "cosign sign-blob"
   "$COSIGN" public-key --key "$key" >"$out/cosign.pub" 2>/dev/null
@@ -176,6 +206,7 @@ release() {
   echo "$ref" >"$out/.pushed"
   package_chart "$src/charts/byok-operator" "$version" "${ref#*@}" "$out"
   sbom "$src" "$target" "$version" "$ref" "$out"
+  plugin "$src" "$target" "$version" "$out"
   sign "$out" "$ref"
   log "release $version ($commit) in $out: $(cd "$out" && ls | tr '\n' ' ')"
 }
@@ -225,6 +256,8 @@ cmd_previous() {
   rm -rf "$out.tmp"
   release "$src" "$target" "$PREVIOUS_VERSION" "${PREVIOUS_COMMIT:0:12}" "$out.tmp"
   rm -rf "$out" && mv "$out.tmp" "$out"
+  # Only the release directory is kept: the build (GBs) and the worktree are not needed again.
+  rm -rf "$target" && git -C "$REPO" worktree remove --force "$src"
   echo "$out"
 }
 
@@ -235,6 +268,20 @@ cmd_verify() {
   (cd "$dir" && sha256sum --check --quiet SHA256SUMS) || die "checksums"
   "$COSIGN" verify-blob --key "$dir/cosign.pub" --signature "$dir/SHA256SUMS.sig" --insecure-ignore-tlog=true \
     "$dir/SHA256SUMS" >/dev/null 2>&1 || die "the signature of SHA256SUMS does not verify with cosign.pub"
+  local krew
+  for krew in "$dir"/byok-operator-*.krew.yaml; do # the plugin archive is the one the krew manifest names
+    [[ -f "$krew" ]] || continue
+    python3 - "$krew" "$dir" <<'PY' || die "$krew does not match its archive"
+import hashlib, re, sys
+text, d = open(sys.argv[1]).read(), sys.argv[2]
+pairs = re.findall(r'(?m)^      uri: .*/([^/\s]+)\n      sha256: "([0-9a-f]{64})"', text)
+if not pairs:
+    sys.exit('no platform with uri and sha256')
+for name, sha in pairs:
+    if hashlib.sha256(open(f'{d}/{name}', 'rb').read()).hexdigest() != sha:
+        sys.exit(f'{name}: sha256 differs')
+PY
+  done
   ref=${2:-$(cat "$dir/.pushed")} # where the image is (the published name, or a mirror holding its signature)
   "$COSIGN" verify --key "$dir/cosign.pub" --insecure-ignore-tlog=true --allow-http-registry "$ref" >/dev/null 2>&1 ||
     die "the signature of $ref does not verify with cosign.pub"
