@@ -172,6 +172,11 @@ echo "[demo] etcd after the evaluation (the key went to the pod only through the
 # shellcheck disable=SC2086
 python3 hack/etcd-scan.py --control launchgate.ai/encrypted-key "$BYOK_ETCD_ENDPOINT" $keys | tail -2
 echo "[demo] per-case results: kubectl get cm -n byok-demo $(kubectl get evaljob qa-smoke -n byok-demo -o jsonpath='{range .status.resultsRef.configMaps[*]}{@} {end}')"
+echo "[demo] the gate (spec.passCriteria, condition Passed; a pipeline uses kubectl byok eval run --wait, docs/ci.md):"
+kubectl get evaljob qa-smoke -n byok-demo \
+  -o jsonpath='{range .status.conditions[?(@.type=="Passed")]}  Passed={.status} ({.reason}): {.message}{"\n"}{end}'
+"$BIN"/kubectl-byok -n byok-demo --operator-namespace byok-system eval report qa-smoke -o "$STATE/qa-smoke-report.html"
+echo "[demo] report: $STATE/qa-smoke-report.html (one self-contained HTML file; open it in a browser)"
 echo
 if [[ "$BYOK_NODE" == "true" ]]; then oplog="kubectl logs -n byok-system deploy/byok-operator"; else oplog=$STATE/operator.log; fi
 echo "[demo] done. KUBECONFIG=$KUBECONFIG; operator log: $oplog; stop with: hack/demo.sh down"
