@@ -261,7 +261,7 @@ async fn check_accepted(client: Client, ns: String, kind: String, name: String, 
             }
             Expect::Event(reason) => {
                 eventually(&format!("{kind} {short}: event {reason}"), TIMEOUT, || async {
-                    event_reasons(&client, &ns, &name).await.iter().any(|r| *r == reason).then_some(())
+                    event_reasons(&client, &ns, &name).await.contains(&reason).then_some(())
                 })
                 .await;
             }

@@ -47,9 +47,12 @@ pub struct AzureSpec {
         regex(pattern = r"^https://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?/?$")
     )]
     pub endpoint: String,
-    /// Deployment name to validate and call.
+    /// Deployment name to validate and call: part of the request's URL path, so letters, digits,
+    /// `_`, `.` and `-` only, starting with a letter or digit, at most 64 characters (as Azure).
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
     pub deployment: String,
     /// Dated API version; the v1 API is used when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
     pub api_version: Option<String>,
 }
