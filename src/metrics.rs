@@ -126,6 +126,8 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    /// Registers every metric with its help text. Long: one registration per metric, in the order
+    /// of the struct.
     fn default() -> Self {
         let mut registry = Registry::with_prefix("byok");
         let reconciles = Family::<ReconcileLabels, Counter>::default();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use byok_operator::crd::conditions::byokkey::VALIDATED;
 use byok_operator::crd::{AzureSpec, KeyPhase, Provider};
-use byok_operator::mock::{self, Fault, MockConfig, MockHandle, faults::HUGE_BODY_BYTES};
+use byok_operator::mock::{self, Fault, MockConfig, MockHandle, fault_table::HUGE_BODY_BYTES};
 use byok_operator::providers::{
     self, CheckOutcome, Endpoints, JudgeRequest, KeyCheck, MAX_BODY_BYTES, ModelTable, RetryPolicy,
 };

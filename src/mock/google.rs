@@ -60,7 +60,8 @@ fn error(status: u16, rpc_status: &str, message: &str, details: Value, extra: Ve
     respond(status, extra, &body)
 }
 
-/// An injected failure; `model` names the quota dimension when the request names a model.
+/// An injected failure; `model` names the quota dimension when the request names a model. Long:
+/// one arm per fault, each Gemini's own body.
 fn failure(injected: Injected, model: Option<&str>) -> Response {
     let quota = |quota_id: &str| {
         let mut dimensions = json!({"location": "global"});

@@ -38,6 +38,7 @@ pub mod catalog;
 
 mod anthropic;
 mod azure;
+pub mod fault_table;
 pub mod faults;
 mod google;
 mod openai;
@@ -64,7 +65,7 @@ use tokio::task::JoinHandle;
 use crate::providers::Endpoints;
 
 pub use catalog::Catalog;
-pub use faults::{FAULTS, Fault, FaultSpec};
+pub use fault_table::{FAULTS, Fault, FaultSpec};
 pub use state::{Behaviour, fnv1a64, key_fingerprint};
 pub use verdicts::{mock_output_tokens, mock_refuses, mock_score, mock_tokens, mock_usage, mock_verdict};
 

@@ -81,6 +81,7 @@ fn missing_key(state: &MockState) -> Response {
     )
 }
 
+/// An injected failure as OpenAI answers it. Long: one arm per fault, each OpenAI's own body.
 fn failure(state: &MockState, injected: Injected, key: &str) -> Response {
     let incorrect_key = |status: u16| {
         error(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::MockConfig;
-use super::faults::Fault;
+use super::fault_table::Fault;
 
 /// How the mock answers requests made with a key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,7 +119,7 @@ pub(crate) fn injected(behaviour: Behaviour, stage: Stage, quota_blocks_listing:
         (B::SpendLimit, Stage::Generation) => Some(Injected::SpendLimit),
         (B::SpendLimit, Stage::Listing { .. }) if quota_blocks_listing => Some(Injected::SpendLimit),
         (B::Quota | B::SpendLimit, _) | (_, Stage::Generation) => None,
-        (B::Fault(fault), _) => fault.injected(),
+        (B::Fault(fault), _) => fault_injected(fault),
         (B::Invalid, _) => Some(Injected::Unauthorized),
         (B::Restricted, Stage::Listing { restricted_ok: true }) => None,
         (B::Restricted, _) => Some(Injected::Restricted),
@@ -243,6 +243,22 @@ impl MockState {
     pub fn next_id(&self) -> String {
         let n = self.sequence.fetch_add(1, Ordering::SeqCst);
         format!("{:016x}{:08x}", fnv1a64(&n.to_le_bytes()), n)
+    }
+}
+
+/// The provider-neutral failure a status fault is answered with; None for wire faults, which
+/// the provider answers normally and `faults::inject` then breaks.
+pub(crate) fn fault_injected(fault: Fault) -> Option<Injected> {
+    match fault {
+        Fault::Unauthorized => Some(Injected::Unauthenticated401),
+        Fault::Forbidden => Some(Injected::Forbidden),
+        Fault::InvalidKey400 => Some(Injected::InvalidKey400),
+        Fault::RateLimited => Some(Injected::RateLimit),
+        Fault::RateLimitedNoWait => Some(Injected::RateLimitNoWait),
+        Fault::Internal => Some(Injected::Internal),
+        Fault::Unavailable => Some(Injected::Unavailable),
+        Fault::Overloaded => Some(Injected::Overloaded),
+        Fault::Reset | Fault::Hang | Fault::Drip | Fault::MalformedJson | Fault::WrongShape | Fault::Huge => None,
     }
 }
 

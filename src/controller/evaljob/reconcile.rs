@@ -287,16 +287,21 @@ async fn start(
             return Ok(Some(None));
         }
     };
+    running(st, &created, key.as_deref(), model, total, now);
+    notes.push((EventType::Normal, "Started", format!("judge Job {} started for {total} cases", job.name_any())));
+    Ok(None)
+}
+
+/// The status of a run whose judge Job was just created.
+fn running(st: &mut EvalJobStatus, job: &Job, key: Option<&ByokKey>, model: String, total: i64, now: &Time) {
     st.job_name = Some(job.name_any());
-    st.job_uid = created.uid();
-    st.key_ref = key.as_ref().map(|k| k.name_any());
-    st.key_prefix = key.as_ref().and_then(|k| k.status.as_ref()?.key_prefix.clone());
+    st.job_uid = job.uid();
+    st.key_ref = key.map(|k| k.name_any());
+    st.key_prefix = key.and_then(|k| k.status.as_ref()?.key_prefix.clone());
     st.model = Some(model);
     st.progress = Some(Progress { total, completed: 0, display: format!("0/{total}") });
     st.start_time = Some(now.clone());
     st.phase = Some(EvalPhase::Running);
-    notes.push((EventType::Normal, "Started", format!("judge Job {} started for {total} cases", job.name_any())));
-    Ok(None)
 }
 
 /// The judge model (the EvalJob's, else the key's, else the install's default), with its
