@@ -26,20 +26,32 @@ fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Total mutating requests the API server has served, from its own metrics.
-async fn apiserver_writes(client: &Client) -> anyhow::Result<f64> {
+/// Mutating requests the API server has served, by `resource[/subresource] VERB`, from its own metrics.
+async fn apiserver_writes_by(client: &Client) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
-    let mut total = 0.0;
+    let label = |line: &str, name: &str| -> String {
+        let key = format!("{name}=\"");
+        line.split_once(&key).and_then(|(_, r)| r.split_once('"')).map(|(v, _)| v.to_string()).unwrap_or_default()
+    };
+    let mut by = std::collections::BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         // Server-side apply is its own verb, APPLY.
-        let mutating =
-            ["POST", "PUT", "PATCH", "APPLY", "DELETE"].iter().any(|v| line.contains(&format!("verb=\"{v}\"")));
-        if mutating {
-            total += line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let verb = label(line, "verb");
+        if !["POST", "PUT", "PATCH", "APPLY", "DELETE"].contains(&verb.as_str()) {
+            continue;
         }
+        let (resource, sub) = (label(line, "resource"), label(line, "subresource"));
+        let what = if sub.is_empty() { format!("{resource} {verb}") } else { format!("{resource}/{sub} {verb}") };
+        let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *by.entry(what).or_insert(0.0) += n;
     }
-    Ok(total)
+    Ok(by)
+}
+
+/// Total mutating requests the API server has served.
+async fn apiserver_writes(client: &Client) -> anyhow::Result<f64> {
+    Ok(apiserver_writes_by(client).await?.values().sum())
 }
 
 /// Peak resident set (KiB) and CPU seconds of a process, from /proc.
@@ -174,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let writes_before = apiserver_writes(&client).await?;
+    let by_before = apiserver_writes_by(&client).await?;
     let t = Instant::now();
     create_keys(&client, &ns, n, par).await;
     let applied = t.elapsed();
@@ -197,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("not all Ready in 600 s"))??;
     let all_ready = t.elapsed();
     let writes = apiserver_writes(&client).await? - writes_before;
+    let by_after = apiserver_writes_by(&client).await?;
     let (rss_kib, cpu) = proc_usage(pid);
     let _ = op.kill();
     let _ = op.wait();
@@ -241,6 +255,12 @@ async fn main() -> anyhow::Result<()> {
     println!("  keys/s                        {:>8.1}", n as f64 / all_ready.as_secs_f64());
     println!("  API server raw writes/s       {:>8.1}  (same client, {raw_n} ConfigMap creates)", raw_rate);
     println!("  API writes per key            {:>8.2}  (all clients, from apiserver_request_total)", writes_per_key);
+    for (what, after) in &by_after {
+        let per_key = (after - by_before.get(what).copied().unwrap_or(0.0)) / n as f64;
+        if per_key >= 0.01 {
+            println!("    {what:<34} {per_key:>6.2} per key");
+        }
+    }
     println!("  API-server-bound floor        {:>8.2} s  (keys x writes/key / raw writes/s)", floor);
     println!("  all Ready / floor             {:>8.2}  (target <= 2.0)", all_ready.as_secs_f64() / floor);
     println!(
