@@ -6,7 +6,7 @@ use kube::{Api, Client, Config, Resource};
 
 use super::args::{GlobalArgs, Output};
 use super::error::{Error, api_code};
-use crate::crd::ByokKey;
+use crate::crd::{ByokKey, EvalJob};
 
 /// What every command that talks to the cluster needs.
 pub struct Ctx {
@@ -58,6 +58,22 @@ impl Ctx {
     pub fn key_not_found(&self, name: &str) -> Error {
         Error::NotFound(format!(
             "ByokKey {name} not found in namespace {}; list keys with `kubectl byok list -n {}` (or -A for every namespace)",
+            self.namespace, self.namespace
+        ))
+    }
+
+    /// Reads an EvalJob, saying how to find the right name when it does not exist.
+    pub async fn get_evaljob(&self, name: &str) -> Result<EvalJob, Error> {
+        match self.api::<EvalJob>().get(name).await {
+            Ok(ej) => Ok(ej),
+            Err(e) if api_code(&e) == Some(404) => Err(self.evaljob_not_found(name)),
+            Err(e) => Err(Error::kube(format!("reading EvalJob {name}"))(e)),
+        }
+    }
+
+    pub fn evaljob_not_found(&self, name: &str) -> Error {
+        Error::NotFound(format!(
+            "EvalJob {name} not found in namespace {}; list them with `kubectl get evaljobs -n {}`",
             self.namespace, self.namespace
         ))
     }

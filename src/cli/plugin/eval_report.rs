@@ -10,9 +10,8 @@ use kube::{Api, ResourceExt};
 
 use super::args::EvalReportArgs;
 use super::ctx::Ctx;
-use super::error::{Error, api_code};
+use super::error::Error;
 use super::eval_results::read_results;
-use super::eval_watch::not_found;
 use crate::crd::{EvalCase, EvalJob, EvalPhase};
 use crate::judge::cases::{CaseBody, parse_cases};
 use crate::judge::scorers::scorer_names;
@@ -61,12 +60,7 @@ fn read_prices(path: &Path) -> Result<PriceTable, Error> {
 
 /// A finished EvalJob (Succeeded or Failed) as the report and `eval compare` see it.
 pub async fn load_run(ctx: &Ctx, name: &str) -> Result<Run, Error> {
-    let api: Api<EvalJob> = ctx.api();
-    let ej = match api.get(name).await {
-        Ok(ej) => ej,
-        Err(e) if api_code(&e) == Some(404) => return Err(not_found(ctx, name)),
-        Err(e) => return Err(Error::kube(format!("reading EvalJob {name}"))(e)),
-    };
+    let ej = ctx.get_evaljob(name).await?;
     let st = ej.status.clone().unwrap_or_default();
     let phase = match st.phase {
         Some(p @ (EvalPhase::Succeeded | EvalPhase::Failed)) => p,

@@ -5,20 +5,13 @@ use kube::Api;
 
 use super::args::Output;
 use super::ctx::Ctx;
-use super::error::{Error, api_code};
-use super::eval_watch::not_found;
+use super::error::Error;
 use super::output::{table, truncate};
-use crate::crd::EvalJob;
 use crate::judge::junit::junit_xml;
 use crate::judge::wire::CaseResult;
 
 pub async fn results(ctx: &Ctx, name: &str, json: bool, junit: bool) -> Result<(), Error> {
-    let api: Api<EvalJob> = ctx.api();
-    let ej = match api.get(name).await {
-        Ok(ej) => ej,
-        Err(e) if api_code(&e) == Some(404) => return Err(not_found(ctx, name)),
-        Err(e) => return Err(Error::kube(format!("reading EvalJob {name}"))(e)),
-    };
+    let ej = ctx.get_evaljob(name).await?;
     let st = ej.status.clone().unwrap_or_default();
     let refs = st.results_ref.map(|r| r.config_maps).unwrap_or_default();
     if refs.is_empty() {

@@ -29,7 +29,7 @@ fn message(e: &EvalJob) -> String {
 pub async fn follow(ctx: &Ctx, name: &str, timeout: Duration) -> Result<EvalJob, Error> {
     let api: Api<EvalJob> = ctx.api();
     if api.get_opt(name).await.map_err(Error::kube(format!("reading EvalJob {name}")))?.is_none() {
-        return Err(not_found(ctx, name));
+        return Err(ctx.evaljob_not_found(name));
     }
     let bar = progress_bar(name)?;
     let seen = |e: &EvalJob| {
@@ -107,12 +107,5 @@ pub fn failed(ctx: &Ctx, ej: &EvalJob) -> Error {
     Error::Failed(format!(
         "EvalJob {name} Failed: {}; see `kubectl describe evaljob {name} -n {ns}` and the judge pods' logs",
         message(ej)
-    ))
-}
-
-pub fn not_found(ctx: &Ctx, name: &str) -> Error {
-    Error::NotFound(format!(
-        "EvalJob {name} not found in namespace {}; list them with `kubectl get evaljobs -n {}`",
-        ctx.namespace, ctx.namespace
     ))
 }
