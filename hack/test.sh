@@ -42,3 +42,7 @@ if [[ "$*" == "--lib --bins --tests" ]]; then
   BYOK_RESTART_CLUSTER=1 cargo test --features mock,failpoints --test controlplane -- --test-threads=1
 fi
 echo "[test] cargo test took $((SECONDS - start))s"
+# The whole suite: then each fuzz target for a bounded time (BYOK_FUZZ_SECONDS, default 30; 0 skips).
+if [[ "$*" == "--lib --bins --tests" && "${BYOK_FUZZ_SECONDS:-30}" != 0 ]]; then
+  bash hack/fuzz.sh "${BYOK_FUZZ_SECONDS:-30}"
+fi

@@ -43,7 +43,9 @@ pub(crate) struct ErrorBody {
     pub retry_hint: Option<Duration>,
 }
 
-/// Replaces every occurrence of the key (as given and trimmed) with `[REDACTED]`.
+/// Replaces every occurrence of the key (as given and trimmed) with `[REDACTED]`, and every
+/// occurrence of its secret part (all after the 8-character prefix, in any ASCII case): an echo
+/// that altered the prefix or the case (a gateway's, found by fuzzing) must not show the rest.
 pub fn redact(text: &str, key: &str) -> String {
     let mut out = text.to_string();
     for needle in [key, key.trim()] {
@@ -51,12 +53,37 @@ pub fn redact(text: &str, key: &str) -> String {
             out = out.replace(needle, REDACTED);
         }
     }
+    let secret: String = key.trim().chars().skip(crate::keystore::PREFIX_LEN).collect();
+    if secret.chars().count() >= MIN_SECRET_CHARS {
+        out = replace_ignoring_ascii_case(&out, &secret, REDACTED);
+    }
     // Providers echo keys masked (OpenAI: `sk-pr****...bT9c`), which still shows the last
     // characters. Only the 8-character prefix may ever be shown, so masked forms go entirely.
     if out.contains("**") {
         out =
             out.split(' ').map(|word| if word.contains("**") { REDACTED } else { word }).collect::<Vec<_>>().join(" ");
     }
+    out
+}
+
+/// A secret part shorter than this is not searched for on its own (it could match ordinary text).
+const MIN_SECRET_CHARS: usize = 8;
+
+/// `text` with every ASCII-case-insensitive occurrence of `needle` replaced by `with`.
+fn replace_ignoring_ascii_case(text: &str, needle: &str, with: &str) -> String {
+    let (hay, pat) = (text.to_ascii_lowercase(), needle.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    // Lowercasing ASCII keeps every byte offset, so offsets in `hay` are offsets in `text`.
+    for (at, _) in hay.match_indices(&pat) {
+        if at < last {
+            continue;
+        }
+        out.push_str(&text[last..at]);
+        out.push_str(with);
+        last = at + pat.len();
+    }
+    out.push_str(&text[last..]);
     out
 }
 
@@ -291,6 +318,23 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn an_echo_with_another_prefix_or_case_still_hides_the_secret_part() {
+        let key = "sk-fuzz-0123456789abcdefghijklmnopqrstuv";
+        let bodies = [
+            "Incorrect API key provided: sk-fuzZ-0123456789abcdefghijklmnopqrstuv.",
+            "key=XX-0123456789ABCDEFGHIJKLMNOPQRSTUV and again 0123456789abcdefghijklmnopqrstuv",
+        ];
+        for body in bodies {
+            let out = redact(body, key);
+            assert!(!out.to_ascii_lowercase().contains(&key[8..]), "{out}");
+            assert!(out.contains(REDACTED), "{out}");
+        }
+        // Short keys: only the whole key is searched for, not a few characters of it.
+        assert_eq!(redact("abc 1234", "key-1234"), "abc 1234");
+        assert_eq!(redact("Straße ok", "sk-fuzz-0123456789"), "Straße ok");
+    }
 
     const KEY: &str = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789";
 
