@@ -273,23 +273,57 @@ async fn start(
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let bundle = judge_job::ca_bundle(&ns, &ctx.ca_pem);
     cms.patch(judge_job::CA_BUNDLE_CONFIGMAP, &apply, &Patch::Apply(&bundle)).await?;
-    cms.patch(&cases_cm.name_any(), &apply, &Patch::Apply(&cases_cm)).await?;
+    if let Err(e) = cms.patch(&cases_cm.name_any(), &apply, &Patch::Apply(&cases_cm)).await {
+        let Some(why) = refused(&e) else { return Err(e.into()) };
+        let msg = format!(
+            "the snapshot of the cases and the judge configuration (ConfigMap {}) was refused by the API server: \
+             {why}; make the cases smaller (a ConfigMap holds at most 1 MiB)",
+            cases_cm.name_any()
+        );
+        set_condition(&mut st.conditions, CASES_READY, "False", CASES_REFUSED, msg.clone(), generation, now);
+        return Ok(Some(cannot_start(st, notes, CASES_REFUSED, msg, generation, now)));
+    }
     set_condition(&mut st.conditions, CASES_READY, "True", "CasesReady", format!("{total} cases"), generation, now);
     let job = judge_job::judge_job(ej, &ctx.settings, &judge_job::Pins::of(&cases_cm, &ctx.ca_pem));
     let created = match create_job(ctx, &ns, &job, &uid).await? {
         Ok(created) => created,
-        Err(msg) => {
-            // Someone else's Job holds the name: never adopted (its pods would get the key).
-            st.phase = Some(EvalPhase::Failed);
-            st.completion_time = Some(now.clone());
-            set_condition(&mut st.conditions, COMPLETE, "True", "JobNameTaken", msg.clone(), generation, now);
-            notes.push((EventType::Warning, "JobNameTaken", msg));
-            return Ok(Some(None));
-        }
+        // Someone else's Job holds the name (never adopted: its pods would get the key), or the
+        // API server refused the Job (e.g. spec.template): the EvalJob is immutable, so it ends.
+        Err((reason, msg)) => return Ok(Some(cannot_start(st, notes, reason, msg, generation, now))),
     };
     running(st, &created, key.as_deref(), model, total, now);
     notes.push((EventType::Normal, "Started", format!("judge Job {} started for {total} cases", job.name_any())));
     Ok(None)
+}
+
+/// Condition reasons of a run that cannot start.
+const CASES_REFUSED: &str = "CasesRefused";
+const JOB_REFUSED: &str = "JobRefused";
+const JOB_NAME_TAKEN: &str = "JobNameTaken";
+
+/// Ends a run that cannot start (`Complete=True` with `reason`, a Warning Event): no requeue.
+fn cannot_start(
+    st: &mut EvalJobStatus,
+    notes: &mut Vec<Note>,
+    reason: &'static str,
+    msg: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Option<Duration> {
+    st.phase = Some(EvalPhase::Failed);
+    st.completion_time = Some(now.clone());
+    set_condition(&mut st.conditions, COMPLETE, "True", reason, msg.clone(), generation, now);
+    notes.push((EventType::Warning, reason, msg));
+    None
+}
+
+/// The API server's message when it refused an object as invalid or too large: permanent for an
+/// immutable EvalJob. None for anything a retry may fix.
+fn refused(e: &kube::Error) -> Option<String> {
+    match e {
+        kube::Error::Api(s) if matches!(s.code, 400 | 413 | 422) => Some(s.message.clone()),
+        _ => None,
+    }
 }
 
 /// The status of a run whose judge Job was just created.
@@ -376,12 +410,22 @@ fn plan_results(
 /// Creates the judge Job. A Job of that name that already exists is taken only if it is this
 /// EvalJob's, exactly as desired (a restart between create and status write); anything else, a
 /// Job someone created first under the name, is refused with a message.
-async fn create_job(ctx: &EvalContext, ns: &str, job: &Job, ej_uid: &str) -> Result<Result<Job, String>, Error> {
+async fn create_job(
+    ctx: &EvalContext,
+    ns: &str,
+    job: &Job,
+    ej_uid: &str,
+) -> Result<Result<Job, (&'static str, String)>, Error> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     match jobs.create(&PostParams::default(), job).await {
         Ok(created) => return Ok(Ok(created)),
         Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            let Some(why) = refused(&e) else { return Err(e.into()) };
+            let msg =
+                format!("the API server refused the judge Job: {why}; check spec.template and create a new EvalJob");
+            return Ok(Err((JOB_REFUSED, msg)));
+        }
     }
     let name = job.name_any();
     let existing = jobs.get(&name).await?;
@@ -399,9 +443,12 @@ async fn create_job(ctx: &EvalContext, ns: &str, job: &Job, ej_uid: &str) -> Res
     if controlled && same {
         return Ok(Ok(existing));
     }
-    Ok(Err(format!(
-        "a Job named {name} already exists and is not the judge Job this EvalJob would create: it is not used \
-         (its pods would receive the key); delete it and create the EvalJob again"
+    Ok(Err((
+        JOB_NAME_TAKEN,
+        format!(
+            "a Job named {name} already exists and is not the judge Job this EvalJob would create: it is not \
+             used (its pods would receive the key); delete it and create the EvalJob again"
+        ),
     )))
 }
 
