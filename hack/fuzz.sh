@@ -49,14 +49,16 @@ run() {
     tail -40 "$out" >&2
     die "$target: crash or failure (input in $WORK/artifacts/$target/)"
   fi
-  # libFuzzer's last stats: executions, time, coverage, corpus.
-  local runs secs cov corpus
+  # libFuzzer's last stats: executions, time, rate, coverage, corpus, memory.
+  local runs secs rate cov corpus rss
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out" | tail -1)
-  secs=$(sed -n 's/^stat::total_time_in_seconds: *\([0-9]*\).*/\1/p' "$out" | tail -1)
+  secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$out" | tail -1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out" | tail -1)
+  rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$out" | tail -1)
   cov=$(grep -o 'cov: [0-9]*' "$out" | tail -1 | cut -d' ' -f2)
   corpus=$(find "$WORK/corpus/$target" "$REPO/fuzz/corpus/$target" -type f | wc -l)
-  line=$(printf '%-16s %12s executions in %6ss (%s/s), coverage %s edges, corpus %s inputs, 0 crashes' \
-    "$target" "$runs" "$secs" "$(( runs / (secs > 0 ? secs : 1) ))" "${cov:-?}" "$corpus")
+  line=$(printf '%-16s %10s executions in %5ss (%s/s), coverage %s edges, corpus %s inputs, peak RSS %s MB, 0 crashes' \
+    "$target" "$runs" "$secs" "$rate" "${cov:-?}" "$corpus" "$rss")
   echo "$line"
 }
 
