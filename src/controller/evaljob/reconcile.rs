@@ -258,6 +258,7 @@ async fn start(
     };
     let total = cases.lines().filter(|l| !l.trim().is_empty()).count() as i64;
     let azure = key.as_ref().and_then(|k| k.spec.azure.clone());
+    warn_invalid_patterns(ej, notes);
     let model = judge_model(ej, ctx, key.as_deref(), st, notes, now);
     let config = judge_job::judge_config(ej, &model, azure, &ctx.settings);
     let cases_cm = match judge_job::cases_config_map(ej, cases, &config) {
@@ -294,6 +295,20 @@ async fn start(
     running(st, &created, key.as_deref(), model, total, now);
     notes.push((EventType::Normal, "Started", format!("judge Job {} started for {total} cases", job.name_any())));
     Ok(None)
+}
+
+/// A regex scorer whose pattern does not compile errors every case it scores (the run still
+/// gives the other scorers' results): said before the run, with the compiler's message.
+fn warn_invalid_patterns(ej: &EvalJob, notes: &mut Vec<Note>) {
+    for scorer in scorers::prepare_all(&ej.spec.scorers) {
+        if let scorers::ScorerKind::Regex(Err(message)) = &scorer.kind {
+            let msg = format!(
+                "scorer {}: the pattern does not compile, every case will be errored by it: {message}",
+                scorer.name
+            );
+            notes.push((EventType::Warning, "InvalidPattern", msg));
+        }
+    }
 }
 
 /// Condition reasons of a run that cannot start.
