@@ -42,12 +42,12 @@ build() {
 run() {
   local target=$1 limit=$2 out line
   mkdir -p "$WORK/corpus/$target" "$WORK/artifacts/$target"
-  out=$WORK/$target.log
+  out=$(mktemp "$WORK/$target.XXXXXX.log") # one per run: two runs at once (CI, by hand) keep their own
   if ! (cd "$REPO/fuzz" && CARGO_TARGET_DIR=$WORK/target cargo +nightly fuzz run --release "$target" \
     "$WORK/corpus/$target" "$REPO/fuzz/corpus/$target" -- "$limit" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="$WORK/artifacts/$target/") >"$out" 2>&1; then
     tail -40 "$out" >&2
-    die "$target: crash or failure (input in $WORK/artifacts/$target/)"
+    die "$target: crash or failure (input in $WORK/artifacts/$target/, log $out)"
   fi
   # libFuzzer's last stats: executions, time, rate, coverage, corpus, memory.
   local runs secs rate cov corpus rss
@@ -55,11 +55,12 @@ run() {
   secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$out" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out" | tail -1)
   rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$out" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$out" | tail -1 | cut -d' ' -f2)
+  cov=$(grep -ao 'cov: [0-9]*' "$out" | tail -1 | cut -d' ' -f2)
   corpus=$(find "$WORK/corpus/$target" "$REPO/fuzz/corpus/$target" -type f | wc -l)
   line=$(printf '%-16s %10s executions in %5ss (%s/s), coverage %s edges, corpus %s inputs, peak RSS %s MB, 0 crashes' \
     "$target" "$runs" "$secs" "$rate" "${cov:-?}" "$corpus" "$rss")
   echo "$line"
+  rm -f "$out"
 }
 
 case "${1:-30}" in
