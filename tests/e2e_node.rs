@@ -252,7 +252,9 @@ async fn node_judge_killed_mid_run_is_retried_by_the_job() {
     let t0 = Instant::now();
     let mut env = node::node_env("e2e-kill", MockConfig::default()).await;
     default_key(&mut env, "anthropic", Provider::Anthropic).await;
-    env.mock.set_latency(Duration::from_millis(300));
+    // Slow enough that the judge is still running when two results are seen, on a loaded machine
+    // too (at 300 ms it had finished once before the kill); set back to 0 after the kill.
+    env.mock.set_latency(Duration::from_millis(1000));
     let mut spec = judge_spec("anthropic", cases(20));
     spec["concurrency"] = json!(1);
     create_evaljob(&env, "eval", spec).await;

@@ -1,8 +1,8 @@
 //! A bounded soak (ignored: not part of CI): 2,000 ByokKeys churned (created, updated, tested,
 //! revoked, deleted and replaced) and 50 EvalJobs (judge containers run as local processes) over
 //! 10 minutes against one operator process (after 90 s of churn alone, once the import is done).
-//! Asserts its RSS and open file descriptors stay flat (mean of the first minute of the 10 vs the
-//! last within 10 %), no error-level log line, and the reconcile
+//! Asserts its RSS and open file descriptors do not grow (mean of the last minute of the 10 at most
+//! 10 % above the first's; fds: or 3 more), no error-level log line, and the reconcile
 //! queue drained at the end (every key settled, the reconcile counter still). Prints the figures.
 //!
 //! `cargo test --features mock,failpoints --test soak -- --ignored --nocapture`
@@ -138,14 +138,18 @@ fn mean(samples: &[Sample], f: impl Fn(&Sample) -> u64) -> f64 {
     samples.iter().map(|s| f(s) as f64).sum::<f64>() / samples.len().max(1) as f64
 }
 
-/// First minute vs last minute: within 10 %.
-fn flat(samples: &[Sample], total: Duration, what: &str, f: impl Fn(&Sample) -> u64 + Copy) -> (f64, f64) {
+/// Means of the first and the last minute.
+fn first_and_last_minute(samples: &[Sample], total: Duration, f: impl Fn(&Sample) -> u64 + Copy) -> (f64, f64) {
     let minute = Duration::from_secs(60);
     let first: Vec<_> = samples.iter().copied().filter(|s| s.at < minute).collect();
     let last: Vec<_> = samples.iter().copied().filter(|s| s.at + minute >= total).collect();
-    let (a, b) = (mean(&first, f), mean(&last, f));
-    assert!((b - a).abs() <= 0.10 * a, "{what}: first minute {a:.0}, last minute {b:.0}: not flat within 10 %");
-    (a, b)
+    (mean(&first, f), mean(&last, f))
+}
+
+/// No growth: the last minute's mean at most 10 % (and `slack` units) above the first's. A drop is
+/// not a leak (a few dozen descriptors move by more than 10 % as pooled connections close).
+fn flat((a, b): (f64, f64), what: &str, slack: f64) {
+    assert!(b <= (a * 1.10).max(a + slack), "{what}: first minute {a:.0}, last minute {b:.0}: grew by more than 10 %");
 }
 
 #[tokio::test]
@@ -198,8 +202,8 @@ async fn soak_2000_keys_churned_and_50_evaljobs_hold_steady() {
     }
     samples.push(sample(pid, started.elapsed()));
     drained(&env, &names).await;
-    let (rss0, rss1) = flat(&samples, total, "RSS", |s| s.rss_kib);
-    let (fd0, fd1) = flat(&samples, total, "open fds", |s| s.fds);
+    let (rss0, rss1) = first_and_last_minute(&samples, total, |s| s.rss_kib);
+    let (fd0, fd1) = first_and_last_minute(&samples, total, |s| s.fds);
     let errors = error_lines(&env);
     eprintln!(
         "[soak] {minutes} min, {n} keys, churn {counts:?}, {done_jobs} EvalJobs; RSS {:.1} -> {:.1} MiB \
@@ -210,6 +214,8 @@ async fn soak_2000_keys_churned_and_50_evaljobs_hold_steady() {
         errors.len(),
         env.mock.requests_total()
     );
+    flat((rss0, rss1), "RSS (KiB)", 0.0);
+    flat((fd0, fd1), "open fds", 3.0);
     assert!(errors.is_empty(), "error-level log lines:\n{}", errors.join("\n"));
     assert_eq!(done_jobs, jobs, "every EvalJob ran");
 }
