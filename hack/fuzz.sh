@@ -4,7 +4,8 @@
 #
 #   hack/fuzz.sh [SECONDS]      each target for SECONDS (default 30), one after another: the short run
 #                               of hack/test.sh. Exits non-zero on the first crash, printing its input.
-#   hack/fuzz.sh runs N         each target for N executions (the long run; the README's figures)
+#   hack/fuzz.sh runs N [T...]  each target (or those named) for N executions (the long run; the
+#                               README's figures). BYOK_FUZZ_MAX_LEN caps an input (default 65536).
 #   hack/fuzz.sh build          build cargo-fuzz (crates.io, cached) and the targets
 #
 # Inputs the fuzzer finds go to $CACHE/fuzz/corpus/<target> (not the checkout); a crash is written
@@ -44,7 +45,7 @@ run() {
   mkdir -p "$WORK/corpus/$target" "$WORK/artifacts/$target"
   out=$(mktemp "$WORK/$target.XXXXXX.log") # one per run: two runs at once (CI, by hand) keep their own
   if ! (cd "$REPO/fuzz" && CARGO_TARGET_DIR=$WORK/target cargo +nightly fuzz run --release "$target" \
-    "$WORK/corpus/$target" "$REPO/fuzz/corpus/$target" -- "$limit" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+    "$WORK/corpus/$target" "$REPO/fuzz/corpus/$target" -- "$limit" -max_len="${BYOK_FUZZ_MAX_LEN:-65536}" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="$WORK/artifacts/$target/") >"$out" 2>&1; then
     tail -40 "$out" >&2
     die "$target: crash or failure (input in $WORK/artifacts/$target/, log $out)"
@@ -67,7 +68,10 @@ case "${1:-30}" in
   build) build ;;
   runs)
     build
-    for t in "${TARGETS[@]}"; do run "$t" "-runs=${2:-10000000}"; done ;;
+    runs=${2:-10000000}
+    shift $(($# < 2 ? $# : 2))
+    [[ $# -gt 0 ]] || set -- "${TARGETS[@]}"
+    for t in "$@"; do run "$t" "-runs=$runs"; done ;;
   *[!0-9]*) log "usage: $0 [SECONDS | runs N | build]"; exit 2 ;;
   *)
     build

@@ -59,6 +59,44 @@ pub fn parse_shard(jsonl: &str, shard: u32, shards: u32) -> Vec<ParsedCase> {
         .collect()
 }
 
+/// What the operator checks of the cases before a run: results are kept by case id, so two cases
+/// with one id would lose a result; a malformed line is only said (the judge errors it and runs
+/// the rest).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CasesCheck {
+    /// Non-blank lines.
+    pub total: usize,
+    /// The first id given twice: (id, its first line, the line that repeats it).
+    pub duplicate: Option<(String, u32, u32)>,
+    /// The malformed lines' reasons, at most [`MAX_MALFORMED_NAMED`], and how many there are.
+    pub malformed: Vec<String>,
+    pub malformed_count: usize,
+}
+
+/// Malformed lines named in an Event (the rest counted).
+pub const MAX_MALFORMED_NAMED: usize = 3;
+
+/// Checks every case of a JSONL document (see [`CasesCheck`]).
+pub fn check(jsonl: &str) -> CasesCheck {
+    let mut first_line: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut out = CasesCheck::default();
+    for case in parse_cases(jsonl) {
+        out.total += 1;
+        if let Some(reason) = case.malformed_reason() {
+            out.malformed_count += 1;
+            if out.malformed.len() < MAX_MALFORMED_NAMED {
+                out.malformed.push(reason);
+            }
+        }
+        if let Some(&first) = first_line.get(&case.id) {
+            out.duplicate.get_or_insert((case.id, first, case.line));
+        } else {
+            first_line.insert(case.id, case.line);
+        }
+    }
+    out
+}
+
 /// How many cases shard `shard` of `shards` holds, without keeping them.
 pub fn count_shard(jsonl: &str, shard: u32, shards: u32) -> usize {
     let shards = u64::from(shards.max(1));
@@ -134,6 +172,27 @@ mod tests {
         r#"{"id":"","output":"o6"}"#,
         "\n",
     );
+
+    #[test]
+    fn check_finds_the_first_repeated_id_and_names_malformed_lines() {
+        let checked = check(CASES);
+        assert_eq!((checked.total, checked.duplicate, checked.malformed_count), (5, None, 2));
+        assert!(checked.malformed[0].starts_with("MalformedCase: line 4: "), "{:?}", checked.malformed);
+        let repeated = concat!(
+            r#"{"id":"a","output":"1"}"#,
+            "\n",
+            r#"{"id":"b","output":"2"}"#,
+            "\n",
+            r#"{"id":"a","output":"3"}"#
+        );
+        assert_eq!(check(repeated).duplicate, Some(("a".into(), 1, 3)));
+        // A case without an id is known by its line: it cannot repeat another.
+        let no_ids = concat!(r#"{"output":"1"}"#, "\n", r#"{"output":"2"}"#);
+        assert_eq!(check(no_ids).duplicate, None);
+        let many_bad = "x\n".repeat(10);
+        let checked = check(&many_bad);
+        assert_eq!((checked.malformed.len(), checked.malformed_count), (MAX_MALFORMED_NAMED, 10));
+    }
 
     #[test]
     fn parses_cases_and_keeps_malformed_lines() {

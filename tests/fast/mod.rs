@@ -40,7 +40,10 @@ pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
     pub fn new() -> Self {
-        let writer = Writer::default();
+        let mut writer = Writer::default();
+        // Synced and empty, as after the first list of an empty namespace.
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
         Self { store: writer.as_reader(), writer }
     }
 

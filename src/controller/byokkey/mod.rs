@@ -34,6 +34,13 @@ pub async fn reconcile(key: Arc<ByokKey>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 async fn reconcile_inner(key: Arc<ByokKey>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    // The controller starts on its own cache: a source Secret or ciphertext not loaded yet would
+    // read as missing (a restarted operator would call a key Ready with its source not deleted).
+    // Not awaited: the controller itself drives those caches, and reconciles waiting in every
+    // concurrency slot would stop it polling them.
+    if !(synced(&ctx.sources) && synced(&ctx.encrypted)) {
+        return Ok(Action::requeue(CACHES_SYNCING_RETRY));
+    }
     let ns = key.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<ByokKey> = Api::namespaced(ctx.client.clone(), &ns);
     match (key.meta().deletion_timestamp.is_some(), finalizer::state(key.as_ref(), FINALIZER)) {
@@ -51,6 +58,17 @@ async fn reconcile_inner(key: Arc<ByokKey>, ctx: &Arc<Context>) -> Result<Action
         }
         (false, finalizer::State::Present(_)) => reconcile::apply(key, ctx, None).await,
     }
+}
+
+/// How soon a reconcile that found the Secret caches still loading is tried again.
+const CACHES_SYNCING_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Whether `store` has had its first full list (without waiting for it).
+fn synced<K: kube::Resource + Clone + 'static>(store: &reflector::Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
 }
 
 fn error_policy(key: Arc<ByokKey>, err: &Error, ctx: Arc<Context>) -> Action {

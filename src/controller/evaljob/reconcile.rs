@@ -21,7 +21,7 @@ use crate::controller::Error;
 use crate::crd::conditions::{condition, set_condition};
 use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, KeyPhase, Progress, ResultsRef, ScorerType};
 use crate::judge::wire::CaseResult;
-use crate::judge::{junit, scorers, summary};
+use crate::judge::{cases, junit, scorers, summary};
 use crate::judge_job;
 use crate::labels::{self, EVALJOB_UID, FIELD_MANAGER};
 
@@ -256,7 +256,15 @@ async fn start(
             return Ok(Some(Some(Duration::from_secs(15))));
         }
     };
-    let total = cases.lines().filter(|l| !l.trim().is_empty()).count() as i64;
+    let checked = cases::check(&cases);
+    if let Some((id, first, line)) = &checked.duplicate {
+        let msg = format!(
+            "case id {id:?} is on line {first} and again on line {line}: results are kept by id, so ids must be unique"
+        );
+        return Ok(Some(cases_invalid(ej, st, notes, msg, now)));
+    }
+    warn_malformed(&checked, notes);
+    let total = checked.total as i64;
     let azure = key.as_ref().and_then(|k| k.spec.azure.clone());
     warn_invalid_patterns(ej, notes);
     let model = judge_model(ej, ctx, key.as_deref(), st, notes, now);
@@ -297,6 +305,41 @@ async fn start(
     Ok(None)
 }
 
+/// Cases the judge cannot keep apart: inline ones never change (the run ends); a ConfigMap may be
+/// fixed (the run waits, looking again in 15 s).
+fn cases_invalid(
+    ej: &EvalJob,
+    st: &mut EvalJobStatus,
+    notes: &mut Vec<Note>,
+    msg: String,
+    now: &Time,
+) -> Option<Duration> {
+    let generation = ej.metadata.generation;
+    set_condition(&mut st.conditions, CASES_READY, "False", CASES_INVALID, msg.clone(), generation, now);
+    if ej.spec.cases_from.is_none() {
+        return cannot_start(st, notes, CASES_INVALID, msg, generation, now);
+    }
+    notes.push((EventType::Warning, CASES_INVALID, format!("{msg}; waiting for the ConfigMap to be fixed")));
+    st.phase = Some(EvalPhase::Pending);
+    Some(Duration::from_secs(15))
+}
+
+/// Malformed lines do not stop the run (the judge errors them, by line): said before it starts.
+fn warn_malformed(checked: &cases::CasesCheck, notes: &mut Vec<Note>) {
+    if checked.malformed_count == 0 {
+        return;
+    }
+    let more = checked.malformed_count - checked.malformed.len();
+    let more = if more > 0 { format!("; and {more} more") } else { String::new() };
+    let msg = format!(
+        "{} of {} lines are not cases and will be errored, the rest run: {}{more}",
+        checked.malformed_count,
+        checked.total,
+        checked.malformed.join("; ")
+    );
+    notes.push((EventType::Warning, "MalformedCases", msg));
+}
+
 /// A regex scorer whose pattern does not compile errors every case it scores (the run still
 /// gives the other scorers' results): said before the run, with the compiler's message.
 fn warn_invalid_patterns(ej: &EvalJob, notes: &mut Vec<Note>) {
@@ -313,6 +356,7 @@ fn warn_invalid_patterns(ej: &EvalJob, notes: &mut Vec<Note>) {
 
 /// Condition reasons of a run that cannot start.
 const CASES_REFUSED: &str = "CasesRefused";
+const CASES_INVALID: &str = "CasesInvalid";
 const JOB_REFUSED: &str = "JobRefused";
 const JOB_NAME_TAKEN: &str = "JobNameTaken";
 
