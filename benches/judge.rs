@@ -63,6 +63,7 @@ async fn bench() -> anyhow::Result<()> {
 
     let endpoints = mock.endpoints();
     let config = JudgeConfig {
+        panels: Default::default(),
         namespace: "bench".into(),
         eval_job: "bench".into(),
         provider: Provider::OpenAi,
@@ -77,6 +78,8 @@ async fn bench() -> anyhow::Result<()> {
                 pattern: None,
                 value: None,
                 ignore_case: false,
+                judges: None,
+                aggregate: None,
             },
             Scorer {
                 type_: ScorerType::Contains,
@@ -86,6 +89,8 @@ async fn bench() -> anyhow::Result<()> {
                 pattern: None,
                 value: None,
                 ignore_case: true,
+                judges: None,
+                aggregate: None,
             },
         ],
         concurrency: CONCURRENCY,

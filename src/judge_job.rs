@@ -191,7 +191,13 @@ fn owned_meta(ej: &EvalJob, name: String, component: &str) -> ObjectMeta {
 }
 
 /// The judge's configuration for this EvalJob.
-pub fn judge_config(ej: &EvalJob, model: &str, azure: Option<AzureSpec>, settings: &JudgeSettings) -> JudgeConfig {
+pub fn judge_config(
+    ej: &EvalJob,
+    model: &str,
+    azure: Option<AzureSpec>,
+    panels: std::collections::BTreeMap<String, crate::judge::wire::PanelConfig>,
+    settings: &JudgeSettings,
+) -> JudgeConfig {
     let s = &ej.spec;
     JudgeConfig {
         namespace: ej.namespace().unwrap_or_default(),
@@ -205,6 +211,7 @@ pub fn judge_config(ej: &EvalJob, model: &str, azure: Option<AzureSpec>, setting
         call_timeout_seconds: settings.limits.call_timeout_seconds,
         shards: s.parallelism.max(1) as u32,
         endpoints: settings.endpoints.clone(),
+        panels,
     }
 }
 
@@ -545,7 +552,7 @@ mod tests {
 
     #[test]
     fn the_config_file_is_the_rendered_config_never_empty() {
-        let config = judge_config(&ej(1), "gpt-5.1", None, &settings());
+        let config = judge_config(&ej(1), "gpt-5.1", None, Default::default(), &settings());
         let cm = cases_config_map(&ej(1), "{\"output\":\"x\"}\n".into(), &config).expect("renders");
         let text = cm.data.as_ref().and_then(|d| d.get(CONFIG_FILE)).expect("config.json");
         assert_eq!(serde_json::from_str::<JudgeConfig>(text).expect("the judge can read it"), config);
@@ -625,7 +632,7 @@ mod tests {
             .filter_map(|s| s.service_account_token.as_ref().and_then(|t| t.expiration_seconds))
             .collect();
         assert_eq!(tokens, vec![3600, 3600], "both tokens, broker and results");
-        assert_eq!(judge_config(&ej(1), "m", None, &s).call_timeout_seconds, 120);
+        assert_eq!(judge_config(&ej(1), "m", None, Default::default(), &s).call_timeout_seconds, 120);
         let defaults = judge_job(&ej(1), &settings(), &pins());
         assert_eq!(defaults.spec.and_then(|j| j.ttl_seconds_after_finished), Some(86_400));
     }

@@ -842,3 +842,60 @@ async fn node_disk_holds_no_plaintext_after_a_run() {
     node::collect_pod_logs(&mut env).await;
     env.assert_no_plaintext().await;
 }
+
+/// A judge panel widens what one pod receives, so an evaluator tries to widen it further: a panel
+/// judge naming a key of another provider (a Google key for an Anthropic judge) never starts, the
+/// evaluator cannot write the status the broker reads, and a panel pod gets the keys its judges
+/// name and no other key of the namespace.
+#[tokio::test]
+async fn a_panel_gets_only_the_keys_its_judges_name() {
+    use common::broker::ask_broker_body;
+    let mut env = TestEnv::new("atk-panel").await;
+    let main = default_key(&mut env, "openai", Provider::OpenAi).await;
+    let anthropic = default_key(&mut env, "anthropic", Provider::Anthropic).await;
+    let google = default_key(&mut env, "google", Provider::Google).await;
+    let evaluator = common::roles::evaluator(&env).await;
+    let ejs: Api<byok_operator::crd::EvalJob> = Api::namespaced(evaluator.clone(), &env.ns);
+    let panel_spec = |judges: serde_json::Value| {
+        let mut spec = judge_spec("openai", cases(2));
+        spec["scorers"][0]["judges"] = judges;
+        spec["template"] = json!({ "nodeSelector": { "launchgate.ai/test-no-node": "true" } });
+        spec
+    };
+    let evaljob = |name: &str, spec: serde_json::Value| -> byok_operator::crd::EvalJob {
+        serde_json::from_value(json!({
+            "apiVersion": "launchgate.ai/v1alpha1", "kind": "EvalJob", "metadata": { "name": name }, "spec": spec
+        }))
+        .expect("evaljob")
+    };
+    let wrong = panel_spec(json!([{ "provider": "openai" }, { "provider": "anthropic", "keyRef": "google" }]));
+    ejs.create(&PostParams::default(), &evaljob("wrong", wrong)).await.expect("created");
+    let waiting = wait_evaljob(&env, "wrong", "WaitingForKey", |e| phase(e) == Some(EvalPhase::WaitingForKey)).await;
+    let resolved = waiting.status.iter().flat_map(|s| &s.conditions).find(|c| c.type_ == "KeyResolved").cloned();
+    let msg = resolved.map(|c| c.message).unwrap_or_default();
+    assert!(msg.contains("judge anthropic") && msg.contains("google is not a Ready anthropic key"), "{msg}");
+    assert!(waiting.status.as_ref().is_some_and(|s| s.job_name.is_none() && s.judges.is_empty()), "no Job, no keys");
+
+    let good = panel_spec(json!([{ "provider": "openai" }, { "provider": "anthropic" }]));
+    ejs.create(&PostParams::default(), &evaljob("panel", good)).await.expect("created");
+    wait_evaljob(&env, "panel", "Running", |e| phase(e) == Some(EvalPhase::Running)).await;
+    // The status is the broker's list: the evaluator may not add the Google key to it.
+    let widened = json!({ "status": { "judges": [{ "scorer": "llm_judge", "provider": "google", "model": "m",
+        "keyRef": "google", "keyPrefix": "x" }] } });
+    let refused = ejs.patch_status("panel", &PatchParams::default(), &Patch::Merge(&widened)).await;
+    assert!(matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403), "{refused:?}");
+    let pod = report_pod_address(&env, &running_pod(&env, "panel").await, "127.0.0.1").await;
+    let ns = env.ns.clone();
+    let token = pod_token(&env, &ns, &pod, wire::KEY_AUDIENCE).await;
+    let (status, body) = ask_broker_body(&env, &token, &pod.uid().expect("uid")).await;
+    assert_eq!(status, 200, "{body}");
+    let text = body.to_string();
+    assert!(text.contains(&main) && text.contains(&anthropic), "the panel's keys are handed out");
+    assert!(!text.contains(&google[8..]), "a key no judge names is never handed out");
+    let names: Vec<&str> =
+        body["panel"].as_array().expect("panel").iter().filter_map(|p| p["byokKey"].as_str()).collect();
+    assert_eq!(names, ["anthropic", "openai"]);
+    let text = serde_json::to_string(&ejs.get("panel").await.expect("own EvalJob")).expect("json");
+    assert!(!text.contains(&anthropic[8..]) && !text.contains(&main[8..]), "status shows prefixes only");
+    env.assert_no_plaintext().await;
+}

@@ -353,3 +353,61 @@ async fn dying_and_retired_models_are_named_on_keys_and_evaljobs() {
     env.wait_event("eval", "ModelDeprecated").await;
     env.assert_no_plaintext().await;
 }
+
+/// A judge panel on the control plane: an OpenAI and an Anthropic judge, each with its provider's
+/// default key of the namespace; the Anthropic key is revoked after the pod fetched it. Its
+/// verdicts error, the OpenAI judge's carry every case, and the agreement is reported.
+#[tokio::test]
+async fn local_judge_panel_with_two_providers_and_one_revoked_key() {
+    let mut env = TestEnv::new("ej-panel").await;
+    let main = default_key(&mut env, "openai", Provider::OpenAi).await;
+    let anthropic = default_key(&mut env, "anthropic", Provider::Anthropic).await;
+    let google = default_key(&mut env, "google", Provider::Google).await;
+    let mut spec = judge_spec("openai", cases(10));
+    spec["scorers"][0]["name"] = json!("panel");
+    spec["scorers"][0]["judges"] = json!([{ "provider": "openai" }, { "provider": "anthropic" }]);
+    spec["scorers"][0]["aggregate"] = json!("minimum");
+    spec["concurrency"] = json!(1);
+    create_evaljob(&env, "eval", spec).await;
+    let ej = wait_evaljob(&env, "eval", "Running", |e| phase(e) == Some(EvalPhase::Running)).await;
+    let st = ej.status.expect("status");
+    let judges: Vec<(String, String, String)> =
+        st.judges.iter().map(|j| (j.scorer.clone(), j.key_ref.clone(), j.key_prefix.clone())).collect();
+    assert_eq!(
+        judges,
+        [
+            ("panel".into(), "openai".into(), main[..8].to_string()),
+            ("panel".into(), "anthropic".into(), anthropic[..8].to_string())
+        ]
+    );
+    let pod = judge_pods(&env, &st.job_name.expect("job"), 1).await.remove(0);
+    let local = LocalPod::prepare(&env, pod).await;
+    let fetched = local.run("fetch-key", &[]).await;
+    assert!(fetched.status.success(), "fetch-key: {}", String::from_utf8_lossy(&fetched.stderr));
+    let key_dir = local.key_file().parent().expect("key dir").to_path_buf();
+    let names: std::collections::BTreeSet<String> = std::fs::read_dir(&key_dir)
+        .expect("key dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into())
+        .collect();
+    assert_eq!(names, ["key", "key.anthropic", "key.openai"].map(String::from).into(), "the panel's keys, no other");
+    assert_eq!(std::fs::read_to_string(key_dir.join("key.anthropic")).expect("anthropic key"), anthropic);
+    // Revoked once the pod has it: the broker tells the judge in the answer to its first progress
+    // report (one a second); a slow provider makes that mid-run.
+    env.mock.set_latency(Duration::from_millis(300));
+    let patch = json!({ "spec": { "revoked": true } });
+    env.keys().patch("anthropic", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("revoke");
+    env.wait_key("anthropic", "Revoked", |k| k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Revoked)).await;
+    let ran = local.run("judge", &[]).await;
+    assert!(ran.status.success(), "judge: {}", String::from_utf8_lossy(&ran.stderr));
+    let done = wait_evaljob(&env, "eval", "Succeeded", |e| phase(e) == Some(EvalPhase::Succeeded)).await;
+    let summary = done.status.and_then(|s| s.summary).expect("summary");
+    let panel = summary.scorers.iter().find(|s| s.name == "panel").expect("panel scorer");
+    // Even cases score 0.9, odd ones 0.2: the OpenAI judge alone decides once Anthropic's key is gone.
+    assert_eq!((panel.passed, panel.failed, panel.errored), (5, 5, 0), "{summary:?}");
+    assert!(panel.agreement.is_none_or(|a| a == 1.0), "the judges that answered together agreed: {summary:?}");
+    assert_eq!(env.mock.requests_for_key(&main), 10, "the OpenAI judge judged every case");
+    let after = env.mock.requests_for_key(&anthropic);
+    assert!(after < 10, "no Anthropic call once the broker said revoked ({after} in all)");
+    assert_eq!(env.mock.requests_for_key(&google), 0, "a key no judge names is never used");
+    env.assert_no_plaintext().await;
+}

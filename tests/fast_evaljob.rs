@@ -49,6 +49,7 @@ fn result(line: u32, scores: &[(&str, Outcome, f64)]) -> CaseResult {
                 outcome: *outcome,
                 score: Some(*score),
                 reason: String::new(),
+                agreed: None,
             })
             .collect(),
         input_tokens: 100,

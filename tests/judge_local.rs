@@ -13,10 +13,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use byok_operator::crd::{AzureSpec, Provider, Scorer, ScorerType};
+use byok_operator::crd::{Aggregate, AzureSpec, Provider, Scorer, ScorerType};
 use byok_operator::judge::wire::{
-    CaseResult, JudgeConfig, KEY_PATH, KeyRequest, KeyResponse, Outcome, RESULTS_PATH, Refusal, ResultsAck,
-    ResultsReport,
+    CaseResult, JudgeConfig, KEY_PATH, KeyRequest, KeyResponse, Outcome, PanelConfig, PanelJudgeConfig, PanelKey,
+    RESULTS_PATH, Refusal, ResultsAck, ResultsReport,
 };
 use byok_operator::mock::{self, MockConfig, MockHandle};
 use serde_json::json;
@@ -35,6 +35,11 @@ struct BrokerState {
     reports: Mutex<Vec<ResultsReport>>,
     /// Provider requests made with the key when the broker first answered "revoked".
     requests_at_revocation: Mutex<Option<u64>>,
+    /// Panel keys handed out with the key: (ByokKey name, its key or None for refused).
+    panel: Mutex<Vec<(String, Option<String>)>>,
+    /// A panel key the broker calls revoked from the first report on, and the provider requests
+    /// made with it by then.
+    revoked_panel_key: Mutex<Option<(String, String, Option<u64>)>>,
 }
 
 fn bearer(headers: &HeaderMap) -> &str {
@@ -64,7 +69,19 @@ async fn key_handler(
         return (StatusCode::FORBIDDEN, Json(json!(refusal)));
     }
     let prefix: String = state.key.chars().take(8).collect();
-    (StatusCode::OK, Json(json!(KeyResponse { key: state.key.clone(), key_prefix: prefix })))
+    let panel = state
+        .panel
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(name, key)| PanelKey {
+            byok_key: name.clone(),
+            key: key.clone(),
+            key_prefix: key.as_deref().map(|k| k.chars().take(8).collect()).unwrap_or_default(),
+            refused: key.is_none().then(|| "KeyRevoked".into()),
+        })
+        .collect();
+    (StatusCode::OK, Json(json!(KeyResponse { key: state.key.clone(), key_prefix: prefix, panel })))
 }
 
 async fn results_handler(
@@ -81,7 +98,12 @@ async fn results_handler(
         let mut at = state.requests_at_revocation.lock().unwrap();
         at.get_or_insert_with(|| state.mock.requests_for_key(&state.key));
     }
-    (StatusCode::OK, Json(json!(ResultsAck { key_revoked: revoked })))
+    let mut revoked_panel_keys = vec![];
+    if let Some((name, key, at)) = state.revoked_panel_key.lock().unwrap().as_mut() {
+        at.get_or_insert_with(|| state.mock.requests_for_key(key));
+        revoked_panel_keys.push(name.clone());
+    }
+    (StatusCode::OK, Json(json!(ResultsAck { key_revoked: revoked, revoked_panel_keys })))
 }
 
 /// Self-signed CA and a serving certificate for 127.0.0.1 signed by it, as PEM.
@@ -120,6 +142,8 @@ impl Pod {
             key_requests: AtomicU32::new(0),
             reports: Mutex::default(),
             requests_at_revocation: Mutex::default(),
+            panel: Mutex::default(),
+            revoked_panel_key: Mutex::default(),
         });
         let (ca, cert, server_key) = test_pki();
         let dir = tempfile::tempdir().unwrap();
@@ -222,7 +246,17 @@ impl Pod {
 }
 
 fn scorer(type_: ScorerType) -> Scorer {
-    Scorer { type_, name: None, rubric: None, pass_threshold: None, pattern: None, value: None, ignore_case: false }
+    Scorer {
+        type_,
+        name: None,
+        rubric: None,
+        pass_threshold: None,
+        pattern: None,
+        value: None,
+        ignore_case: false,
+        judges: None,
+        aggregate: None,
+    }
 }
 
 fn llm_judge() -> Scorer {
@@ -241,6 +275,7 @@ fn config(pod: &Pod, provider: Provider, scorers: Vec<Scorer>, concurrency: u32)
         ),
     };
     JudgeConfig {
+        panels: Default::default(),
         namespace: "team-a".into(),
         eval_job: "nightly".into(),
         provider,
@@ -421,4 +456,104 @@ async fn a_broker_signed_by_another_ca_is_refused_at_once() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("TLS"), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(pod.broker.key_requests.load(Ordering::SeqCst), 0);
+}
+
+/// A panel of three: OpenAI and Anthropic judges with their own keys, and a Google judge whose key
+/// the broker refused. Returns the pod, the panel keys, and the config.
+async fn panel_pod(mock_config: MockConfig) -> (Pod, [String; 2], JudgeConfig) {
+    let pod = Pod::start("sk-proj-main-0123456789abcdef", mock_config, None, false).await;
+    let keys = ["sk-proj-panel-0123456789abcdef".to_string(), "sk-ant-api03-panel-0123456789abcdef".to_string()];
+    pod.broker.panel.lock().unwrap().extend([
+        ("oa".to_string(), Some(keys[0].clone())),
+        ("an".to_string(), Some(keys[1].clone())),
+        ("go".to_string(), None),
+    ]);
+    let judge = |provider, model: &str, byok_key: &str| PanelJudgeConfig {
+        provider,
+        model: model.into(),
+        byok_key: byok_key.into(),
+        azure: None,
+    };
+    let panel = PanelConfig {
+        aggregate: Aggregate::Mean,
+        judges: vec![
+            judge(Provider::OpenAi, "gpt-4o", "oa"),
+            judge(Provider::Anthropic, "claude-sonnet-4-6", "an"),
+            judge(Provider::Google, "gemini-3.5-flash", "go"),
+        ],
+    };
+    let scorer = Scorer { name: Some("panel".into()), ..llm_judge() };
+    let mut config = config(&pod, Provider::OpenAi, vec![scorer, scorer_contains()], 4);
+    config.panels.insert("panel".into(), panel);
+    (pod, keys, config)
+}
+
+fn scorer_contains() -> Scorer {
+    Scorer { value: Some("mock-score".into()), ..scorer(ScorerType::Contains) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panel_judges_each_case_with_each_judges_own_key() {
+    let (pod, keys, config) = panel_pod(MockConfig::default()).await;
+    let fetched = pod.fetch_key().await;
+    assert_success(&fetched);
+    let stdout = String::from_utf8_lossy(&fetched.stdout);
+    assert!(stdout.contains("panel key go refused by the broker: KeyRevoked"), "{stdout}");
+    for key in &keys {
+        assert!(!stdout.contains(key.as_str()), "a panel key in fetch-key's output");
+    }
+    for (name, key) in [("oa", &keys[0]), ("an", &keys[1])] {
+        let path = pod.path(&format!("key.{name}"));
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o400);
+        assert_eq!(&std::fs::read_to_string(&path).unwrap(), key);
+    }
+    assert!(!pod.path("key.go").exists(), "no file for a refused key");
+
+    let cases = concat!(
+        r#"{"id":"good","output":"Paris mock-score=0.9"}"#,
+        "\n",
+        r#"{"id":"bad","output":"Lyon mock-score=0.2"}"#,
+        "\n",
+    );
+    assert_success(&pod.run(&config, cases).await);
+    let results = pod.final_results();
+    let panel: Vec<_> = results.iter().map(|r| r.scores[0].clone()).collect();
+    assert_eq!(panel.iter().map(|s| s.outcome).collect::<Vec<_>>(), [Outcome::Passed, Outcome::Failed]);
+    assert_eq!((panel[0].score, panel[1].score), (Some(0.9), Some(0.2)), "the mean of the two verdicts");
+    assert_eq!(panel.iter().map(|s| s.agreed).collect::<Vec<_>>(), [Some(true), Some(true)]);
+    for s in &panel {
+        assert!(s.reason.starts_with("2 of 2 judges") || s.reason.starts_with("0 of 2 judges"), "{}", s.reason);
+        assert!(s.reason.contains("no verdict from google/gemini-3.5-flash"), "{}", s.reason);
+        assert!(
+            s.reason.contains("openai/gpt-4o 0.") && s.reason.contains("anthropic/claude-sonnet-4-6 0."),
+            "{}",
+            s.reason
+        );
+    }
+    // Each judge called its provider with its own key, once per case; the EvalJob's key judged nothing.
+    assert_eq!((pod.mock.requests_for_key(&keys[0]), pod.mock.requests_for_key(&keys[1])), (2, 2));
+    assert_eq!(pod.mock.requests_for_key(&pod.key), 0);
+    let summary = byok_operator::judge::summary::summarize(&results, &["panel".into(), "contains".into()]);
+    assert_eq!(summary.scorers[0].agreement, Some(1.0));
+    assert_eq!(summary.scorers[1].agreement, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panel_key_revoked_mid_run_errors_only_its_judges_verdicts() {
+    let mock_config = MockConfig { latency: Duration::from_millis(100), ..MockConfig::default() };
+    let (pod, keys, config) = panel_pod(mock_config).await;
+    *pod.broker.revoked_panel_key.lock().unwrap() = Some(("an".into(), keys[1].clone(), None));
+    assert_success(&pod.fetch_key().await);
+    let cases: String = (0..100).map(|i| format!("{{\"output\":\"answer {i} mock-score=0.9\"}}\n")).collect();
+    assert_success(&pod.run(&config, &cases).await);
+    let results = pod.final_results();
+    assert!(results.iter().all(|r| r.scores[0].outcome == Outcome::Passed), "the OpenAI judge still judged every case");
+    let revoked =
+        results.iter().filter(|r| r.scores[0].reason.contains("anthropic/claude-sonnet-4-6: KeyRevoked")).count();
+    let both = results.iter().filter(|r| r.scores[0].reason.starts_with("2 of 2 judges")).count();
+    assert!(revoked > 0 && both > 0 && revoked + both == 100, "revoked {revoked}, judged by both {both}");
+    assert_eq!(pod.mock.requests_for_key(&keys[0]), 100);
+    let at = pod.broker.revoked_panel_key.lock().unwrap().as_ref().and_then(|r| r.2).expect("never revoked");
+    let after = pod.mock.requests_for_key(&keys[1]);
+    assert!(after <= at + 4, "{after} Anthropic requests, {at} when revoked: no new call after it");
 }

@@ -10,6 +10,7 @@
 //! Logs go to stderr (RUST_LOG, default info; warn for `smoke`). Neither the key nor a token is
 //! ever logged.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,9 +18,11 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use byok_operator::crd::{AzureSpec, Provider, ScorerType};
 use byok_operator::judge::cases::{parse_shard, shard_index};
-use byok_operator::judge::client::{HttpReporter, fetch_key, read_key_file, write_key_file};
+use byok_operator::judge::client::{
+    HttpReporter, fetch_key, panel_key_path, read_key_file, write_key_file, write_panel_keys,
+};
 use byok_operator::judge::pin::PinnedFile;
-use byok_operator::judge::runner::{ReportPacing, ShardRun, run_shard};
+use byok_operator::judge::runner::{JudgeKeys, ReportPacing, ShardRun, run_shard};
 use byok_operator::judge::scorers::scorer_names;
 use byok_operator::judge::smoke::{self, NoteRow, TableLine};
 use byok_operator::judge::summary::{summarize, usage};
@@ -188,12 +191,27 @@ async fn fetch(args: FetchKey) -> anyhow::Result<()> {
     let ca = PinnedFile::new(&args.broker.ca_file, &args.broker.ca_sha256);
     let mut response = fetch_key(&args.broker.url, &args.token_file, &ca, &args.broker.pod_uid).await?;
     let written = write_key_file(&args.out, &response);
-    // The key now lives only in the file: wipe our copy whatever happened.
+    let panel_written = written.as_ref().ok().map(|()| write_panel_keys(&args.out, &response.panel));
+    // The keys now live only in the files: wipe our copies whatever happened.
     response.key.zeroize();
+    for entry in &mut response.panel {
+        if let Some(key) = entry.key.as_mut() {
+            key.zeroize();
+        }
+    }
     written?;
+    let refused = panel_written.transpose()?.unwrap_or_default();
     // The broker sends the prefix; print no more than its first 8 characters all the same.
     let prefix: String = response.key_prefix.chars().take(8).collect();
     println!("fetched key {prefix}... into {}", args.out.display());
+    for entry in response.panel.iter().filter(|p| p.key.is_some()) {
+        let prefix: String = entry.key_prefix.chars().take(8).collect();
+        println!("fetched panel key {} ({prefix}...)", entry.byok_key);
+    }
+    for (name, reason) in refused {
+        // Not fatal: that judge's verdicts error, the panel's other judges still judge.
+        println!("panel key {name} refused by the broker: {reason}");
+    }
     Ok(())
 }
 
@@ -218,6 +236,7 @@ async fn run(args: Run) -> anyhow::Result<()> {
         } else {
             None
         };
+    let keys = JudgeKeys { main: key, panel: panel_keys(&config, &args.key_file)? };
     let ca = PinnedFile::new(&args.broker.ca_file, &args.broker.ca_sha256);
     let reporter = HttpReporter::new(&args.broker.url, &args.results_token_file, &ca)?;
     let http = reqwest::Client::builder()
@@ -232,7 +251,7 @@ async fn run(args: Run) -> anyhow::Result<()> {
         eval_job = %config.eval_job, namespace = %config.namespace, provider = %config.provider,
         model = %config.model, shard, shards, cases = cases.len(), "judging"
     );
-    let outcome = run_shard(&config, &run, key, cases, &reporter).await;
+    let outcome = run_shard(&config, &run, keys, cases, &reporter).await;
 
     if let Some(path) = &args.results_out {
         write_results(path, &outcome.results)?;
@@ -245,6 +264,24 @@ async fn run(args: Run) -> anyhow::Result<()> {
         key_revoked = outcome.key_revoked, "shard done"
     );
     outcome.final_report.map(drop).context("the final results report was not accepted")
+}
+
+/// The panel judges' keys fetch-key wrote; a judge whose key is missing (refused by the broker)
+/// errors its own verdicts.
+fn panel_keys(config: &JudgeConfig, key_file: &Path) -> anyhow::Result<BTreeMap<String, SecretString>> {
+    let mut keys = BTreeMap::new();
+    for judge in config.panels.values().flat_map(|p| &p.judges) {
+        if keys.contains_key(&judge.byok_key) {
+            continue;
+        }
+        match read_key_file(&panel_key_path(key_file, &judge.byok_key)?)? {
+            Some(key) => {
+                keys.insert(judge.byok_key.clone(), key);
+            }
+            None => tracing::warn!(byokkey = %judge.byok_key, "no key for this panel judge: its verdicts error"),
+        }
+    }
+    Ok(keys)
 }
 
 fn write_results(path: &Path, results: &[CaseResult]) -> anyhow::Result<()> {

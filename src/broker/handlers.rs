@@ -18,7 +18,7 @@ use super::authn::{self, PodIdentity};
 use super::authz::{self, Grant};
 use super::{BrokerState, Refusal, grants, results};
 use crate::crd::{ByokKey, EvalJob, KeyPhase};
-use crate::judge::wire::{self, KeyRequest, KeyResponse, ResultsAck, ResultsReport};
+use crate::judge::wire::{self, KeyRequest, KeyResponse, PanelKey, ResultsAck, ResultsReport};
 use crate::keystore;
 
 fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
@@ -114,16 +114,59 @@ fn key_state(key: &ByokKey) -> Result<(), Refusal> {
 /// The ByokKey an EvalJob runs with, if it may still be used: a key missing from the cache, or
 /// not usable there, is read live before the answer is "revoked" or "not ready".
 async fn usable_key(st: &BrokerState, grant: &Grant) -> Result<Arc<ByokKey>, Refusal> {
-    let ns = grant.evaljob.namespace().unwrap_or_default();
     let name = grant.evaljob.status.as_ref().and_then(|s| s.key_ref.clone()).ok_or(Refusal::KeyNotReady)?;
-    if let Some(key) = st.stores()?.byokkeys.get(&ObjectRef::new(&name).within(&ns))
+    usable_key_named(st, grant, &name).await
+}
+
+/// The EvalJob's ByokKey `name`, if it may still be used (see [`usable_key`]).
+async fn usable_key_named(st: &BrokerState, grant: &Grant, name: &str) -> Result<Arc<ByokKey>, Refusal> {
+    let ns = grant.evaljob.namespace().unwrap_or_default();
+    if let Some(key) = st.stores()?.byokkeys.get(&ObjectRef::new(name).within(&ns))
         && key_state(&key).is_ok()
     {
         return Ok(key);
     }
-    let key = live::<ByokKey>(st, &ns, &name).await?.ok_or(Refusal::KeyRevoked)?;
+    let key = live::<ByokKey>(st, &ns, name).await?.ok_or(Refusal::KeyRevoked)?;
     key_state(&key)?;
     Ok(key)
+}
+
+/// The ByokKeys of the EvalJob's panel judges (its status, written by the operator when the run
+/// started), each once, in order.
+fn panel_key_names(grant: &Grant) -> Vec<String> {
+    let mut names: Vec<String> =
+        grant.evaljob.status.iter().flat_map(|s| &s.judges).map(|j| j.key_ref.clone()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The panel judges' keys: each opened, or the refusal's reason (that judge errors; the pod and
+/// the panel's other judges go on).
+async fn panel_keys(st: &BrokerState, grant: &Grant) -> Vec<PanelKey> {
+    let mut keys = Vec::new();
+    for name in panel_key_names(grant) {
+        let opened = async {
+            let key = usable_key_named(st, grant, &name).await?;
+            open_key(st, &key).await
+        }
+        .await;
+        keys.push(match opened {
+            Ok((plain, _)) => PanelKey {
+                key_prefix: keystore::prefix(plain.expose_secret()),
+                key: Some(plain.expose_secret().to_string()),
+                byok_key: name,
+                refused: None,
+            },
+            Err(refusal) => PanelKey {
+                byok_key: name,
+                key: None,
+                key_prefix: String::new(),
+                refused: Some(refusal.reason().into()),
+            },
+        });
+    }
+    keys
 }
 
 /// The ByokKey's plaintext, opened from its ciphertext, and the KEK it was sealed under.
@@ -203,7 +246,12 @@ pub async fn key(
         Ok(v) => v,
         Err(r) => return refuse(&st, "key", r, Some(&id)),
     };
-    let audit = grants::Grant::new(&id, &grant, &key.name_any(), &kek, peer.ip());
+    let panel = panel_keys(&st, &grant).await;
+    // The record names every key handed out (never a refused one).
+    let handed: Vec<String> = std::iter::once(key.name_any())
+        .chain(panel.iter().filter(|p| p.key.is_some()).map(|p| p.byok_key.clone()))
+        .collect();
+    let audit = grants::Grant::new(&id, &grant, &handed.join(","), &kek, peer.ip());
     match grants::record(&st.client, &st.namespace, &audit).await {
         Ok(()) => {}
         Err(grants::RecordError::AlreadyGranted) => {
@@ -224,7 +272,7 @@ pub async fn key(
         requester = %format!("system:serviceaccount:{}:{}", id.namespace, id.service_account), peer = %peer.ip(),
         "key handed to judge pod");
     let prefix = keystore::prefix(plain.expose_secret());
-    Json(KeyResponse { key: plain.expose_secret().to_string(), key_prefix: prefix }).into_response()
+    Json(KeyResponse { key: plain.expose_secret().to_string(), key_prefix: prefix, panel }).into_response()
 }
 
 pub async fn results(
@@ -279,7 +327,13 @@ pub async fn results(
     st.count("results", "accepted");
     // Only a confirmed answer stops the judge; "cannot tell now" (Unavailable) does not.
     let key_revoked = matches!(usable_key(&st, &grant).await, Err(Refusal::KeyRevoked | Refusal::KeyNotReady));
-    Json(ResultsAck { key_revoked }).into_response()
+    let mut revoked_panel_keys = Vec::new();
+    for name in panel_key_names(&grant) {
+        if matches!(usable_key_named(&st, &grant, &name).await, Err(Refusal::KeyRevoked | Refusal::KeyNotReady)) {
+            revoked_panel_keys.push(name);
+        }
+    }
+    Json(ResultsAck { key_revoked, revoked_panel_keys }).into_response()
 }
 
 /// Ready once this replica leads and its caches are there (the Service then routes to it).

@@ -104,6 +104,7 @@ impl UnreadableLine {
         let scores = scorer_names
             .iter()
             .map(|scorer| crate::judge::wire::ScoreResult {
+                agreed: None,
                 scorer: scorer.clone(),
                 outcome: crate::judge::wire::Outcome::Errored,
                 score: None,
@@ -366,6 +367,7 @@ mod tests {
         result.scores = scores
             .iter()
             .map(|s| crate::judge::wire::ScoreResult {
+                agreed: None,
                 scorer: "judge".into(),
                 outcome: crate::judge::wire::Outcome::Passed,
                 score: Some(*s),

@@ -114,6 +114,8 @@ pub enum ScorerType {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(validation = Rule::new("self.type != 'llm_judge' || has(self.rubric)").message("llm_judge needs a rubric"))]
 #[x_kube(validation = Rule::new("self.type != 'regex' || has(self.pattern)").message("regex needs a pattern"))]
+#[x_kube(validation = Rule::new("!has(self.judges) || self.type == 'llm_judge'").message("judges are for llm_judge scorers only"))]
+#[x_kube(validation = Rule::new("!has(self.aggregate) || has(self.judges)").message("aggregate needs judges (a panel)"))]
 #[serde(rename_all = "camelCase")]
 pub struct Scorer {
     #[serde(rename = "type")]
@@ -140,6 +142,42 @@ pub struct Scorer {
     /// exact_match and contains: compare case-insensitively.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ignore_case: bool,
+    /// llm_judge: a panel of judges instead of the EvalJob's one. Each case is judged by each
+    /// judge, with a key of this namespace for the judge's provider; `aggregate` makes one verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 5))]
+    pub judges: Option<Vec<PanelJudge>>,
+    /// llm_judge with judges: how their verdicts make one. Default mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
+}
+
+/// One judge of a panel.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PanelJudge {
+    pub provider: Provider,
+    /// ByokKey to judge with; the provider's effective default key in this namespace when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key_ref: Option<String>,
+    /// Judge model; the key's model, then the operator's default table, when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    pub model: Option<String>,
+}
+
+/// How a panel's verdicts make one.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Aggregate {
+    /// The mean score passes the threshold.
+    #[default]
+    Mean,
+    /// More than half of the judges that answered pass the case; the score is the share that did.
+    Majority,
+    /// Every judge that answered passes the case (the lowest score passes the threshold).
+    Minimum,
 }
 
 impl Scorer {
@@ -259,6 +297,10 @@ pub struct EvalJobStatus {
     /// The ByokKey this run uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_ref: Option<String>,
+    /// The judges of the panels (scorers with `judges`), resolved when the run starts: the key
+    /// broker hands the judge pods these keys and no others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub judges: Vec<JudgeStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -280,6 +322,18 @@ pub struct EvalJobStatus {
     pub completion_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// A panel judge as the run uses it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JudgeStatus {
+    /// The scorer's name in results.
+    pub scorer: String,
+    pub provider: Provider,
+    pub model: String,
+    pub key_ref: String,
+    pub key_prefix: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -325,6 +379,10 @@ pub struct ScorerSummary {
     pub errored: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_score: Option<f64>,
+    /// A panel: the share of cases, 0..1, on which every judge that answered came to the same pass
+    /// or fail (cases with two or more verdicts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

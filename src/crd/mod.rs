@@ -10,8 +10,9 @@ pub use byokkey::{
     ValidationSpec,
 };
 pub use evaljob::{
-    CasesFrom, ConfigMapKeyRef, EvalCase, EvalJob, EvalJobSpec, EvalJobStatus, EvalPhase, PassCriteria, PodOverrides,
-    Progress, ResultsRef, Scorer, ScorerCriteria, ScorerSummary, ScorerType, Summary, TokenUsage,
+    Aggregate, CasesFrom, ConfigMapKeyRef, EvalCase, EvalJob, EvalJobSpec, EvalJobStatus, EvalPhase, JudgeStatus,
+    PanelJudge, PassCriteria, PodOverrides, Progress, ResultsRef, Scorer, ScorerCriteria, ScorerSummary, ScorerType,
+    Summary, TokenUsage,
 };
 pub use provider::{AzureSpec, Provider};
 

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-pub use super::keyfile::{read_key_file, write_key_file};
+pub use super::keyfile::{panel_key_path, read_key_file, write_key_file, write_panel_keys};
 
 use super::pin::PinnedFile;
 use super::runner::{ReportError, Reporter};
@@ -384,9 +384,11 @@ mod tests {
             panic!("final")
         };
         assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS);
-        let key = serde_json::to_vec(&KeyResponse { key: "sk-1".into(), key_prefix: "sk-1".into() }).expect("json");
+        let key = serde_json::to_vec(&KeyResponse { key: "sk-1".into(), key_prefix: "sk-1".into(), panel: vec![] })
+            .expect("json");
         assert!(matches!(key_answer(200, &key, None), Attempt::Done(_)));
-        let empty = serde_json::to_vec(&KeyResponse { key: " ".into(), key_prefix: String::new() }).expect("json");
+        let empty = serde_json::to_vec(&KeyResponse { key: " ".into(), key_prefix: String::new(), panel: vec![] })
+            .expect("json");
         assert!(matches!(key_answer(200, &empty, None), Attempt::Fatal(ClientError::Unexpected { .. })));
     }
 }

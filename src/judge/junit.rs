@@ -81,7 +81,7 @@ mod tests {
     use crate::judge::wire::ScoreResult;
 
     fn score(scorer: &str, outcome: Outcome, score: Option<f64>, reason: &str) -> ScoreResult {
-        ScoreResult { scorer: scorer.into(), outcome, score, reason: reason.into() }
+        ScoreResult { scorer: scorer.into(), outcome, score, reason: reason.into(), agreed: None }
     }
 
     fn results() -> Vec<CaseResult> {

@@ -10,12 +10,45 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use super::client::ClientError;
-use super::wire::KeyResponse;
+use super::wire::{KeyResponse, PanelKey};
 
 /// Writes the key for the judge container: mode 0400, written to a temporary file in the same
 /// directory and renamed into place, so a crash (or an init container restart) never leaves half
 /// a key. Overwrites an existing key file.
 pub fn write_key_file(path: &Path, key: &KeyResponse) -> Result<(), ClientError> {
+    write_secret(path, &key.key)
+}
+
+/// Where a panel judge's key is kept: next to the EvalJob's key file, named by its ByokKey. A name
+/// that is not a Kubernetes object name (a path, dots only) is refused.
+pub fn panel_key_path(key_file: &Path, byok_key: &str) -> Result<std::path::PathBuf, ClientError> {
+    let valid = !byok_key.is_empty()
+        && byok_key.len() <= 253
+        && byok_key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && byok_key.as_bytes()[0].is_ascii_alphanumeric();
+    if !valid {
+        let message = format!("{byok_key:?} is not a ByokKey name");
+        return Err(ClientError::KeyFile { path: key_file.to_path_buf(), message });
+    }
+    let mut name = key_file.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{byok_key}"));
+    Ok(key_file.with_file_name(name))
+}
+
+/// Writes each panel key the broker handed out next to `key_file` (see [`panel_key_path`]);
+/// returns the refused ones' names and reasons.
+pub fn write_panel_keys(key_file: &Path, panel: &[PanelKey]) -> Result<Vec<(String, String)>, ClientError> {
+    let mut refused = Vec::new();
+    for entry in panel {
+        match &entry.key {
+            Some(key) => write_secret(&panel_key_path(key_file, &entry.byok_key)?, key)?,
+            None => refused.push((entry.byok_key.clone(), entry.refused.clone().unwrap_or_default())),
+        }
+    }
+    Ok(refused)
+}
+
+fn write_secret(path: &Path, key: &str) -> Result<(), ClientError> {
     let file_error = |message: String| ClientError::KeyFile { path: path.to_path_buf(), message };
     let name = path.file_name().ok_or_else(|| file_error("not a file path".into()))?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -24,7 +57,7 @@ pub fn write_key_file(path: &Path, key: &KeyResponse) -> Result<(), ClientError>
     let _ = fs::remove_file(&temp);
     let written = (|| {
         let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&temp)?;
-        file.write_all(key.key.as_bytes())?;
+        file.write_all(key.as_bytes())?;
         file.sync_all()?;
         fs::rename(&temp, path)
     })();
@@ -56,7 +89,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     fn key(value: &str) -> KeyResponse {
-        KeyResponse { key: value.into(), key_prefix: value.chars().take(8).collect() }
+        KeyResponse { key: value.into(), key_prefix: value.chars().take(8).collect(), panel: vec![] }
     }
 
     #[test]
@@ -72,6 +105,28 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(read_key_file(&dir.path().join("absent")).unwrap().is_none());
         assert!(write_key_file(&dir.path().join("no-such-dir/key"), &key("k")).is_err());
+    }
+
+    #[test]
+    fn panel_keys_sit_next_to_the_key_file_under_their_byokkey_names_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("key");
+        let panel = |name: &str, key: Option<&str>| PanelKey {
+            byok_key: name.into(),
+            key: key.map(str::to_string),
+            key_prefix: String::new(),
+            refused: key.is_none().then(|| "KeyRevoked".into()),
+        };
+        let refused = write_panel_keys(&main, &[panel("anthropic", Some("sk-ant-1")), panel("google", None)]).unwrap();
+        assert_eq!(refused, [("google".to_string(), "KeyRevoked".to_string())]);
+        let path = panel_key_path(&main, "anthropic").unwrap();
+        assert_eq!(path, dir.path().join("key.anthropic"));
+        assert_eq!(read_key_file(&path).unwrap().unwrap().expose_secret(), "sk-ant-1");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o400);
+        for bad in ["../etc", "a/b", "", ".hidden", "UPPER"] {
+            assert!(panel_key_path(&main, bad).is_err(), "{bad:?}");
+            assert!(write_panel_keys(&main, &[panel(bad, Some("k"))]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

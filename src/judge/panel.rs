@@ -8,18 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::wire::Outcome;
 
-/// How a panel's verdicts make one.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum Aggregate {
-    /// The mean score passes the threshold.
-    #[default]
-    Mean,
-    /// More than half of the judges that answered pass the case; the score is the share that did.
-    Majority,
-    /// Every judge that answered passes the case (the lowest score passes the threshold).
-    Minimum,
-}
+pub use crate::crd::Aggregate;
 
 /// One judge's verdict on one case: a score in 0..1, or why there is none.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -5,6 +5,7 @@
 //! most `concurrency` cases (and provider calls) exist at once however large the suite, and the
 //! progress reporter is joined with the scoring stream so a slow broker never stalls scoring.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,10 +16,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::cases::{CaseBody, ParsedCase};
+use super::panel::{self, JudgeVerdict};
 use super::report::deliver;
 pub use super::report::{ReportError, ReportPacing, Reporter};
 use super::scorers::{self, JUDGE_SYSTEM_PROMPT, PreparedScorer, ScorerKind};
-use super::wire::{CaseResult, JudgeConfig, ResultsAck, ResultsReport, ScoreResult};
+use super::wire::{CaseResult, JudgeConfig, PanelConfig, PanelJudgeConfig, ResultsAck, ResultsReport, ScoreResult};
 use crate::crd::EvalCase;
 use crate::providers::{self, Endpoints, JudgeRequest, RetryPolicy, Usage};
 
@@ -26,6 +28,22 @@ use crate::providers::{self, Endpoints, JudgeRequest, RetryPolicy, Usage};
 pub const NO_KEY_REASON: &str = "NoKey: the judge has no provider key (llm_judge needs one)";
 /// Reason of llm_judge results not yet judged when the key was revoked.
 pub const KEY_REVOKED_REASON: &str = "KeyRevoked: the ByokKey was revoked during the run";
+/// Reason of a panel judge's verdicts when the broker did not hand out its key.
+pub const KEY_NOT_GRANTED_REASON: &str = "KeyNotGranted: the key broker did not hand out this judge's key";
+
+/// The keys a shard judges with: the EvalJob's, and the panel judges' by ByokKey name.
+#[derive(Default)]
+pub struct JudgeKeys {
+    pub main: Option<SecretString>,
+    pub panel: BTreeMap<String, SecretString>,
+}
+
+impl From<Option<SecretString>> for JudgeKeys {
+    fn from(main: Option<SecretString>) -> Self {
+        Self { main, panel: BTreeMap::new() }
+    }
+}
+
 /// Output budget of one verdict. Generous because thinking models (Gemini 2.5 Pro) spend part of
 /// it before answering; only the tokens used are billed.
 pub const MAX_VERDICT_TOKENS: u32 = 2048;
@@ -95,20 +113,23 @@ impl Revocation {
 pub async fn run_shard(
     config: &JudgeConfig,
     run: &ShardRun,
-    key: Option<SecretString>,
+    keys: impl Into<JudgeKeys>,
     cases: Vec<ParsedCase>,
     reporter: &impl Reporter,
 ) -> ShardOutcome {
+    let keys = keys.into();
     let total = u32::try_from(cases.len()).unwrap_or(u32::MAX);
     let judge = CaseJudge {
         config,
         endpoints: endpoints(config),
         http: &run.http,
-        key: key.as_ref(),
+        key: keys.main.as_ref(),
+        panel_keys: &keys.panel,
         scorers: scorers::prepare_all(&config.scorers),
         policy: RetryPolicy { max_retries: config.retries, ..RetryPolicy::default() },
         timeout: Duration::from_secs(config.call_timeout_seconds.max(1)),
         revocation: Revocation::default(),
+        panel_revocations: keys.panel.keys().map(|name| (name.clone(), Revocation::default())).collect(),
     };
     let finished = Finished::default();
     let snapshot = |done: bool| ResultsReport {
@@ -127,8 +148,7 @@ pub async fn run_shard(
         }
     };
     let mut progress_reports = 0;
-    let progress =
-        report_progress(reporter, &run.pacing, &snapshot, &finished, &judge.revocation, &mut progress_reports);
+    let progress = report_progress(reporter, &run.pacing, &snapshot, &finished, &judge, &mut progress_reports);
     // The progress loop never ends by itself: it is dropped (even mid-report) once scoring is done,
     // and the final report, which carries everything, follows.
     tokio::select! {
@@ -154,7 +174,7 @@ async fn report_progress(
     pacing: &ReportPacing,
     snapshot: &impl Fn(bool) -> ResultsReport,
     finished: &Finished,
-    revocation: &Revocation,
+    judge: &CaseJudge<'_>,
     reports: &mut u32,
 ) {
     let (mut reported, mut last) = (0usize, Instant::now());
@@ -168,10 +188,7 @@ async fn report_progress(
                 Ok(ack) => {
                     *reports += 1;
                     tracing::info!(completed, total = report.total, "progress reported");
-                    if ack.key_revoked && !revocation.is_revoked() {
-                        tracing::warn!("the broker says the key was revoked: no more provider calls");
-                        revocation.revoke();
-                    }
+                    judge.revoke(&ack);
                 }
                 Err(error) => tracing::warn!(%error, "progress report lost; the next one carries it"),
             }
@@ -238,13 +255,30 @@ struct CaseJudge<'a> {
     endpoints: Endpoints,
     http: &'a reqwest::Client,
     key: Option<&'a SecretString>,
+    panel_keys: &'a BTreeMap<String, SecretString>,
     scorers: Vec<PreparedScorer>,
     policy: RetryPolicy,
     timeout: Duration,
     revocation: Revocation,
+    /// One per panel key: revoking one stops only its judges.
+    panel_revocations: BTreeMap<String, Revocation>,
 }
 
 impl CaseJudge<'_> {
+    /// Stops the calls with the keys the broker says were revoked.
+    fn revoke(&self, ack: &ResultsAck) {
+        if ack.key_revoked && !self.revocation.is_revoked() {
+            tracing::warn!("the broker says the key was revoked: no more provider calls");
+            self.revocation.revoke();
+        }
+        for name in &ack.revoked_panel_keys {
+            if let Some(revocation) = self.panel_revocations.get(name).filter(|r| !r.is_revoked()) {
+                tracing::warn!(byokkey = %name, "the broker says a panel key was revoked: its judges stop");
+                revocation.revoke();
+            }
+        }
+    }
+
     /// Runs every scorer on the case, in scorer order. A malformed case errors in every scorer.
     async fn score_case(&self, entry: ParsedCase) -> CaseResult {
         let mut result = CaseResult {
@@ -265,7 +299,10 @@ impl CaseJudge<'_> {
         for scorer in &self.scorers {
             let score = match &scorer.kind {
                 ScorerKind::LlmJudge { rubric, pass_threshold } => {
-                    let (score, usage) = self.llm_judge(&scorer.name, rubric, *pass_threshold, &case).await;
+                    let (score, usage) = match self.config.panels.get(&scorer.name) {
+                        Some(panel) => self.panel(&scorer.name, panel, rubric, *pass_threshold, &case).await,
+                        None => self.llm_judge(&scorer.name, rubric, *pass_threshold, &case).await,
+                    };
                     result.input_tokens += usage.input_tokens;
                     result.output_tokens += usage.output_tokens;
                     score
@@ -308,6 +345,84 @@ impl CaseJudge<'_> {
             },
         }
     }
+}
+
+impl CaseJudge<'_> {
+    /// A panel's verdict: every judge at once, each with its own key; a judge that cannot answer
+    /// (no key, revoked, provider error) leaves the verdict to the others.
+    async fn panel(
+        &self,
+        scorer: &str,
+        panel: &PanelConfig,
+        rubric: &str,
+        threshold: f64,
+        case: &EvalCase,
+    ) -> (ScoreResult, Usage) {
+        let user = scorers::judge_user_prompt(rubric, case);
+        let answers = futures::future::join_all(panel.judges.iter().map(|j| self.panel_judge(j, &user))).await;
+        let usage = answers.iter().fold(Usage::default(), |total, (_, u)| Usage {
+            input_tokens: total.input_tokens + u.input_tokens,
+            output_tokens: total.output_tokens + u.output_tokens,
+        });
+        let verdicts: Vec<JudgeVerdict> = answers.into_iter().map(|(v, _)| v).collect();
+        let verdict = panel::aggregate(&verdicts, panel.aggregate, threshold);
+        let result = ScoreResult {
+            scorer: scorer.to_string(),
+            outcome: verdict.outcome,
+            score: verdict.score,
+            reason: scorers::cap(&format!("{} | {}", verdict.reason, each_judge(&verdicts))),
+            agreed: verdict.agreed,
+        };
+        (result, usage)
+    }
+
+    /// One panel judge's verdict on one case.
+    async fn panel_judge(&self, judge: &PanelJudgeConfig, user: &str) -> (JudgeVerdict, Usage) {
+        let label = judge.label();
+        let none = |reason: &str| {
+            (JudgeVerdict { judge: label.clone(), score: None, reason: reason.into() }, Usage::default())
+        };
+        let (Some(key), Some(revocation)) =
+            (self.panel_keys.get(&judge.byok_key), self.panel_revocations.get(&judge.byok_key))
+        else {
+            return none(KEY_NOT_GRANTED_REASON);
+        };
+        if revocation.is_revoked() {
+            return none(KEY_REVOKED_REASON);
+        }
+        let request = JudgeRequest {
+            provider: judge.provider,
+            key,
+            model: &judge.model,
+            azure: judge.azure.as_ref(),
+            system: JUDGE_SYSTEM_PROMPT,
+            user,
+            max_tokens: MAX_VERDICT_TOKENS,
+            timeout: self.timeout,
+        };
+        tokio::select! {
+            biased;
+            () = revocation.revoked() => none(KEY_REVOKED_REASON),
+            answer = providers::judge(self.http, &self.endpoints, &request, &self.policy) => match answer {
+                Ok((verdict, usage)) if (0.0..=1.0).contains(&verdict.score) => {
+                    (JudgeVerdict { judge: label, score: Some(verdict.score), reason: verdict.reason }, usage)
+                }
+                Ok((verdict, usage)) => {
+                    (none(&format!("MalformedVerdict: score {} is outside 0..1", verdict.score)).0, usage)
+                }
+                Err(error) => none(&format!("{}: {error}", error.reason())),
+            },
+        }
+    }
+}
+
+/// Each judge's own word, for the panel's reason: `provider/model 0.90: reason` or the error.
+fn each_judge(verdicts: &[JudgeVerdict]) -> String {
+    let one = |v: &JudgeVerdict| match v.score {
+        Some(score) => format!("{} {score:.2}: {}", v.judge, v.reason),
+        None => format!("{}: {}", v.judge, v.reason),
+    };
+    verdicts.iter().map(one).collect::<Vec<_>>().join(" | ")
 }
 
 #[cfg(test)]

@@ -33,12 +33,22 @@ impl Reporter for MemoryReporter {
             return Err(ReportError::Unavailable("HTTP 503".into()));
         }
         self.reports.lock().unwrap().push(report.clone());
-        Ok(ResultsAck { key_revoked: self.revoke_from.is_some_and(|from| call >= from) })
+        Ok(ResultsAck { key_revoked: self.revoke_from.is_some_and(|from| call >= from), revoked_panel_keys: vec![] })
     }
 }
 
 fn scorer(type_: ScorerType) -> Scorer {
-    Scorer { type_, name: None, rubric: None, pass_threshold: None, pattern: None, value: None, ignore_case: false }
+    Scorer {
+        type_,
+        name: None,
+        rubric: None,
+        pass_threshold: None,
+        pattern: None,
+        value: None,
+        ignore_case: false,
+        judges: None,
+        aggregate: None,
+    }
 }
 
 fn llm_judge() -> Scorer {
@@ -48,6 +58,7 @@ fn llm_judge() -> Scorer {
 fn config(mock: &MockHandle, scorers: Vec<Scorer>, concurrency: u32) -> JudgeConfig {
     let endpoints = mock.endpoints();
     JudgeConfig {
+        panels: Default::default(),
         namespace: "ns".into(),
         eval_job: "ej".into(),
         provider: Provider::OpenAi,

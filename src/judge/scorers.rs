@@ -130,19 +130,26 @@ fn binary(scorer: &str, passed: bool, reason: String) -> ScoreResult {
         outcome: if passed { Outcome::Passed } else { Outcome::Failed },
         score: Some(if passed { 1.0 } else { 0.0 }),
         reason,
+        agreed: None,
     }
 }
 
 /// An errored result: no score, the reason says why (`Reason: detail`).
 pub fn errored(scorer: &str, reason: &str) -> ScoreResult {
-    ScoreResult { scorer: scorer.to_string(), outcome: Outcome::Errored, score: None, reason: cap(reason) }
+    ScoreResult {
+        scorer: scorer.to_string(),
+        outcome: Outcome::Errored,
+        score: None,
+        reason: cap(reason),
+        agreed: None,
+    }
 }
 
 fn fold(text: &str, ignore_case: bool) -> std::borrow::Cow<'_, str> {
     if ignore_case { text.to_lowercase().into() } else { text.into() }
 }
 
-fn cap(text: &str) -> String {
+pub(crate) fn cap(text: &str) -> String {
     text.chars().take(MAX_RESULT_REASON_CHARS).collect()
 }
 
@@ -184,6 +191,7 @@ pub fn verdict_result(scorer: &str, verdict: &Verdict, pass_threshold: f64) -> S
     }
     let passed = verdict.score >= pass_threshold;
     ScoreResult {
+        agreed: None,
         scorer: scorer.to_string(),
         outcome: if passed { Outcome::Passed } else { Outcome::Failed },
         score: Some(verdict.score),
@@ -196,7 +204,17 @@ mod tests {
     use super::*;
 
     fn scorer(type_: ScorerType) -> Scorer {
-        Scorer { type_, name: None, rubric: None, pass_threshold: None, pattern: None, value: None, ignore_case: false }
+        Scorer {
+            type_,
+            name: None,
+            rubric: None,
+            pass_threshold: None,
+            pattern: None,
+            value: None,
+            ignore_case: false,
+            judges: None,
+            aggregate: None,
+        }
     }
 
     fn case(output: &str, expected: Option<&str>) -> EvalCase {

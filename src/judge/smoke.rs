@@ -127,6 +127,8 @@ pub const CASES_JSONL: &str = concat!(
 /// The scorer of the smoke cases.
 pub fn scorer() -> Scorer {
     Scorer {
+        judges: None,
+        aggregate: None,
         type_: ScorerType::LlmJudge,
         name: None,
         rubric: Some(RUBRIC.into()),
@@ -180,6 +182,7 @@ pub async fn run(
     let validation = validation_row(provider, &model, &outcome, &key);
 
     let config = JudgeConfig {
+        panels: Default::default(),
         namespace: "byok-smoke".into(),
         eval_job: "live-smoke".into(),
         provider,

@@ -21,9 +21,9 @@ pub fn case_outcome(result: &CaseResult, scorer_names: &[String]) -> Outcome {
 pub fn summarize(results: &[CaseResult], scorer_names: &[String]) -> Summary {
     let mut summary = Summary::default();
     let mut all = Mean::default();
-    let mut per_scorer: Vec<(ScorerSummary, Mean)> = scorer_names
+    let mut per_scorer: Vec<(ScorerSummary, Mean, Vec<bool>)> = scorer_names
         .iter()
-        .map(|name| (ScorerSummary { name: name.clone(), ..ScorerSummary::default() }, Mean::default()))
+        .map(|name| (ScorerSummary { name: name.clone(), ..ScorerSummary::default() }, Mean::default(), Vec::new()))
         .collect();
     for result in results {
         match case_outcome(result, scorer_names) {
@@ -35,7 +35,8 @@ pub fn summarize(results: &[CaseResult], scorer_names: &[String]) -> Summary {
             if let Some(value) = score.score {
                 all.add(value);
             }
-            if let Some((entry, mean)) = per_scorer.iter_mut().find(|(entry, _)| entry.name == score.scorer) {
+            if let Some((entry, mean, agreed)) = per_scorer.iter_mut().find(|(entry, ..)| entry.name == score.scorer) {
+                agreed.extend(score.agreed);
                 match score.outcome {
                     Outcome::Passed => entry.passed += 1,
                     Outcome::Failed => entry.failed += 1,
@@ -48,8 +49,14 @@ pub fn summarize(results: &[CaseResult], scorer_names: &[String]) -> Summary {
         }
     }
     summary.mean_score = all.value();
-    summary.scorers =
-        per_scorer.into_iter().map(|(entry, mean)| ScorerSummary { mean_score: mean.value(), ..entry }).collect();
+    summary.scorers = per_scorer
+        .into_iter()
+        .map(|(entry, mean, agreed)| ScorerSummary {
+            mean_score: mean.value(),
+            agreement: super::panel::agreement(agreed.into_iter().map(Some)),
+            ..entry
+        })
+        .collect();
     summary
 }
 
@@ -87,7 +94,7 @@ mod tests {
     use crate::judge::wire::ScoreResult;
 
     fn score(scorer: &str, outcome: Outcome, score: Option<f64>) -> ScoreResult {
-        ScoreResult { scorer: scorer.into(), outcome, score, reason: String::new() }
+        ScoreResult { scorer: scorer.into(), outcome, score, reason: String::new(), agreed: None }
     }
 
     fn case(id: &str, scores: Vec<ScoreResult>, tokens: (u64, u64)) -> CaseResult {
@@ -96,6 +103,18 @@ mod tests {
 
     fn names() -> Vec<String> {
         vec!["llm_judge".into(), "exact_match".into()]
+    }
+
+    #[test]
+    fn a_panels_agreement_is_the_share_of_cases_its_judges_agreed_on() {
+        let agreed = |a: Option<bool>| ScoreResult { agreed: a, ..score("llm_judge", Outcome::Passed, Some(0.9)) };
+        let results: Vec<CaseResult> = [Some(true), Some(false), None, Some(true)]
+            .into_iter()
+            .map(|a| case("c", vec![agreed(a), score("exact_match", Outcome::Passed, Some(1.0))], (0, 0)))
+            .collect();
+        let summary = summarize(&results, &names());
+        let agreement: Vec<Option<f64>> = summary.scorers.iter().map(|s| s.agreement).collect();
+        assert_eq!(agreement, [Some(2.0 / 3.0), None], "the judge scorer's, and none for a scorer that is not a panel");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{AzureSpec, Provider, Scorer};
+use std::collections::BTreeMap;
+
+use crate::crd::{Aggregate, AzureSpec, Provider, Scorer};
 
 /// Path of the broker's key endpoint (fetch-key, authenticated with the broker-audience token).
 pub const KEY_PATH: &str = "/v1/key";
@@ -37,6 +39,36 @@ pub struct JudgeConfig {
     pub shards: u32,
     /// Provider base URLs (gateways, proxies, the mock provider).
     pub endpoints: EndpointsConfig,
+    /// The panels, by scorer name: scorers with judges, resolved by the operator.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub panels: BTreeMap<String, PanelConfig>,
+}
+
+/// A panel as the judge runs it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PanelConfig {
+    pub aggregate: Aggregate,
+    pub judges: Vec<PanelJudgeConfig>,
+}
+
+/// One judge of a panel: its provider, model and the ByokKey whose key the broker hands out for it
+/// (in [`KeyResponse::panel`], under the key's name).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PanelJudgeConfig {
+    pub provider: Provider,
+    pub model: String,
+    pub byok_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureSpec>,
+}
+
+impl PanelJudgeConfig {
+    /// How results name the judge: `provider/model`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.provider, self.model)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -78,11 +110,42 @@ pub struct KeyRequest {
 pub struct KeyResponse {
     pub key: String,
     pub key_prefix: String,
+    /// The panel judges' keys (the EvalJob's `status.judges`), each once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub panel: Vec<PanelKey>,
 }
 
 impl std::fmt::Debug for KeyResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyResponse").field("key_prefix", &self.key_prefix).finish_non_exhaustive()
+        f.debug_struct("KeyResponse")
+            .field("key_prefix", &self.key_prefix)
+            .field("panel", &self.panel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A panel judge's key, or why the broker did not hand it out (revoked, not ready): that judge's
+/// verdicts error, the panel's other judges still judge.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PanelKey {
+    pub byok_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_prefix: String,
+    /// The refusal's reason when there is no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+impl std::fmt::Debug for PanelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PanelKey")
+            .field("byok_key", &self.byok_key)
+            .field("key_prefix", &self.key_prefix)
+            .field("refused", &self.refused)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,6 +179,10 @@ pub struct ScoreResult {
     /// Why: the judge's reason, or the error (e.g. `KeyRevoked: ...`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// A panel: whether every judge that answered came to the same pass or fail (None: fewer
+    /// than two answered, or not a panel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreed: Option<bool>,
 }
 
 /// One case's results.
@@ -151,4 +218,7 @@ pub struct ResultsReport {
 pub struct ResultsAck {
     /// The key was revoked: remaining llm_judge cases must error with KeyRevoked.
     pub key_revoked: bool,
+    /// Panel keys (ByokKey names) no longer usable: their judges stop, the panels go on without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_panel_keys: Vec<String>,
 }

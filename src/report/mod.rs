@@ -152,7 +152,7 @@ pub(crate) mod tests {
     use crate::judge::wire::ScoreResult;
 
     pub fn score(scorer: &str, outcome: Outcome, score: Option<f64>, reason: &str) -> ScoreResult {
-        ScoreResult { scorer: scorer.into(), outcome, score, reason: reason.into() }
+        ScoreResult { scorer: scorer.into(), outcome, score, reason: reason.into(), agreed: None }
     }
 
     /// A case scored by `llm_judge` (`judge`) and `contains` (pass or fail).

@@ -27,6 +27,13 @@ pub fn broker_url(env: &TestEnv) -> String {
 /// Calls the broker's key endpoint like fetch-key does; returns (HTTP status, refusal reason or key).
 /// Like fetch-key, it asks again while the broker says `Unavailable` (its caches still syncing).
 pub async fn ask_broker(env: &TestEnv, token: &str, pod_uid: &str) -> (u16, String) {
+    let (status, body) = ask_broker_body(env, token, pod_uid).await;
+    let text = body.get("reason").or_else(|| body.get("key")).and_then(|v| v.as_str()).unwrap_or_default();
+    (status, text.to_string())
+}
+
+/// The broker's whole answer to a key request (status, JSON body), once it is not Unavailable.
+pub async fn ask_broker_body(env: &TestEnv, token: &str, pod_uid: &str) -> (u16, serde_json::Value) {
     let http = broker_client(env).await;
     let url = format!("{}{}", broker_url(env), wire::KEY_PATH);
     let deadline = tokio::time::Instant::now() + super::TIMEOUT;
@@ -35,9 +42,9 @@ pub async fn ask_broker(env: &TestEnv, token: &str, pod_uid: &str) -> (u16, Stri
         let resp = resp.expect("broker answers");
         let status = resp.status().as_u16();
         let body: serde_json::Value = resp.json().await.expect("json body");
-        let text = body.get("reason").or_else(|| body.get("key")).and_then(|v| v.as_str()).unwrap_or_default();
-        if text != "Unavailable" || tokio::time::Instant::now() > deadline {
-            return (status, text.to_string());
+        let unavailable = body.get("reason").and_then(|v| v.as_str()) == Some("Unavailable");
+        if !unavailable || tokio::time::Instant::now() > deadline {
+            return (status, body);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

@@ -148,6 +148,8 @@ pub fn parse_scorer(s: &str, pass_threshold: Option<f64>) -> Result<Scorer, Erro
         None => (s.trim(), None),
     };
     let mut scorer = Scorer {
+        judges: None,
+        aggregate: None,
         type_: ScorerType::JsonValid,
         name: None,
         rubric: None,

@@ -173,7 +173,8 @@ mod tests {
     use super::*;
 
     fn summary(passed: i64, failed: i64, errored: i64, mean: Option<f64>) -> Summary {
-        let judge = ScorerSummary { name: "llm_judge".into(), passed, failed, errored, mean_score: mean };
+        let judge =
+            ScorerSummary { name: "llm_judge".into(), passed, failed, errored, mean_score: mean, agreement: None };
         Summary { passed, failed, errored, mean_score: mean, scorers: vec![judge] }
     }
 

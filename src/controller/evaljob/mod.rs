@@ -2,6 +2,7 @@
 
 pub mod gate;
 pub mod lifecycle;
+pub mod panel;
 pub mod reconcile;
 pub mod standing;
 

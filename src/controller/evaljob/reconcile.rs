@@ -15,15 +15,17 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::EvalContext;
 use super::lifecycle;
+use super::panel::{self, ResolvedJudge};
 use super::standing;
 use crate::broker::results::{self as stored, MAX_PARTS, RESULTS_COMPONENT, UnreadableLine, part_name};
 use crate::controller::Error;
 use crate::crd::conditions::{condition, set_condition};
-use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, KeyPhase, Progress, ResultsRef, ScorerType};
+use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, KeyPhase, Progress, Provider, ResultsRef, ScorerType};
 use crate::judge::wire::CaseResult;
 use crate::judge::{cases, junit, scorers, summary};
 use crate::judge_job;
 use crate::labels::{self, EVALJOB_UID, FIELD_MANAGER};
+use crate::providers::ModelTable;
 
 use crate::crd::conditions::evaljob::{CASES_READY, COMPLETE, KEY_RESOLVED, MODEL_DEPRECATED, RESULTS_TRUSTED};
 
@@ -34,8 +36,16 @@ const CONFIG_NOT_RENDERED: &str = "JudgeConfigNotRendered";
 
 /// The key an EvalJob would use now, or why there is none.
 pub fn resolve_key(ej: &EvalJob, keys: &[Arc<ByokKey>]) -> Result<Arc<ByokKey>, String> {
-    let ns = ej.namespace();
-    let provider = ej.spec.provider;
+    resolve(ej.namespace(), ej.spec.provider, ej.spec.key_ref.as_ref(), keys)
+}
+
+/// The Ready `provider` key of namespace `ns` named `key_ref`, or its effective default.
+pub fn resolve(
+    ns: Option<String>,
+    provider: Provider,
+    key_ref: Option<&String>,
+    keys: &[Arc<ByokKey>],
+) -> Result<Arc<ByokKey>, String> {
     let usable = |k: &ByokKey| {
         k.namespace() == ns
             && k.spec.provider == provider
@@ -43,7 +53,7 @@ pub fn resolve_key(ej: &EvalJob, keys: &[Arc<ByokKey>]) -> Result<Arc<ByokKey>, 
             && k.meta().deletion_timestamp.is_none()
             && k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready)
     };
-    match &ej.spec.key_ref {
+    match key_ref {
         Some(name) => keys
             .iter()
             .find(|k| k.namespace() == ns && &k.name_any() == name)
@@ -167,16 +177,16 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
 
     if st.job_name.is_none() {
         // 1. The key: resolved once, when the run starts; a running job keeps its key.
-        let key = match plan_key(&ej, &ctx.byokkeys.state(), &mut st, &mut notes, &now) {
+        let (key, judges) = match plan_key(&ej, &ctx.byokkeys.state(), &ctx.models, &mut st, &mut notes, &now) {
             KeyStep::Wait => {
                 // Look again soon as well: the ByokKey event that wakes this EvalJob can arrive
                 // before the key cache it resolves from shows the key Ready.
                 return finish(&ej, &ctx, &old, st, notes, Some(Duration::from_secs(3))).await;
             }
-            KeyStep::Use(key) => key,
+            KeyStep::Use(key, judges) => (key, judges),
         };
         // 2. Cases and the Job, created once.
-        match start(&ej, &ctx, key, &mut st, &mut notes, &now).await {
+        match start(&ej, &ctx, key, &judges, &mut st, &mut notes, &now).await {
             Ok(None) => {}
             Ok(Some(requeue)) => return finish(&ej, &ctx, &old, st, notes, requeue).await,
             Err(e) => {
@@ -207,21 +217,37 @@ pub async fn reconcile(ej: Arc<EvalJob>, ctx: Arc<EvalContext>) -> Result<Action
 enum KeyStep {
     /// No usable key yet: the EvalJob waits (status says why).
     Wait,
-    /// Start with this key (None: no scorer needs one).
-    Use(Option<Arc<ByokKey>>),
+    /// Start with this key (None: no scorer needs one) and these panel judges.
+    Use(Option<Arc<ByokKey>>, Vec<ResolvedJudge>),
 }
 
 /// Resolves the key an EvalJob starts with, and says so in status (pure).
-fn plan_key(ej: &EvalJob, keys: &[Arc<ByokKey>], st: &mut EvalJobStatus, notes: &mut Vec<Note>, now: &Time) -> KeyStep {
+fn plan_key(
+    ej: &EvalJob,
+    keys: &[Arc<ByokKey>],
+    models: &ModelTable,
+    st: &mut EvalJobStatus,
+    notes: &mut Vec<Note>,
+    now: &Time,
+) -> KeyStep {
     if !ej.spec.scorers.iter().any(|s| s.type_ == ScorerType::LlmJudge) {
-        return KeyStep::Use(None);
+        return KeyStep::Use(None, Vec::new());
     }
     let generation = ej.metadata.generation;
-    match resolve_key(ej, keys) {
-        Ok(k) => {
-            let msg = format!("using ByokKey {}", k.name_any());
+    let resolved = resolve_key(ej, keys).and_then(|k| {
+        let judges = panel::resolve_judges(ej, keys, |p, azure| models.model_for(p, azure))?;
+        Ok((k, judges))
+    });
+    match resolved {
+        Ok((k, judges)) => {
+            let mut msg = format!("using ByokKey {}", k.name_any());
+            if !judges.is_empty() {
+                let panel: Vec<String> =
+                    judges.iter().map(|j| format!("{} ({})", j.status.key_ref, j.status.provider)).collect();
+                msg.push_str(&format!("; panel judges use {}", panel.join(", ")));
+            }
             set_condition(&mut st.conditions, KEY_RESOLVED, "True", "KeyResolved", msg, generation, now);
-            KeyStep::Use(Some(k))
+            KeyStep::Use(Some(k), judges)
         }
         Err(msg) => {
             if st.phase != Some(EvalPhase::WaitingForKey) {
@@ -240,6 +266,7 @@ async fn start(
     ej: &EvalJob,
     ctx: &EvalContext,
     key: Option<Arc<ByokKey>>,
+    judges: &[ResolvedJudge],
     st: &mut EvalJobStatus,
     notes: &mut Vec<Note>,
     now: &Time,
@@ -268,7 +295,7 @@ async fn start(
     let azure = key.as_ref().and_then(|k| k.spec.azure.clone());
     warn_invalid_patterns(ej, notes);
     let model = judge_model(ej, ctx, key.as_deref(), st, notes, now);
-    let config = judge_job::judge_config(ej, &model, azure, &ctx.settings);
+    let config = judge_job::judge_config(ej, &model, azure, panel::panels(ej, judges), &ctx.settings);
     let cases_cm = match judge_job::cases_config_map(ej, cases, &config) {
         Ok(cm) => cm,
         Err(e) => {
@@ -301,6 +328,7 @@ async fn start(
         Err((reason, msg)) => return Ok(Some(cannot_start(st, notes, reason, msg, generation, now))),
     };
     running(st, &created, key.as_deref(), model, total, now);
+    st.judges = judges.iter().map(|j| j.status.clone()).collect();
     notes.push((EventType::Normal, "Started", format!("judge Job {} started for {total} cases", job.name_any())));
     Ok(None)
 }
@@ -626,11 +654,11 @@ mod tests {
         let ej = eval_job(1);
         let now = Time(jiff::Timestamp::now());
         let (mut st, mut notes) = (EvalJobStatus::default(), Vec::new());
-        assert!(matches!(plan_key(&ej, &[], &mut st, &mut notes, &now), KeyStep::Wait));
+        assert!(matches!(plan_key(&ej, &[], &ModelTable::default(), &mut st, &mut notes, &now), KeyStep::Wait));
         assert_eq!(st.phase, Some(EvalPhase::WaitingForKey));
         assert_eq!(condition(&st.conditions, KEY_RESOLVED).map(|c| c.reason.as_str()), Some("NoUsableKey"));
         assert_eq!(notes.len(), 1);
-        assert!(matches!(plan_key(&ej, &[], &mut st, &mut notes, &now), KeyStep::Wait));
+        assert!(matches!(plan_key(&ej, &[], &ModelTable::default(), &mut st, &mut notes, &now), KeyStep::Wait));
         assert_eq!(notes.len(), 1, "no second WaitingForKey Event while still waiting");
     }
 
