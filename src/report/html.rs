@@ -153,6 +153,7 @@ fn cost_line(run: &Run, prices: &Prices) -> Markup {
 
 fn scorers(stats: &[ScorerStats], comparison: Option<&Comparison>) -> Markup {
     let delta_of = |name: &str| comparison.and_then(|c| c.scorers.iter().find(|d| d.name == name));
+    let panels = stats.iter().any(|s| s.agreement.is_some());
     html! {
         section id="scorers" {
             h2 { "Pass rate per scorer" }
@@ -160,6 +161,7 @@ fn scorers(stats: &[ScorerStats], comparison: Option<&Comparison>) -> Markup {
                 thead { tr {
                     th { "scorer" } th { "pass rate" } th { "" } th.num { "passed" } th.num { "failed" }
                     th.num { "errored" } th.num { "mean score" }
+                    @if panels { th.num title="cases on which the panel's judges all passed or all failed it" { "judges agree" } }
                     @if comparison.is_some() { th.num { "vs baseline" } }
                 } }
                 tbody {
@@ -170,6 +172,7 @@ fn scorers(stats: &[ScorerStats], comparison: Option<&Comparison>) -> Markup {
                             td { (rate_bar(s)) }
                             td.num { (s.passed) } td.num { (s.failed) } td.num { (s.errored) }
                             td.num { (s.mean_score.map_or("–".to_string(), |m| format!("{m:.3}"))) }
+                            @if panels { td.num { (s.agreement.map_or("–".to_string(), percent)) } }
                             @if comparison.is_some() { td.num { (scorer_delta(delta_of(&s.name))) } }
                         }
                     }
@@ -473,6 +476,17 @@ mod tests {
         assert!(page.contains("built-in price table of 2026-12-02"), "{page}");
         assert!(!page.contains("question c1"), "a passed case is not listed as a failure");
         assert!(!page.contains("id=\"baseline\""), "no baseline section without one");
+    }
+
+    #[test]
+    fn a_panels_agreement_has_its_column_only_when_there_is_a_panel() {
+        let mut r = run("panel", vec![case("c1", 1, Some(0.9), true), case("c2", 2, Some(0.2), false)]);
+        let prices = Prices::default();
+        assert!(!render(&r, &ctx(&prices, None)).contains("judges agree"), "no panel, no column");
+        r.results[0].scores[0].agreed = Some(true);
+        r.results[1].scores[0].agreed = Some(false);
+        let page = render(&r, &ctx(&prices, None));
+        assert!(page.contains("judges agree") && page.contains("50.0%"), "{page}");
     }
 
     #[test]

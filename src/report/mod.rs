@@ -59,6 +59,8 @@ pub struct ScorerStats {
     /// Passed over every case the scorer judged (errored ones count as not passed).
     pub pass_rate: Option<f64>,
     pub mean_score: Option<f64>,
+    /// A judge panel's agreement (see [`crate::crd::ScorerSummary::agreement`]).
+    pub agreement: Option<f64>,
     /// Scores per bin of [`BINS`]; errored results have no score and are in `errored` alone.
     pub histogram: [u64; BINS],
 }
@@ -80,6 +82,7 @@ impl Run {
                 ScorerStats {
                     pass_rate: (judged > 0).then(|| s.passed as f64 / judged as f64),
                     mean_score: s.mean_score,
+                    agreement: s.agreement,
                     histogram,
                     passed: s.passed,
                     failed: s.failed,

@@ -65,14 +65,25 @@ fn summary_screen(ctx: &Ctx, ej: &EvalJob) -> String {
 
 /// Passed, failed, errored, pass rate and mean score per scorer.
 fn scorer_table(summary: &Summary, total: i64) -> String {
+    let panels = summary.scorers.iter().any(|s| s.agreement.is_some());
     let rows: Vec<Vec<String>> = summary
         .scorers
         .iter()
         .map(|s| {
             let rate = gate::pass_rate(s.passed, gate::scorer_cases(s, total)).map_or_else(|| "-".into(), number);
             let mean = s.mean_score.map_or_else(|| "-".to_string(), number);
-            vec![s.name.clone(), s.passed.to_string(), s.failed.to_string(), s.errored.to_string(), rate, mean]
+            let mut row =
+                vec![s.name.clone(), s.passed.to_string(), s.failed.to_string(), s.errored.to_string(), rate, mean];
+            if panels {
+                row.push(s.agreement.map_or_else(|| "-".to_string(), number));
+            }
+            row
         })
         .collect();
-    table(&["SCORER", "PASSED", "FAILED", "ERRORED", "PASS RATE", "MEAN SCORE"], &rows)
+    let mut headers = vec!["SCORER", "PASSED", "FAILED", "ERRORED", "PASS RATE", "MEAN SCORE"];
+    if panels {
+        // A judge panel: the share of cases its judges agreed on.
+        headers.push("AGREEMENT");
+    }
+    table(&headers, &rows)
 }
