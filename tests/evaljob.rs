@@ -366,7 +366,7 @@ async fn local_judge_panel_with_two_providers_and_one_revoked_key() {
     let mut spec = judge_spec("openai", cases(10));
     spec["scorers"][0]["name"] = json!("panel");
     spec["scorers"][0]["judges"] = json!([{ "provider": "openai" }, { "provider": "anthropic" }]);
-    spec["scorers"][0]["aggregate"] = json!("minimum");
+    spec["scorers"][0]["aggregate"] = json!("majority");
     spec["concurrency"] = json!(1);
     create_evaljob(&env, "eval", spec).await;
     let ej = wait_evaljob(&env, "eval", "Running", |e| phase(e) == Some(EvalPhase::Running)).await;
@@ -404,7 +404,7 @@ async fn local_judge_panel_with_two_providers_and_one_revoked_key() {
     let done = wait_evaljob(&env, "eval", "Succeeded", |e| phase(e) == Some(EvalPhase::Succeeded)).await;
     let summary = done.status.and_then(|s| s.summary).expect("summary");
     let panel = summary.scorers.iter().find(|s| s.name == "panel").expect("panel scorer");
-    // Even cases score 0.9, odd ones 0.2: the OpenAI judge alone decides once Anthropic's key is gone.
+    // Even cases score 0.9, odd ones 0.2: the OpenAI judge alone is the majority once Anthropic's key is gone.
     assert_eq!((panel.passed, panel.failed, panel.errored), (5, 5, 0), "{summary:?}");
     assert!(panel.agreement.is_none_or(|a| a == 1.0), "the judges that answered together agreed: {summary:?}");
     assert_eq!(env.mock.requests_for_key(&main) - before[0], 10, "the OpenAI judge judged every case");

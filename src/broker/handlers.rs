@@ -133,21 +133,27 @@ async fn usable_key_named(st: &BrokerState, grant: &Grant, name: &str) -> Result
 
 /// The ByokKeys of the EvalJob's panel judges (its status, written by the operator when the run
 /// started), each once, in order.
-fn panel_key_names(grant: &Grant) -> Vec<String> {
-    let mut names: Vec<String> =
-        grant.evaljob.status.iter().flat_map(|s| &s.judges).map(|j| j.key_ref.clone()).collect();
+fn panel_key_names(grant: &Grant) -> Vec<(String, crate::crd::Provider)> {
+    let mut names: Vec<(String, crate::crd::Provider)> =
+        grant.evaljob.status.iter().flat_map(|s| &s.judges).map(|j| (j.key_ref.clone(), j.provider)).collect();
     names.sort_unstable();
     names.dedup();
     names
 }
 
-/// The panel judges' keys: each opened, or the refusal's reason (that judge errors; the pod and
-/// the panel's other judges go on).
-async fn panel_keys(st: &BrokerState, grant: &Grant) -> Vec<PanelKey> {
+/// The panel judges' keys: each opened, or why not when that is final (revoked, not Ready, not the
+/// judge's provider): that judge errors, the panel's other judges go on. A refusal that asking
+/// again may change (the broker's caches, a KEK not yet in this replica's keyring) refuses the
+/// whole request before the grant is recorded, so that fetch-key asks again.
+async fn panel_keys(st: &BrokerState, grant: &Grant) -> Result<Vec<PanelKey>, Refusal> {
     let mut keys = Vec::new();
-    for name in panel_key_names(grant) {
+    for (name, provider) in panel_key_names(grant) {
         let opened = async {
             let key = usable_key_named(st, grant, &name).await?;
+            // status.judges is the operator's; a key of another provider there is refused all the same.
+            if key.spec.provider != provider {
+                return Err(Refusal::NotOwnedByEvalJob);
+            }
             open_key(st, &key).await
         }
         .await;
@@ -158,15 +164,16 @@ async fn panel_keys(st: &BrokerState, grant: &Grant) -> Vec<PanelKey> {
                 byok_key: name,
                 refused: None,
             },
-            Err(refusal) => PanelKey {
+            Err(refusal @ (Refusal::KeyRevoked | Refusal::KeyNotReady | Refusal::NotOwnedByEvalJob)) => PanelKey {
                 byok_key: name,
                 key: None,
                 key_prefix: String::new(),
                 refused: Some(refusal.reason().into()),
             },
+            Err(retryable) => return Err(retryable),
         });
     }
-    keys
+    Ok(keys)
 }
 
 /// The ByokKey's plaintext, opened from its ciphertext, and the KEK it was sealed under.
@@ -246,7 +253,10 @@ pub async fn key(
         Ok(v) => v,
         Err(r) => return refuse(&st, "key", r, Some(&id)),
     };
-    let panel = panel_keys(&st, &grant).await;
+    let panel = match panel_keys(&st, &grant).await {
+        Ok(panel) => panel,
+        Err(r) => return refuse(&st, "key", r, Some(&id)),
+    };
     // The record names every key handed out (never a refused one).
     let handed: Vec<String> = std::iter::once(key.name_any())
         .chain(panel.iter().filter(|p| p.key.is_some()).map(|p| p.byok_key.clone()))
@@ -269,6 +279,7 @@ pub async fn key(
     st.count("key", "granted");
     tracing::info!(audit = "KeyGranted", namespace = %id.namespace, pod = %id.pod_name, pod_uid = %id.pod_uid,
         job = %grant.job.name_any(), evaljob = %grant.evaljob.name_any(), byokkey = %key.name_any(), kek_id = %kek,
+        panel_keys = %handed[1..].join(","),
         requester = %format!("system:serviceaccount:{}:{}", id.namespace, id.service_account), peer = %peer.ip(),
         "key handed to judge pod");
     let prefix = keystore::prefix(plain.expose_secret());
@@ -328,7 +339,7 @@ pub async fn results(
     // Only a confirmed answer stops the judge; "cannot tell now" (Unavailable) does not.
     let key_revoked = matches!(usable_key(&st, &grant).await, Err(Refusal::KeyRevoked | Refusal::KeyNotReady));
     let mut revoked_panel_keys = Vec::new();
-    for name in panel_key_names(&grant) {
+    for (name, _) in panel_key_names(&grant) {
         if matches!(usable_key_named(&st, &grant, &name).await, Err(Refusal::KeyRevoked | Refusal::KeyNotReady)) {
             revoked_panel_keys.push(name);
         }

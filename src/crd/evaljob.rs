@@ -116,6 +116,7 @@ pub enum ScorerType {
 #[x_kube(validation = Rule::new("self.type != 'regex' || has(self.pattern)").message("regex needs a pattern"))]
 #[x_kube(validation = Rule::new("!has(self.judges) || self.type == 'llm_judge'").message("judges are for llm_judge scorers only"))]
 #[x_kube(validation = Rule::new("!has(self.aggregate) || has(self.judges)").message("aggregate needs judges (a panel)"))]
+#[x_kube(validation = Rule::new("!has(self.judges) || self.judges.all(j, self.judges.exists_one(k, k == j))").message("the judges of a panel must differ (provider, keyRef, model)"))]
 #[serde(rename_all = "camelCase")]
 pub struct Scorer {
     #[serde(rename = "type")]
@@ -176,7 +177,8 @@ pub enum Aggregate {
     Mean,
     /// More than half of the judges that answered pass the case; the score is the share that did.
     Majority,
-    /// Every judge that answered passes the case (the lowest score passes the threshold).
+    /// Every judge passes the case (the lowest score passes the threshold); a judge without a
+    /// verdict makes the case errored unless another one failed it.
     Minimum,
 }
 

@@ -52,6 +52,15 @@ pub fn aggregate(verdicts: &[JudgeVerdict], how: Aggregate, threshold: f64) -> P
         Aggregate::Majority => passes * 2 > answered.len(),
     };
     let agreed = (answered.len() >= 2).then_some(passes == 0 || passes == answered.len());
+    if passed && how == Aggregate::Minimum && !missing.is_empty() {
+        // Every judge must pass it: one that did not answer cannot be taken to have passed it.
+        let reason = format!(
+            "{passes} of {} judges passed it; minimum needs every judge, and {} gave no verdict",
+            verdicts.len(),
+            missing.join(", ")
+        );
+        return PanelVerdict { outcome: Outcome::Errored, score: None, reason, agreed };
+    }
     let mut reason = format!("{passes} of {} judges passed it ({how:?} {score:.2})", answered.len());
     if !missing.is_empty() {
         reason.push_str(&format!("; no verdict from {}", missing.join(", ")));
@@ -101,9 +110,16 @@ mod tests {
     #[test]
     fn a_judge_without_a_verdict_errors_only_its_own() {
         let panel = [v("openai/gpt-5.1", Some(0.8)), v("anthropic/claude", None)];
-        let verdict = aggregate(&panel, Aggregate::Minimum, 0.5);
+        let verdict = aggregate(&panel, Aggregate::Mean, 0.5);
         assert_eq!((verdict.outcome, verdict.agreed), (Outcome::Passed, None));
         assert!(verdict.reason.ends_with("no verdict from anthropic/claude"), "{}", verdict.reason);
+        // Minimum needs every judge's pass: a missing verdict is no pass (the gate fails closed)...
+        let strict = aggregate(&panel, Aggregate::Minimum, 0.5);
+        assert_eq!((strict.outcome, strict.score), (Outcome::Errored, None), "{}", strict.reason);
+        assert!(strict.reason.contains("anthropic/claude gave no verdict"), "{}", strict.reason);
+        // ...but a fail of one that answered is a fail whatever the others would say.
+        let failed = aggregate(&[v("a", Some(0.1)), v("b", None)], Aggregate::Minimum, 0.5);
+        assert_eq!(failed.outcome, Outcome::Failed);
         let none = aggregate(&[v("a", None), v("b", None)], Aggregate::Mean, 0.5);
         assert_eq!((none.outcome, none.score), (Outcome::Errored, None));
         assert!(none.reason.contains("a: KeyRevoked") && none.reason.contains("b: KeyRevoked"), "{}", none.reason);

@@ -2,7 +2,8 @@
 //! reports to the broker while scoring, and a final report that must arrive.
 //!
 //! Everything runs in one task: cases are streamed through `buffer_unordered(concurrency)`, so at
-//! most `concurrency` cases (and provider calls) exist at once however large the suite, and the
+//! most `concurrency` cases (and provider calls; a panel's judges share another `concurrency`
+//! permits) exist at once however large the suite, and the
 //! progress reporter is joined with the scoring stream so a slow broker never stalls scoring.
 
 use std::collections::BTreeMap;
@@ -130,6 +131,7 @@ pub async fn run_shard(
         timeout: Duration::from_secs(config.call_timeout_seconds.max(1)),
         revocation: Revocation::default(),
         panel_revocations: keys.panel.keys().map(|name| (name.clone(), Revocation::default())).collect(),
+        panel_calls: tokio::sync::Semaphore::new(usize::try_from(config.concurrency.max(1)).unwrap_or(1)),
     };
     let finished = Finished::default();
     let snapshot = |done: bool| ResultsReport {
@@ -262,6 +264,9 @@ struct CaseJudge<'a> {
     revocation: Revocation,
     /// One per panel key: revoking one stops only its judges.
     panel_revocations: BTreeMap<String, Revocation>,
+    /// Panel judges' calls in flight, at most `concurrency` however many judges a panel has (the
+    /// cases in flight are bounded by it too).
+    panel_calls: tokio::sync::Semaphore,
 }
 
 impl CaseJudge<'_> {
@@ -387,6 +392,7 @@ impl CaseJudge<'_> {
         else {
             return none(KEY_NOT_GRANTED_REASON);
         };
+        let Ok(_call) = self.panel_calls.acquire().await else { return none("Internal: the call limit closed") };
         if revocation.is_revoked() {
             return none(KEY_REVOKED_REASON);
         }

@@ -8,6 +8,7 @@ use kube::ResourceExt;
 
 use super::reconcile::resolve;
 use crate::crd::{AzureSpec, ByokKey, EvalJob, JudgeStatus, Provider};
+use crate::judge::scorers::scorer_names;
 use crate::judge::wire::{PanelConfig, PanelJudgeConfig};
 
 /// A panel judge resolved to its key.
@@ -27,8 +28,8 @@ pub fn resolve_judges(
     default_model: impl Fn(Provider, Option<&AzureSpec>) -> String,
 ) -> Result<Vec<ResolvedJudge>, String> {
     let mut resolved = Vec::new();
-    for scorer in &ej.spec.scorers {
-        let scorer_name = scorer.display_name();
+    // The names results use (two scorers of one name are told apart as `-2`, ...), as the judge does.
+    for (scorer, scorer_name) in ej.spec.scorers.iter().zip(scorer_names(&ej.spec.scorers)) {
         for judge in scorer.judges.iter().flatten() {
             let key = resolve(ej.namespace(), judge.provider, judge.key_ref.as_ref(), keys)
                 .map_err(|why| format!("scorer {scorer_name}, judge {}: {why}", judge.provider))?;
@@ -56,9 +57,9 @@ pub fn panels(ej: &EvalJob, judges: &[ResolvedJudge]) -> BTreeMap<String, PanelC
     ej.spec
         .scorers
         .iter()
-        .filter(|s| s.judges.is_some())
-        .map(|scorer| {
-            let name = scorer.display_name();
+        .zip(scorer_names(&ej.spec.scorers))
+        .filter(|(s, _)| s.judges.is_some())
+        .map(|(scorer, name)| {
             let judges = judges
                 .iter()
                 .filter(|j| j.status.scorer == name)
@@ -147,6 +148,28 @@ mod tests {
         let wrong = evaljob(vec![judge(Provider::OpenAi, None), judge(Provider::Anthropic, Some("go"))]);
         let why = resolve_judges(&wrong, &keys, table).expect_err("go is a google key");
         assert!(why.contains("go is not a Ready anthropic key"), "{why}");
+    }
+
+    #[test]
+    fn two_unnamed_panels_keep_apart_under_the_names_results_use() {
+        let keys =
+            [key("oa", Provider::OpenAi, true, KeyPhase::Ready), key("an", Provider::Anthropic, true, KeyPhase::Ready)];
+        let mut ej = evaljob(vec![judge(Provider::OpenAi, None), judge(Provider::Anthropic, None)]);
+        ej.spec.scorers[0].name = None;
+        let mut second = ej.spec.scorers[0].clone();
+        second.judges = Some(vec![judge(Provider::Anthropic, None), judge(Provider::OpenAi, None)]);
+        let mut plain = ej.spec.scorers[0].clone();
+        plain.judges = None;
+        ej.spec.scorers = vec![plain, ej.spec.scorers[0].clone(), second];
+        let resolved = resolve_judges(&ej, &keys, table).expect("resolved");
+        let panels = panels(&ej, &resolved);
+        assert_eq!(
+            panels.keys().collect::<Vec<_>>(),
+            ["llm_judge-2", "llm_judge-3"],
+            "the first llm_judge is no panel"
+        );
+        let first: Vec<&str> = panels["llm_judge-2"].judges.iter().map(|j| j.byok_key.as_str()).collect();
+        assert_eq!(first, ["oa", "an"]);
     }
 
     #[test]
