@@ -191,7 +191,8 @@ async fn soak_2000_keys_churned_and_50_evaljobs_hold_steady() {
             samples.push(sample(pid, started.elapsed()));
             last_sample = Instant::now();
         }
-        let due_jobs = (started.elapsed().as_secs_f64() / total.as_secs_f64() * jobs as f64) as u64;
+        // Spread over the window, the first at its start (the last would otherwise be due only at its end).
+        let due_jobs = (started.elapsed().as_secs_f64() / total.as_secs_f64() * jobs as f64) as u64 + 1;
         if done_jobs < due_jobs.min(jobs) {
             evaljob(&mut env, &format!("soak-{done_jobs:02}")).await;
             done_jobs += 1;
