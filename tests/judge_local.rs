@@ -246,17 +246,7 @@ impl Pod {
 }
 
 fn scorer(type_: ScorerType) -> Scorer {
-    Scorer {
-        type_,
-        name: None,
-        rubric: None,
-        pass_threshold: None,
-        pattern: None,
-        value: None,
-        ignore_case: false,
-        judges: None,
-        aggregate: None,
-    }
+    Scorer::of(type_)
 }
 
 fn llm_judge() -> Scorer {

@@ -183,6 +183,21 @@ pub enum Aggregate {
 }
 
 impl Scorer {
+    /// A scorer of `type_` with every option at its default.
+    pub fn of(type_: ScorerType) -> Self {
+        Self {
+            type_,
+            name: None,
+            rubric: None,
+            pass_threshold: None,
+            pattern: None,
+            value: None,
+            ignore_case: false,
+            judges: None,
+            aggregate: None,
+        }
+    }
+
     /// The name results use.
     pub fn display_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {

@@ -204,17 +204,7 @@ mod tests {
     use super::*;
 
     fn scorer(type_: ScorerType) -> Scorer {
-        Scorer {
-            type_,
-            name: None,
-            rubric: None,
-            pass_threshold: None,
-            pattern: None,
-            value: None,
-            ignore_case: false,
-            judges: None,
-            aggregate: None,
-        }
+        Scorer::of(type_)
     }
 
     fn case(output: &str, expected: Option<&str>) -> EvalCase {

@@ -126,17 +126,7 @@ pub const CASES_JSONL: &str = concat!(
 
 /// The scorer of the smoke cases.
 pub fn scorer() -> Scorer {
-    Scorer {
-        judges: None,
-        aggregate: None,
-        type_: ScorerType::LlmJudge,
-        name: None,
-        rubric: Some(RUBRIC.into()),
-        pass_threshold: None,
-        pattern: None,
-        value: None,
-        ignore_case: false,
-    }
+    Scorer { rubric: Some(RUBRIC.into()), ..Scorer::of(ScorerType::LlmJudge) }
 }
 
 /// Keeps the reports the judge would send to the broker, and accepts them all.

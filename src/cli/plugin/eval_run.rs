@@ -147,17 +147,7 @@ pub fn parse_scorer(s: &str, pass_threshold: Option<f64>) -> Result<Scorer, Erro
         Some((k, a)) => (k.trim(), Some(a.to_string())),
         None => (s.trim(), None),
     };
-    let mut scorer = Scorer {
-        judges: None,
-        aggregate: None,
-        type_: ScorerType::JsonValid,
-        name: None,
-        rubric: None,
-        pass_threshold: None,
-        pattern: None,
-        value: None,
-        ignore_case: false,
-    };
+    let mut scorer = Scorer::of(ScorerType::JsonValid);
     let need =
         |what: &str| Error::Usage(format!("--scorer {kind} needs {what}: --scorer {kind}:{}", what.to_uppercase()));
     match (kind, arg) {
