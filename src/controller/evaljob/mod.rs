@@ -1,6 +1,7 @@
 //! The EvalJob controller: resolves a key, creates the judge Job, follows results into status.
 
 pub mod gate;
+pub mod keys;
 pub mod lifecycle;
 pub mod panel;
 pub mod reconcile;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kube::ResourceExt;
 
-use super::reconcile::resolve;
+use super::keys::resolve;
 use crate::crd::{AzureSpec, ByokKey, EvalJob, JudgeStatus, Provider};
 use crate::judge::scorers::scorer_names;
 use crate::judge::wire::{PanelConfig, PanelJudgeConfig};

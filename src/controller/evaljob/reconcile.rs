@@ -11,16 +11,17 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 
 use super::EvalContext;
+use super::keys::resolve_key;
 use super::lifecycle;
 use super::panel::{self, ResolvedJudge};
 use super::standing;
 use crate::broker::results::{self as stored, MAX_PARTS, RESULTS_COMPONENT, UnreadableLine, part_name};
 use crate::controller::Error;
 use crate::crd::conditions::{condition, set_condition};
-use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, KeyPhase, Progress, Provider, ResultsRef, ScorerType};
+use crate::crd::{ByokKey, EvalJob, EvalJobStatus, EvalPhase, Progress, ResultsRef, ScorerType};
 use crate::judge::wire::CaseResult;
 use crate::judge::{cases, junit, scorers, summary};
 use crate::judge_job;
@@ -33,40 +34,6 @@ use crate::controller::status::{self, Note};
 
 /// CasesReady reason and Event: the judge's config.json could not be rendered.
 const CONFIG_NOT_RENDERED: &str = "JudgeConfigNotRendered";
-
-/// The key an EvalJob would use now, or why there is none.
-pub fn resolve_key(ej: &EvalJob, keys: &[Arc<ByokKey>]) -> Result<Arc<ByokKey>, String> {
-    resolve(ej.namespace(), ej.spec.provider, ej.spec.key_ref.as_ref(), keys)
-}
-
-/// The Ready `provider` key of namespace `ns` named `key_ref`, or its effective default.
-pub fn resolve(
-    ns: Option<String>,
-    provider: Provider,
-    key_ref: Option<&String>,
-    keys: &[Arc<ByokKey>],
-) -> Result<Arc<ByokKey>, String> {
-    let usable = |k: &ByokKey| {
-        k.namespace() == ns
-            && k.spec.provider == provider
-            && !k.spec.revoked
-            && k.meta().deletion_timestamp.is_none()
-            && k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready)
-    };
-    match key_ref {
-        Some(name) => keys
-            .iter()
-            .find(|k| k.namespace() == ns && &k.name_any() == name)
-            .filter(|k| usable(k))
-            .cloned()
-            .ok_or_else(|| format!("ByokKey {name} is not a Ready {provider} key of this namespace")),
-        None => keys
-            .iter()
-            .find(|k| usable(k) && k.status.as_ref().is_some_and(|s| s.effective_default))
-            .cloned()
-            .ok_or_else(|| format!("no Ready default {provider} ByokKey in this namespace; waiting for one")),
-    }
-}
 
 /// Results of one EvalJob so far, read live from the results ConfigMaps the broker signed.
 struct Collected {
