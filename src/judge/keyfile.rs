@@ -30,7 +30,10 @@ pub fn panel_key_path(key_file: &Path, byok_key: &str) -> Result<std::path::Path
         let message = format!("{byok_key:?} is not a ByokKey name");
         return Err(ClientError::KeyFile { path: key_file.to_path_buf(), message });
     }
-    let mut name = key_file.file_name().unwrap_or_default().to_os_string();
+    let Some(file) = key_file.file_name() else {
+        return Err(ClientError::KeyFile { path: key_file.to_path_buf(), message: "not a file path".into() });
+    };
+    let mut name = file.to_os_string();
     name.push(format!(".{byok_key}"));
     Ok(key_file.with_file_name(name))
 }
@@ -42,7 +45,10 @@ pub fn write_panel_keys(key_file: &Path, panel: &[PanelKey]) -> Result<Vec<(Stri
     for entry in panel {
         match &entry.key {
             Some(key) => write_secret(&panel_key_path(key_file, &entry.byok_key)?, key)?,
-            None => refused.push((entry.byok_key.clone(), entry.refused.clone().unwrap_or_default())),
+            None => {
+                let reason = entry.refused.clone().unwrap_or_else(|| "no key and no reason given".into());
+                refused.push((entry.byok_key.clone(), reason));
+            }
         }
     }
     Ok(refused)
@@ -123,6 +129,7 @@ mod tests {
         assert_eq!(path, dir.path().join("key.anthropic"));
         assert_eq!(read_key_file(&path).unwrap().unwrap().expose_secret(), "sk-ant-1");
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o400);
+        assert!(panel_key_path(Path::new("/"), "anthropic").is_err(), "a key file path that names no file");
         for bad in ["../etc", "a/b", "", ".hidden", "UPPER"] {
             assert!(panel_key_path(&main, bad).is_err(), "{bad:?}");
             assert!(write_panel_keys(&main, &[panel(bad, Some("k"))]).is_err(), "{bad:?}");
