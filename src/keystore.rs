@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use crate::crd::ByokKey;
 use crate::crypto::sealing::AzureTarget;
 use crate::crypto::{self, Aad, CryptoError, Envelope, EnvelopeError, Keyring};
+use crate::kms::{KekError, KekSource, KmsError};
 use crate::{labels, names};
 
 /// Data key of the encrypted Secret that holds the envelope.
@@ -29,6 +30,11 @@ pub const IMPORTED_FROM_ANNOTATION: &str = "launchgate.ai/imported-from";
 /// Annotation on the encrypted Secret: the KEK id its envelope is sealed under (for people; counts
 /// read the envelope itself, see [`envelope_kek`]).
 pub const KEK_ID_ANNOTATION: &str = "launchgate.ai/kek-id";
+/// Condition and refusal reason: the external KMS does not answer (imports wait, nothing falls back).
+pub const KMS_UNAVAILABLE: &str = "KmsUnavailable";
+/// Condition and refusal reason: the external KMS refused to wrap or unwrap.
+pub const KMS_REFUSED: &str = "KmsRefused";
+
 /// How many leading characters of a key are ever shown again.
 pub const PREFIX_LEN: usize = 8;
 
@@ -83,6 +89,17 @@ pub enum SealError {
     Unbound(#[from] Unbound),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+}
+
+impl From<KekError> for SealError {
+    fn from(e: KekError) -> Self {
+        match e {
+            KekError::Crypto(e) => Self::Crypto(e),
+            KekError::Kms(e) => Self::Kms(e),
+        }
+    }
 }
 
 /// The additional authenticated data of `key`'s ciphertext: its namespace, name, uid and provider,
@@ -96,6 +113,12 @@ pub fn aad(key: &ByokKey) -> Result<Aad, Unbound> {
 /// Seals `plaintext` for `key` under the keyring's active KEK.
 pub fn seal(ring: &Keyring, key: &ByokKey, plaintext: &SecretString) -> Result<Envelope, SealError> {
     Ok(crypto::seal(ring, &aad(key)?, plaintext)?)
+}
+
+/// Seals `plaintext` for `key` under the operator's KEK source (the keyring, or a DEK an external
+/// KMS wrapped).
+pub async fn seal_under(kek: &KekSource, key: &ByokKey, plaintext: &SecretString) -> Result<Envelope, SealError> {
+    Ok(kek.seal(&aad(key)?, plaintext).await?)
 }
 
 /// The encrypted Secret for `key`: owned by it (garbage-collected with it), labelled for the
@@ -151,14 +174,20 @@ pub enum OpenError {
     Decrypt(CryptoError),
     #[error(transparent)]
     Unbound(#[from] Unbound),
+    /// The external KMS did not unwrap the key's DEK (unreachable, or it refused).
+    #[error(transparent)]
+    Kms(#[from] KmsError),
 }
 
 impl OpenError {
     /// The reason a ByokKey's condition and Warning Event give: a ciphertext in an envelope version
-    /// this build does not know (a newer operator wrote it) is not a damaged one.
+    /// this build does not know (a newer operator wrote it) is not a damaged one, and a KMS that
+    /// does not answer is not a damaged ciphertext either.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::BadEnvelope(EnvelopeError::Version(_)) => "UnsupportedEnvelopeVersion",
+            Self::Kms(KmsError::Unavailable(_)) => KMS_UNAVAILABLE,
+            Self::Kms(KmsError::Refused(_)) => KMS_REFUSED,
             _ => "DecryptFailed",
         }
     }
@@ -169,6 +198,16 @@ impl From<SealError> for OpenError {
         match e {
             SealError::Unbound(e) => Self::Unbound(e),
             SealError::Crypto(e) => e.into(),
+            SealError::Kms(e) => Self::Kms(e),
+        }
+    }
+}
+
+impl From<KekError> for OpenError {
+    fn from(e: KekError) -> Self {
+        match e {
+            KekError::Crypto(e) => e.into(),
+            KekError::Kms(e) => Self::Kms(e),
         }
     }
 }
@@ -209,6 +248,22 @@ pub fn reseal(ring: &Keyring, key: &ByokKey, opened: &Opened) -> Result<Option<E
         return Ok(None);
     }
     seal(ring, key, &opened.key).map(Some)
+}
+
+/// Opens `key`'s ciphertext under the operator's KEK source (`None` when there is none).
+pub async fn open_under(secret: Option<&Secret>, key: &ByokKey, kek: &KekSource) -> Result<Opened, OpenError> {
+    let envelope = envelope(secret.ok_or(OpenError::Missing)?)?;
+    let plaintext = kek.open(&aad(key)?, &envelope).await?;
+    Ok(Opened { key: plaintext, envelope })
+}
+
+/// The key sealed anew, when it is stored under an older KEK or remote key version, or under the
+/// keyring while an external KMS is in use (a migration).
+pub async fn reseal_under(kek: &KekSource, key: &ByokKey, opened: &Opened) -> Result<Option<Envelope>, SealError> {
+    if !kek.needs_reseal(&opened.envelope) {
+        return Ok(None);
+    }
+    seal_under(kek, key, &opened.key).await.map(Some)
 }
 
 #[cfg(test)]

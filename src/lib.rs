@@ -11,6 +11,7 @@ pub mod failpoints;
 pub mod judge;
 pub mod judge_job;
 pub mod keystore;
+pub mod kms;
 pub mod labels;
 pub mod metrics;
 /// The mock provider, a test double: the `mock` feature (tests, benches, byok-mock-provider) or

@@ -66,7 +66,7 @@ async fn ciphertext_of_an_unknown_envelope_version_is_refused_by_name() {
     env.wait_phase("k", KeyPhase::Ready).await;
     let stored = env.secrets().get(&encrypted_secret_name("k")).await.expect("enc");
     let text = String::from_utf8(stored.data.expect("data")[ENVELOPE_DATA_KEY].0.clone()).expect("utf8");
-    let later = text.replacen("byok1.", "byok2.", 1);
+    let later = text.replacen("byok1.", "byok3.", 1);
     assert_ne!(later, text, "the stored envelope starts with its version byok1");
     let patch = json!({ "data": { ENVELOPE_DATA_KEY: ByteString(later.into_bytes()) } });
     env.secrets()
@@ -77,7 +77,7 @@ async fn ciphertext_of_an_unknown_envelope_version_is_refused_by_name() {
     let imported = k.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == IMPORTED)).expect("Imported");
     assert_eq!(imported.reason, "UnsupportedEnvelopeVersion");
     assert!(
-        imported.message.contains("\"byok2\"") && imported.message.contains("newer byok-operator"),
+        imported.message.contains("\"byok3\"") && imported.message.contains("newer byok-operator"),
         "{}",
         imported.message
     );

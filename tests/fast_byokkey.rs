@@ -87,7 +87,7 @@ async fn first_import_encrypts_the_key_deletes_the_source_and_is_ready() {
 
     let stored = w.stored("openai");
     let st = status(&stored);
-    let active = w.ctx.keyring.read().expect("keyring").active().id().to_string();
+    let active = w.ctx.kek.keyring().expect("keyring source").read().expect("keyring").active().id().to_string();
     assert_eq!(st.phase, Some(KeyPhase::Ready));
     assert_eq!(st.key_prefix.as_deref(), Some(&key[..keystore::PREFIX_LEN]));
     assert_eq!(st.kek_id.as_deref(), Some(active.as_str()));
@@ -105,7 +105,9 @@ async fn first_import_encrypts_the_key_deletes_the_source_and_is_ready() {
     assert_eq!(enc.owner_references()[0].uid, stored.uid().expect("uid"));
     assert_eq!(keystore::envelope_kek(&enc), active);
     assert_eq!(enc.type_.as_deref(), Some(keystore::ENCRYPTED_SECRET_TYPE));
-    let opened = keystore::open(Some(&enc), &stored, &w.ctx.keyring.read().expect("keyring")).expect("opens");
+    let opened =
+        keystore::open(Some(&enc), &stored, &w.ctx.kek.keyring().expect("keyring source").read().expect("keyring"))
+            .expect("opens");
     assert_eq!(opened.key.expose_secret(), key);
     assert!(w.api.get::<Secret>(NS, "openai-src").is_none(), "sourcePolicy Delete: the source is gone");
 
@@ -206,7 +208,7 @@ async fn a_kek_rotation_reseals_the_ciphertext_under_the_new_kek() {
     let before = imported(&mut w, "openai", &key, false).await;
     let old_kek = status(&before).kek_id.expect("kek");
     let old_envelope = w.ciphertext("openai").expect("ciphertext").data;
-    let new_kek = w.ctx.keyring.write().expect("keyring").rotate();
+    let new_kek = w.ctx.kek.keyring().expect("keyring source").write().expect("keyring").rotate();
     assert_ne!(old_kek, new_kek);
 
     w.reconcile_cached("openai").await;
@@ -219,7 +221,9 @@ async fn a_kek_rotation_reseals_the_ciphertext_under_the_new_kek() {
     let source = w.ciphertext("openai").and_then(|s| keystore::imported_from(&s).map(str::to_string));
     assert!(source.is_some_and(|s| s.contains('/')), "still records the import it came from");
     let stored = w.stored("openai");
-    let opened = keystore::open(Some(&enc), &stored, &w.ctx.keyring.read().expect("keyring")).expect("opens");
+    let opened =
+        keystore::open(Some(&enc), &stored, &w.ctx.kek.keyring().expect("keyring source").read().expect("keyring"))
+            .expect("opens");
     assert_eq!(opened.key.expose_secret(), key);
     assert_eq!(status(&stored).kek_id.as_deref(), Some(new_kek.as_str()));
     assert_eq!(status(&stored).phase, Some(KeyPhase::Ready));

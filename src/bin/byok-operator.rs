@@ -4,6 +4,8 @@ use anyhow::Context as _;
 use byok_operator::cli::kek;
 use byok_operator::controller::OperatorConfig;
 use byok_operator::judge_job::JudgeLimits;
+use byok_operator::kms::vault::{VaultAuth, VaultConfig};
+use byok_operator::kms::{DekPolicy, KmsConfig, KmsProvider};
 use byok_operator::operator::leader::LeaseConfig;
 use byok_operator::operator::loglevel::SetLevel;
 use byok_operator::operator::{self, BrokerConfig};
@@ -94,6 +96,99 @@ struct RunArgs {
     #[arg(long, global = true, env = "BYOK_JUDGE_JOB_TTL_SECONDS",
         default_value_t = i64::from(JudgeLimits::DEFAULT.job_ttl_seconds))]
     judge_job_ttl_seconds: i64,
+    #[command(flatten)]
+    kms: KmsArgs,
+}
+
+/// Where the key-encryption key lives.
+#[derive(clap::Args)]
+struct KmsArgs {
+    /// `keyring` (the keyring Secret), `vault-transit`, or `kms-v2` (a Kubernetes KMS v2 plugin).
+    #[arg(long, global = true, env = "BYOK_KMS", default_value = "keyring",
+        value_parser = ["keyring", "vault-transit", "kms-v2"])]
+    kms: String,
+    /// Vault's address (https://vault.example:8200).
+    #[arg(long, global = true, env = "BYOK_VAULT_ADDR")]
+    vault_addr: Option<String>,
+    /// The Transit engine's mount path.
+    #[arg(long, global = true, env = "BYOK_VAULT_TRANSIT_MOUNT", default_value = "transit")]
+    vault_transit_mount: String,
+    /// The Transit key that wraps the data keys.
+    #[arg(long, global = true, env = "BYOK_VAULT_TRANSIT_KEY", default_value = "byok-operator")]
+    vault_transit_key: String,
+    /// Log in with Vault's Kubernetes auth method as this role (with --vault-jwt-file).
+    #[arg(long, global = true, env = "BYOK_VAULT_ROLE")]
+    vault_role: Option<String>,
+    /// The Kubernetes auth method's mount path.
+    #[arg(long, global = true, env = "BYOK_VAULT_AUTH_MOUNT", default_value = "kubernetes")]
+    vault_auth_mount: String,
+    /// The service account token presented to Vault (a projected token with Vault's audience).
+    #[arg(long, global = true, env = "BYOK_VAULT_JWT_FILE", default_value = "/var/run/secrets/vault/token")]
+    vault_jwt_file: std::path::PathBuf,
+    /// Or a Vault token in a file (when no --vault-role).
+    #[arg(long, global = true, env = "BYOK_VAULT_TOKEN_FILE")]
+    vault_token_file: Option<std::path::PathBuf>,
+    /// A PEM CA bundle for Vault's certificate.
+    #[arg(long, global = true, env = "BYOK_VAULT_CA_FILE")]
+    vault_ca_file: Option<std::path::PathBuf>,
+    /// The KMS v2 plugin's unix socket.
+    #[arg(long, global = true, env = "BYOK_KMS_SOCKET")]
+    kms_socket: Option<std::path::PathBuf>,
+    /// How often the KMS is asked for its current key (rotation and health), in seconds.
+    #[arg(long, global = true, env = "BYOK_KMS_POLL_SECONDS", default_value_t = 30)]
+    kms_poll_seconds: u64,
+    /// Timeout of one KMS call, in seconds.
+    #[arg(long, global = true, env = "BYOK_KMS_TIMEOUT_SECONDS", default_value_t = 10)]
+    kms_timeout_seconds: u64,
+    /// How long one data key seals new keys, and an unwrapped data key stays cached, in seconds.
+    #[arg(long, global = true, env = "BYOK_DEK_TTL_SECONDS", default_value_t = 3600)]
+    dek_ttl_seconds: u64,
+    /// Unwrapped data keys kept in memory.
+    #[arg(long, global = true, env = "BYOK_DEK_CACHE_SIZE", default_value_t = 1024)]
+    dek_cache_size: usize,
+}
+
+impl KmsArgs {
+    fn config(&self) -> anyhow::Result<KmsConfig> {
+        use std::time::Duration;
+        let provider = match self.kms.as_str() {
+            "vault-transit" => {
+                let address = self.vault_addr.clone().context("--kms vault-transit needs --vault-addr")?;
+                let auth = match (&self.vault_role, &self.vault_token_file) {
+                    (Some(role), _) => VaultAuth::Kubernetes {
+                        mount: self.vault_auth_mount.clone(),
+                        role: role.clone(),
+                        jwt_file: self.vault_jwt_file.clone(),
+                    },
+                    (None, Some(file)) => VaultAuth::TokenFile(file.clone()),
+                    (None, None) => anyhow::bail!("--kms vault-transit needs --vault-role or --vault-token-file"),
+                };
+                KmsProvider::Vault(VaultConfig {
+                    address,
+                    mount: self.vault_transit_mount.clone(),
+                    key: self.vault_transit_key.clone(),
+                    auth,
+                    ca_file: self.vault_ca_file.clone(),
+                    timeout: Duration::from_secs(self.kms_timeout_seconds.max(1)),
+                })
+            }
+            "kms-v2" => {
+                KmsProvider::KmsV2 { socket: self.kms_socket.clone().context("--kms kms-v2 needs --kms-socket")? }
+            }
+            _ => KmsProvider::Keyring,
+        };
+        let policy = DekPolicy {
+            ttl: Duration::from_secs(self.dek_ttl_seconds.max(1)),
+            max_cached: self.dek_cache_size.max(1),
+            ..DekPolicy::default()
+        };
+        Ok(KmsConfig {
+            provider,
+            policy,
+            poll: Duration::from_secs(self.kms_poll_seconds.max(1)),
+            timeout: Duration::from_secs(self.kms_timeout_seconds.max(1)),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -156,6 +251,7 @@ fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
         concurrency: r.concurrency.max(1),
         watch_namespace: r.watch_namespace.clone(),
         judge: JudgeLimits::new(r.judge_call_timeout_seconds, r.judge_token_seconds, r.judge_job_ttl_seconds)?,
+        kms: r.kms.config()?,
     })
 }
 

@@ -9,20 +9,17 @@ use kube::ResourceExt;
 
 use crate::crd::ByokKey;
 use crate::crd::conditions::byokkey::MODEL_DEPRECATED;
-use crate::crypto::Keyring;
 use crate::metrics::{ClusterState, KekLabels, KeyPhaseLabels, KeyringLabels, ModelLabels};
 
-/// Everything the cluster gauges say, from the ByokKey and encrypted-key caches and the keyring.
-pub fn cluster_state(keys: &[Arc<ByokKey>], encrypted: &[Arc<Secret>], ring: &Keyring) -> ClusterState {
+/// Everything the cluster gauges say, from the ByokKey and encrypted-key caches and the KEK ids
+/// known (`KekSource::known_ids`: id, and whether new keys are sealed under it).
+pub fn cluster_state(keys: &[Arc<ByokKey>], encrypted: &[Arc<Secret>], keks: &[(String, bool)]) -> ClusterState {
     ClusterState {
         keys: keys_by_phase(keys),
         keys_by_kek: keys_by_kek(encrypted),
-        keyring: ring
-            .ids()
-            .map(|id| KeyringLabels {
-                kek_id: id.to_string(),
-                active: if id == ring.active().id() { "true" } else { "false" },
-            })
+        keyring: keks
+            .iter()
+            .map(|(id, active)| KeyringLabels { kek_id: id.clone(), active: if *active { "true" } else { "false" } })
             .collect(),
         model_shutdowns: model_shutdowns(keys),
     }
@@ -144,10 +141,11 @@ mod tests {
 
     #[test]
     fn the_keyring_says_which_kek_is_active() {
-        let mut ring = Keyring::generate();
+        let mut ring = crate::crypto::Keyring::generate();
         let old = ring.active().id().to_string();
         let new = ring.rotate();
-        let state = cluster_state(&[], &[], &ring);
+        let kek = crate::kms::KekSource::Keyring(Arc::new(std::sync::RwLock::new(ring)));
+        let state = cluster_state(&[], &[], &kek.known_ids());
         let active = |id: &str| state.keyring.iter().find(|k| k.kek_id == id).map(|k| k.active);
         assert_eq!((active(&old), active(&new)), (Some("false"), Some("true")));
     }

@@ -183,8 +183,7 @@ async fn open_key(st: &BrokerState, key: &ByokKey) -> Result<(SecretString, Stri
         Some(s) => Some(s),
         None => live::<Secret>(st, &ns, &secret_name).await?,
     };
-    let ring = st.keyring.read().map_err(|_| Refusal::Unavailable)?;
-    let opened = keystore::open(secret.as_deref(), key, &ring).map_err(|e| {
+    let opened = keystore::open_under(secret.as_deref(), key, &st.kek).await.map_err(|e| {
         let refusal = open_refusal(&e);
         // OpenError never holds key material: the envelope's KEK id at most.
         match refusal {
@@ -213,6 +212,9 @@ fn open_refusal(error: &keystore::OpenError) -> Refusal {
         // A KEK added by a rotation reaches every replica's keyring a moment later: retryable.
         keystore::OpenError::UnknownKek(_) => Refusal::UnknownKek,
         keystore::OpenError::Decrypt(_) => Refusal::DecryptFailed,
+        // Fail closed: no local fallback; a KMS that does not answer is retried by fetch-key.
+        keystore::OpenError::Kms(crate::kms::KmsError::Unavailable(_)) => Refusal::KmsUnavailable,
+        keystore::OpenError::Kms(crate::kms::KmsError::Refused(_)) => Refusal::KmsRefused,
     }
 }
 
@@ -412,7 +414,7 @@ mod tests {
         let mut newer = secret.clone();
         let text = String::from_utf8(secret.data.as_ref().expect("data")[keystore::ENVELOPE_DATA_KEY].0.clone())
             .expect("utf8");
-        let later = text.replacen(crate::crypto::ENVELOPE_VERSION, "byok2", 1).into_bytes();
+        let later = text.replacen(crate::crypto::ENVELOPE_VERSION, "byok3", 1).into_bytes();
         newer.data = Some([(keystore::ENVELOPE_DATA_KEY.to_string(), ByteString(later))].into());
         assert_eq!(refusal(Some(&newer), &k, &ring), Refusal::UnsupportedEnvelopeVersion);
         assert!(Refusal::UnsupportedEnvelopeVersion.to_string().contains("newer byok-operator"));

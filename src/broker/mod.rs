@@ -11,7 +11,7 @@ pub mod pki;
 pub mod results;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -22,8 +22,8 @@ use kube::Client;
 use kube::runtime::reflector::Store;
 
 use crate::crd::{ByokKey, EvalJob};
-use crate::crypto::Keyring;
 use crate::judge::wire;
+use crate::kms::KekSource;
 
 pub use pki::BrokerCa;
 
@@ -68,6 +68,10 @@ pub enum Refusal {
     UnknownKek,
     #[error("the ByokKey's ciphertext does not open: altered, or not this ByokKey's")]
     DecryptFailed,
+    #[error("the external KMS that wraps the ByokKey's data key does not answer; retry")]
+    KmsUnavailable,
+    #[error("the external KMS refused to unwrap the ByokKey's data key (a key version gone, or access withdrawn)")]
+    KmsRefused,
     #[error("the pod has no completion index: it is not a pod of an Indexed judge Job")]
     NoCompletionIndex,
     #[error("the report is for another shard than the pod's completion index")]
@@ -98,7 +102,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal (a new variant goes here too: its counter then starts at 0).
-    pub const ALL: [Refusal; 30] = [
+    pub const ALL: [Refusal; 32] = [
         Self::MissingToken,
         Self::WrongAudience,
         Self::TokenExpired,
@@ -116,6 +120,8 @@ impl Refusal {
         Self::UnsupportedEnvelopeVersion,
         Self::UnknownKek,
         Self::DecryptFailed,
+        Self::KmsUnavailable,
+        Self::KmsRefused,
         Self::NoCompletionIndex,
         Self::ShardMismatch,
         Self::PodNotFromJobTemplate,
@@ -150,6 +156,8 @@ impl Refusal {
             Self::UnsupportedEnvelopeVersion => "UnsupportedEnvelopeVersion",
             Self::UnknownKek => "UnknownKek",
             Self::DecryptFailed => "DecryptFailed",
+            Self::KmsUnavailable => "KmsUnavailable",
+            Self::KmsRefused => "KmsRefused",
             Self::NoCompletionIndex => "NoCompletionIndex",
             Self::ShardMismatch => "ShardMismatch",
             Self::PodNotFromJobTemplate => "PodNotFromJobTemplate",
@@ -177,9 +185,11 @@ impl Refusal {
             | Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable | Self::PodAddressUnknown | Self::UnknownKek => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::PodAddressUnknown | Self::UnknownKek | Self::KmsUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             // The broker's own stored data is at fault, not the caller: asking again will not help.
-            Self::KeyUnreadable | Self::UnsupportedEnvelopeVersion | Self::DecryptFailed => {
+            Self::KeyUnreadable | Self::UnsupportedEnvelopeVersion | Self::DecryptFailed | Self::KmsRefused => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             _ => StatusCode::FORBIDDEN,
@@ -201,7 +211,8 @@ pub struct BrokerState {
     pub client: Client,
     /// Verifies bearer tokens: TokenReview by the API server (`client`) in the operator.
     pub tokens: Arc<dyn authn::TokenReviewer>,
-    pub keyring: Arc<RwLock<Keyring>>,
+    /// Opens the stored keys: the keyring Secret, or an external KMS.
+    pub kek: KekSource,
     pub stores: std::sync::OnceLock<BrokerStores>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The operator's namespace: where grant records are kept, out of tenants' reach.
@@ -231,10 +242,10 @@ impl BrokerState {
     /// All metrics; on the leader (the replica whose caches the broker answers from) with the
     /// cluster gauges counted from those caches now.
     pub fn metrics_text(&self) -> String {
-        let state = self.stores.get().map(|s| {
-            let ring = self.keyring.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            cluster_state::cluster_state(&s.byokkeys.state(), &s.encrypted.state(), &ring)
-        });
+        let state = self
+            .stores
+            .get()
+            .map(|s| cluster_state::cluster_state(&s.byokkeys.state(), &s.encrypted.state(), &self.kek.known_ids()));
         self.metrics.encode(state)
     }
 }

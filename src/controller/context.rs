@@ -1,7 +1,7 @@
 //! What every reconcile shares: clients, caches, the keyring and configuration.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -12,7 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::crd::ByokKey;
-use crate::crypto::Keyring;
+use crate::kms::KekSource;
 use crate::providers::{Endpoints, ModelTable};
 
 /// Operator settings, from flags and environment.
@@ -30,6 +30,8 @@ pub struct OperatorConfig {
     pub watch_namespace: Option<String>,
     /// Judge pod timings: provider call timeout, token lifetime, finished Job TTL.
     pub judge: crate::judge_job::JudgeLimits,
+    /// Where the key-encryption key lives: the keyring Secret (default), or an external KMS.
+    pub kms: crate::kms::KmsConfig,
 }
 
 /// Shared state of the ByokKey controller.
@@ -38,8 +40,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub config: OperatorConfig,
     pub http: reqwest::Client,
-    /// Held only for short, synchronous sections: never across an await.
-    pub keyring: Arc<RwLock<Keyring>>,
+    /// Seals and opens every stored key: the keyring Secret, or an external KMS.
+    pub kek: KekSource,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Opens `spec.sealed` keys.
     pub sealing: Arc<crate::crypto::sealing::SealingKey>,

@@ -46,6 +46,20 @@ impl Kek {
         Self { id, key }
     }
 
+    /// A data encryption key (an external KMS's mode): `bytes` as the KMS unwrapped them, or fresh
+    /// from [`Kek::fresh_dek`], named by the remote key id that wraps them.
+    pub fn from_dek(id: String, bytes: &[u8]) -> Result<Self, KeyringError> {
+        let key: [u8; 32] = bytes.try_into().map_err(|_| KeyringError::BadLength(id.clone(), bytes.len()))?;
+        Ok(Self { id, key: Zeroizing::new(key) })
+    }
+
+    /// 32 fresh random bytes for a new data encryption key, to be wrapped by an external KMS.
+    pub fn fresh_dek() -> Zeroizing<[u8; 32]> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(key.as_mut_slice());
+        key
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }

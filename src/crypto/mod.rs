@@ -5,7 +5,7 @@ mod envelope;
 mod keyring;
 pub mod sealing;
 
-pub use envelope::{Aad, Envelope, EnvelopeError, VERSION as ENVELOPE_VERSION};
+pub use envelope::{Aad, Envelope, EnvelopeError, VERSION as ENVELOPE_VERSION, VERSION_WRAPPED, WrappedDek};
 pub use keyring::{KEYRING_ACTIVE_KEY, Kek, Keyring, KeyringError};
 
 use secrecy::SecretString;
@@ -31,10 +31,34 @@ pub fn seal(keyring: &Keyring, aad: &Aad, plaintext: &SecretString) -> Result<En
     keyring.active().seal(aad, plaintext.expose_secret().as_bytes())
 }
 
+/// Encrypts `plaintext` under a data encryption key that an external KMS wrapped as `wrapped`:
+/// a `byok2` envelope naming the remote key id and carrying the wrapped DEK.
+pub fn seal_wrapped(
+    dek: &Kek,
+    wrapped: &WrappedDek,
+    aad: &Aad,
+    plaintext: &SecretString,
+) -> Result<Envelope, CryptoError> {
+    use secrecy::ExposeSecret;
+    Ok(dek.seal(aad, plaintext.expose_secret().as_bytes())?.with_wrapped(wrapped.clone()))
+}
+
+/// Decrypts an envelope with the given KEK or unwrapped DEK (the caller picked it by the envelope).
+pub fn open_with(kek: &Kek, aad: &Aad, envelope: &Envelope) -> Result<SecretString, CryptoError> {
+    text(kek.open(aad, envelope)?)
+}
+
 /// Decrypts an envelope with the KEK it names. Fails when `aad` is not the one it was sealed with.
 pub fn open(keyring: &Keyring, aad: &Aad, envelope: &Envelope) -> Result<SecretString, CryptoError> {
     let kek = keyring.get(envelope.kek_id()).ok_or_else(|| CryptoError::UnknownKek(envelope.kek_id().to_string()))?;
-    let bytes = kek.open(aad, envelope)?;
+    if envelope.wrapped().is_some() {
+        // A byok2 envelope's id is a remote key's, never a keyring KEK's.
+        return Err(CryptoError::UnknownKek(envelope.kek_id().to_string()));
+    }
+    open_with(kek, aad, envelope)
+}
+
+fn text(bytes: zeroize::Zeroizing<Vec<u8>>) -> Result<SecretString, CryptoError> {
     let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
         // The failed String still owns the bytes: wipe them before dropping.
         let mut raw = e.into_bytes();

@@ -58,6 +58,16 @@ pub async fn load_or_create(
     }
 }
 
+/// Reads the keyring Secret if there is one, never creating it: with an external KMS it only opens
+/// keys sealed before the move to the KMS, which are then resealed under it.
+pub async fn load_existing(client: &Client, namespace: &str, name: &str) -> Result<Option<Keyring>, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await? {
+        Some(secret) => Ok(Some(from_secret(&secret)?)),
+        None => Ok(None),
+    }
+}
+
 /// With ciphertexts and no keyring, fails closed: a new keyring would silently make every
 /// stored key useless.
 async fn refuse_over_ciphertexts(

@@ -21,6 +21,7 @@ use crate::controller::{Context, Error, OperatorConfig};
 use crate::crd::ByokKey;
 use crate::crypto::Keyring;
 use crate::crypto::sealing::SealingKey;
+use crate::kms::KekSource;
 use crate::metrics::Metrics;
 
 /// Where and how the key broker serves.
@@ -135,9 +136,12 @@ pub async fn run(
     outcome
 }
 
-/// The operator's own Secrets, each loaded (or created on first start) once.
+/// The operator's own Secrets, each loaded (or created on first start) once, and the KEK source.
 struct Bootstrap {
-    ring: Arc<RwLock<Keyring>>,
+    /// The keyring Secret: the KEK source by default; with an external KMS, only what opens keys
+    /// sealed before the move (absent on a fresh install).
+    ring: Option<Arc<RwLock<Keyring>>>,
+    kek: KekSource,
     ca: Arc<BrokerCa>,
     sealing: Arc<SealingKey>,
 }
@@ -150,13 +154,28 @@ impl Bootstrap {
         recorder: &Recorder,
     ) -> Result<Self, Error> {
         let scope = config.watch_namespace.as_deref();
-        let ring = keyring::load_or_create(client, &config.namespace, &config.keyring_secret, scope, recorder).await?;
-        tracing::info!(active_kek = ring.active().id(), keks = ring.ids().count(), "keyring loaded");
+        let kms = config.kms.connect().map_err(|e| Error::Internal(format!("KMS: {e}")))?;
+        let (ring, kek) = match kms {
+            None => {
+                let ring =
+                    keyring::load_or_create(client, &config.namespace, &config.keyring_secret, scope, recorder).await?;
+                tracing::info!(active_kek = ring.active().id(), keks = ring.ids().count(), "keyring loaded");
+                let ring = Arc::new(RwLock::new(ring));
+                (Some(ring.clone()), KekSource::Keyring(ring))
+            }
+            Some(kms) => {
+                let legacy = keyring::load_existing(client, &config.namespace, &config.keyring_secret).await?;
+                let legacy = legacy.map(|r| Arc::new(RwLock::new(r)));
+                tracing::info!(kms = kms.kind(), legacy_keyring = legacy.is_some(), "keys are sealed under the KMS");
+                let kek = KekSource::remote(kms, legacy.clone(), config.kms.policy);
+                (legacy, kek)
+            }
+        };
         let ca = BrokerCa::load_or_create(client, &config.namespace, &broker_config.ca_secret)
             .await
             .map_err(|e| Error::Internal(format!("broker CA: {e}")))?;
         let sealing = super::sealing::load_or_create(client, &config.namespace).await?;
-        Ok(Self { ring: Arc::new(RwLock::new(ring)), ca: Arc::new(ca), sealing: Arc::new(sealing) })
+        Ok(Self { ring, kek, ca: Arc::new(ca), sealing: Arc::new(sealing) })
     }
 }
 
@@ -173,7 +192,7 @@ fn start_broker(
     let state = Arc::new(BrokerState {
         client: client.clone(),
         tokens: Arc::new(client.clone()),
-        keyring: boot.ring.clone(),
+        kek: boot.kek.clone(),
         stores: Default::default(),
         metrics: metrics.clone(),
         namespace: config.namespace.clone(),
@@ -220,13 +239,16 @@ async fn start_keys(
     recorder: &Recorder,
 ) -> Result<Keys, Error> {
     let (changed_tx, changed_rx) = mpsc::unbounded_channel();
-    tokio::spawn(keyring::follow(
-        client.clone(),
-        config.namespace.clone(),
-        config.keyring_secret.clone(),
-        boot.ring.clone(),
-        changed_tx,
-    ));
+    match (&boot.kek, &boot.ring) {
+        (KekSource::Remote(remote), _) => {
+            tokio::spawn(crate::kms::follow(remote.clone(), config.kms.poll, changed_tx));
+        }
+        (KekSource::Keyring(_), Some(ring)) => {
+            let (ns, name) = (config.namespace.clone(), config.keyring_secret.clone());
+            tokio::spawn(keyring::follow(client.clone(), ns, name, ring.clone(), changed_tx));
+        }
+        (KekSource::Keyring(_), None) => {}
+    }
     let wiring = Wiring {
         byokkeys: scoped(client, config),
         secrets: scoped(client, config),
@@ -235,8 +257,8 @@ async fn start_keys(
     };
     let http = provider_http()?;
     let (keys_tx, keys_rx) = oneshot::channel();
-    let (client, recorder, config, ring, metrics, sealing) =
-        (client.clone(), recorder.clone(), config.clone(), boot.ring.clone(), metrics.clone(), boot.sealing.clone());
+    let (client, recorder, config, kek, metrics, sealing) =
+        (client.clone(), recorder.clone(), config.clone(), boot.kek.clone(), metrics.clone(), boot.sealing.clone());
     let make_ctx = move |parts: byokkey::ContextParts| {
         let _ = keys_tx.send((parts.byokkeys.clone(), parts.encrypted.clone(), parts.byokkeys_synced.clone()));
         Context {
@@ -244,7 +266,7 @@ async fn start_keys(
             recorder,
             config,
             http,
-            keyring: ring,
+            kek,
             metrics,
             sealing,
             byokkeys: parts.byokkeys,

@@ -185,7 +185,7 @@ impl Broker {
             recorder: recorder(&client),
             client,
             tokens: reviews.clone(),
-            keyring: keyring.clone(),
+            kek: byok_operator::kms::KekSource::Keyring(keyring.clone()),
             stores: Default::default(),
             metrics: Arc::new(byok_operator::metrics::Metrics::default()),
             namespace: OPERATOR_NS.into(),

@@ -10,6 +10,7 @@ use byok_operator::crd::{ByokKey, Provider};
 use byok_operator::crypto::Keyring;
 use byok_operator::crypto::sealing::SealingKey;
 use byok_operator::keystore;
+use byok_operator::kms::KekSource;
 use byok_operator::providers::ModelTable;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -51,13 +52,14 @@ impl Keys {
             concurrency: 1,
             watch_namespace: None,
             judge: Default::default(),
+            kms: Default::default(),
         };
         let ctx = Context {
             recorder: recorder(&client),
             client,
             config,
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http"),
-            keyring: Arc::new(RwLock::new(Keyring::generate())),
+            kek: KekSource::Keyring(Arc::new(RwLock::new(Keyring::generate()))),
             metrics: Arc::new(byok_operator::metrics::Metrics::default()),
             sealing: Arc::new(SealingKey::generate()),
             byokkeys: keys.store.clone(),

@@ -20,7 +20,7 @@ use crate::controller::status;
 use crate::controller::{Context, Error};
 use crate::crd::{ByokKey, ByokKeyStatus, KeyPhase, TEST_REQUESTED_ANNOTATION};
 use crate::crypto::Envelope;
-use crate::keystore::{self, OpenError};
+use crate::keystore::{self, OpenError, SealError};
 use crate::labels::FIELD_MANAGER;
 use crate::providers::{self, CheckOutcome, KeyCheck, models};
 
@@ -96,7 +96,10 @@ async fn import_secret(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>, vers
         Ok(v) => v,
         Err(e) => return keep(t, ctx, enc, refused(e)).await,
     };
-    let imported = store(t, ctx, key, version, format!("Secret {name}")).await?;
+    let imported = match store(t, ctx, key, version, format!("Secret {name}")).await {
+        Err(Error::Seal(SealError::Kms(e))) => return keep(t, ctx, enc, Some(Refusal::kms(&e))).await,
+        other => other?,
+    };
     crate::crash_point!(crate::failpoints::AFTER_STORE);
     let source_deleted =
         t.key.spec.source_policy == crate::crd::SourcePolicy::Delete && delete_source_secret(t, ctx, uid).await?;
@@ -124,8 +127,11 @@ async fn import_sealed(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>, vers
     });
     let message = match extracted {
         Ok(key) => {
-            let imported = store(t, ctx, key, version, "spec.sealed".into()).await?;
-            return Ok(Material::Imported { imported, source_deleted: false });
+            return match store(t, ctx, key, version, "spec.sealed".into()).await {
+                Ok(imported) => Ok(Material::Imported { imported, source_deleted: false }),
+                Err(Error::Seal(SealError::Kms(e))) => keep(t, ctx, enc, Some(Refusal::kms(&e))).await,
+                Err(e) => Err(e),
+            };
         }
         Err(message) => message,
     };
@@ -149,10 +155,7 @@ async fn store(
     version: &str,
     from: String,
 ) -> Result<Imported, Error> {
-    let envelope = {
-        let ring = ctx.keyring.read().map_err(|_| Error::Internal("keyring lock poisoned".into()))?;
-        keystore::seal(&ring, t.key, &key.key)?
-    };
+    let envelope = keystore::seal_under(&ctx.kek, t.key, &key.key).await?;
     apply_encrypted(t, ctx, &envelope, version).await?;
     Ok(Imported { key: key.key, prefix: key.prefix, kek_id: envelope.kek_id().to_string(), from })
 }
@@ -160,10 +163,11 @@ async fn store(
 /// Opens the stored ciphertext; re-encrypts it under the active KEK when it is sealed under an older one.
 async fn open_stored(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>) -> Result<Stored, Error> {
     let Some(secret) = enc else { return Ok(Stored::Nothing) };
-    let opened = {
-        let ring = ctx.keyring.read().map_err(|_| Error::Internal("keyring lock poisoned".into()))?;
-        keystore::open(Some(secret), t.key, &ring)
-            .and_then(|opened| Ok::<_, OpenError>((keystore::reseal(&ring, t.key, &opened)?, opened)))
+    let opened = match keystore::open_under(Some(secret), t.key, &ctx.kek).await {
+        Ok(opened) => {
+            keystore::reseal_under(&ctx.kek, t.key, &opened).await.map(|r| (r, opened)).map_err(OpenError::from)
+        }
+        Err(e) => Err(e),
     };
     let (resealed, opened) = match opened {
         Ok(v) => v,

@@ -187,6 +187,27 @@ impl Material {
     pub fn imported_now(&self) -> bool {
         matches!(self, Material::Imported { .. })
     }
+
+    /// Whether the step could not seal or open because the external KMS does not answer: the
+    /// reconcile then comes back soon, as nothing else (no watch event) would bring it back.
+    pub fn waits_on_kms(&self) -> bool {
+        let kms = crate::keystore::KMS_UNAVAILABLE;
+        match self {
+            Material::Kept { stored: Stored::Unreadable { reason, .. }, .. } if *reason == kms => true,
+            Material::Kept { refused: Some(r), .. } => r.reason == kms,
+            _ => false,
+        }
+    }
+}
+
+impl Refusal {
+    /// An import the external KMS did not let happen: pending while it is unreachable.
+    pub fn kms(error: &crate::kms::KmsError) -> Self {
+        let unavailable = matches!(error, crate::kms::KmsError::Unavailable(_));
+        let reason = if unavailable { crate::keystore::KMS_UNAVAILABLE } else { crate::keystore::KMS_REFUSED };
+        let message = format!("the key is not imported yet: {error}; nothing falls back to a local key");
+        Self { reason, message, pending: unavailable }
+    }
 }
 
 /// A status and the Events that explain how it came about.

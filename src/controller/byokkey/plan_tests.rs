@@ -193,7 +193,7 @@ fn a_ciphertext_that_does_not_open_is_an_error_said_once() {
 #[test]
 fn a_ciphertext_of_an_unknown_envelope_version_is_named_not_called_damaged() {
     let k = key("k");
-    let error = crate::crypto::EnvelopeError::Version("byok2".into()).to_string();
+    let error = crate::crypto::EnvelopeError::Version("byok3".into()).to_string();
     let m = Material::Kept {
         refused: None,
         stored: Stored::Unreadable { secret: "byok-enc-k".into(), reason: "UnsupportedEnvelopeVersion", error },
@@ -205,7 +205,7 @@ fn a_ciphertext_of_an_unknown_envelope_version_is_named_not_called_damaged() {
     let imported = condition(&p.status.conditions, IMPORTED).expect("Imported");
     assert_eq!((imported.status.as_str(), imported.reason.as_str()), ("False", "UnsupportedEnvelopeVersion"));
     assert!(
-        imported.message.contains("\"byok2\"") && imported.message.contains("newer byok-operator"),
+        imported.message.contains("\"byok3\"") && imported.message.contains("newer byok-operator"),
         "{}",
         imported.message
     );

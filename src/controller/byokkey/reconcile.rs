@@ -17,6 +17,9 @@ use crate::controller::{Context, Error};
 use crate::crd::{ByokKey, KeyPhase};
 use crate::providers::CheckOutcome;
 
+/// How soon a key waiting on an unreachable external KMS is tried again.
+const KMS_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reconciles `key`. `patched_from` is the version a metadata patch of this reconcile (the
 /// finalizer) replaced: the cache may still show it after the status is written.
 pub async fn apply(key: Arc<ByokKey>, ctx: &Context, patched_from: Option<String>) -> Result<Action, Error> {
@@ -47,6 +50,9 @@ pub async fn apply(key: Arc<ByokKey>, ctx: &Context, patched_from: Option<String
                 requeue = (planned.status.phase == Some(KeyPhase::Ready)).then_some(v.interval);
             }
         }
+    }
+    if material.waits_on_kms() {
+        requeue = Some(KMS_RETRY);
     }
     let winner = plan::finish(&t, &old, &mut planned, &observed.siblings);
 
