@@ -6,6 +6,7 @@ pub mod broker;
 pub mod chart;
 pub mod evaljobs;
 pub mod judge_pod;
+pub mod kms;
 pub mod node;
 pub mod roles;
 
@@ -243,6 +244,11 @@ impl TestEnv {
             .spawn()
             .expect("operator starts");
         self.operator = Some(child);
+    }
+
+    /// Replaces the test's own operator arguments from the next (re)start on.
+    pub fn set_operator_args(&mut self, args: Vec<String>) {
+        self.operator_args = args;
     }
 
     /// Whether the operator process has ended by itself.
