@@ -9,7 +9,7 @@ use kube::{Api, Client};
 use crate::controller::Error;
 use crate::crd::ByokKey;
 use crate::keystore;
-use crate::operator::keyring;
+use crate::operator::{kek_state, keyring};
 
 /// How many ByokKeys and ciphertexts use each KEK of the keyring.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -47,11 +47,26 @@ async fn load(client: &Client, ns: &str, name: &str) -> Result<(Api<Secret>, Sec
     Ok((api, secret))
 }
 
-/// Reads the keyring and counts its users across the cluster.
+/// Reads the keyring (and, with an external KMS, the KEK state the operator publishes) and counts
+/// the users of each KEK or remote key version across the cluster.
 pub async fn status(client: &Client, ns: &str, name: &str) -> Result<KekUsage, Error> {
-    let (_, secret) = load(client, ns, name).await?;
-    let ring = keyring::from_secret(&secret)?;
-    let mut usage: BTreeMap<String, (usize, usize)> = ring.ids().map(|id| (id.to_string(), (0, 0))).collect();
+    let remote = kek_state::read(client, ns).await?.filter(|s| s.source != "keyring");
+    let ring = match &remote {
+        // With a KMS the keyring Secret is optional: it only opens keys sealed before the move.
+        Some(_) => Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await?,
+        None => Some(load(client, ns, name).await?.1),
+    };
+    let ring = ring.as_ref().map(keyring::from_secret).transpose()?;
+    let mut usage: BTreeMap<String, (usize, usize)> =
+        ring.iter().flat_map(|r| r.ids()).map(|id| (id.to_string(), (0, 0))).collect();
+    let active = match (&remote, &ring) {
+        (Some(state), _) => state.active.clone(),
+        (None, Some(r)) => r.active().id().to_string(),
+        (None, None) => String::new(),
+    };
+    if !active.is_empty() {
+        usage.entry(active.clone()).or_default();
+    }
     for key in Api::<ByokKey>::all(client.clone()).list(&ListParams::default()).await? {
         if let Some(id) = key.status.and_then(|s| s.kek_id) {
             usage.entry(id).or_default().0 += 1;
@@ -62,11 +77,18 @@ pub async fn status(client: &Client, ns: &str, name: &str) -> Result<KekUsage, E
     for s in Api::<Secret>::all(client.clone()).list(&lp).await? {
         usage.entry(keystore::envelope_kek(&s)).or_default().1 += 1;
     }
-    Ok(KekUsage { active: ring.active().id().to_string(), usage })
+    Ok(KekUsage { active, usage })
 }
 
 /// Adds a new KEK and makes it active. The operator re-encrypts every key under it.
 pub async fn rotate(client: &Client, ns: &str, name: &str) -> Result<String, Error> {
+    if let Some(state) = kek_state::read(client, ns).await?.filter(|s| s.source != "keyring") {
+        return Err(Error::Internal(format!(
+            "keys are sealed under the external KMS ({}): rotate its key there (Vault: `vault write -f \
+             transit/keys/<key>/rotate`); the operator sees the new version and reseals every key under it",
+            state.source
+        )));
+    }
     let (api, mut secret) = load(client, ns, name).await?;
     let mut ring = keyring::from_secret(&secret)?;
     let id = ring.rotate();

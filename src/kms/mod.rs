@@ -250,6 +250,11 @@ impl KekSource {
 }
 
 impl RemoteKek {
+    /// The KMS's kind (`vault-transit`, `kms-v2`).
+    pub fn kind(&self) -> &'static str {
+        self.kms.kind()
+    }
+
     pub fn latest_key_id(&self) -> Option<String> {
         self.key_id.read().ok().and_then(|id| id.clone())
     }

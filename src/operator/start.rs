@@ -211,6 +211,18 @@ fn start_broker(
     (state, task)
 }
 
+fn boot_kind(remote: &crate::kms::RemoteKek) -> String {
+    remote.kind().to_string()
+}
+
+/// Says which KEK source is in use and what new keys are sealed under (`kek status` reads it).
+async fn publish_kek_state(client: &Client, namespace: &str, source: &str, active: Option<String>) {
+    let state = super::kek_state::KekState { source: source.to_string(), active: active.unwrap_or_default() };
+    if let Err(e) = super::kek_state::publish(client, namespace, &state).await {
+        tracing::warn!(error = %e, "could not publish the KEK state ConfigMap");
+    }
+}
+
 /// Builds an Api over the watched scope: one namespace, or the cluster.
 fn scoped<K>(client: &Client, config: &OperatorConfig) -> Api<K>
 where
@@ -241,9 +253,20 @@ async fn start_keys(
     let (changed_tx, changed_rx) = mpsc::unbounded_channel();
     match (&boot.kek, &boot.ring) {
         (KekSource::Remote(remote), _) => {
-            tokio::spawn(crate::kms::follow(remote.clone(), config.kms.poll, changed_tx));
+            // Each change of the remote key: published for `kek status`, then every key reconciled.
+            let (rotated_tx, mut rotated) = mpsc::unbounded_channel();
+            tokio::spawn(crate::kms::follow(remote.clone(), config.kms.poll, rotated_tx));
+            let (client, ns, remote) = (client.clone(), config.namespace.clone(), remote.clone());
+            tokio::spawn(async move {
+                while rotated.recv().await.is_some() {
+                    publish_kek_state(&client, &ns, &boot_kind(&remote), remote.latest_key_id()).await;
+                    let _ = changed_tx.send(());
+                }
+            });
         }
         (KekSource::Keyring(_), Some(ring)) => {
+            let active = ring.read().ok().map(|r| r.active().id().to_string());
+            publish_kek_state(client, &config.namespace, "keyring", active).await;
             let (ns, name) = (config.namespace.clone(), config.keyring_secret.clone());
             tokio::spawn(keyring::follow(client.clone(), ns, name, ring.clone(), changed_tx));
         }

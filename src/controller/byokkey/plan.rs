@@ -297,7 +297,11 @@ fn kept(t: &Target<'_>, p: &mut Planned, stored: &Stored, imported: bool) {
             let msg = format!("cannot decrypt Secret {secret}: {error}");
             let changed = condition(&st.conditions, IMPORTED).is_none_or(|c| c.reason != *reason);
             set_condition(&mut st.conditions, IMPORTED, "False", reason, msg.clone(), generation, now);
-            st.phase = Some(KeyPhase::Error);
+            // A KMS that does not answer says nothing about the key: its phase stays what it was
+            // (the broker refuses KmsUnavailable meanwhile, and the reconcile comes back soon).
+            if *reason != crate::keystore::KMS_UNAVAILABLE {
+                st.phase = Some(KeyPhase::Error);
+            }
             if changed {
                 p.notes.push((EventType::Warning, reason, msg));
             }

@@ -191,6 +191,36 @@ fn a_ciphertext_that_does_not_open_is_an_error_said_once() {
 }
 
 #[test]
+fn an_unreachable_kms_keeps_the_phase_says_why_and_comes_back_soon() {
+    let k = key("k");
+    let t = target(&k);
+    let stored = Material::Kept {
+        refused: None,
+        stored: Stored::Unreadable {
+            secret: "byok-enc-k".into(),
+            reason: crate::keystore::KMS_UNAVAILABLE,
+            error: "the KMS is unavailable: connection refused".into(),
+        },
+        source_deleted: false,
+    };
+    let ready = ByokKeyStatus { phase: Some(KeyPhase::Ready), ..ByokKeyStatus::default() };
+    let p = after_material(&t, &ready, &stored);
+    assert_eq!(p.status.phase, Some(KeyPhase::Ready), "the key is not broken, the KMS is away");
+    assert_eq!(reasons(&p), ["KmsUnavailable"]);
+    assert!(stored.waits_on_kms());
+    // A new key that cannot be sealed yet: Pending, not Error; a KMS that refuses: Error.
+    let error = crate::kms::KmsError::Unavailable("timed out".into());
+    let new = Material::Kept { refused: Some(Refusal::kms(&error)), stored: Stored::Nothing, source_deleted: false };
+    assert_eq!(after_material(&t, &ByokKeyStatus::default(), &new).status.phase, Some(KeyPhase::Pending));
+    assert!(new.waits_on_kms());
+    let refused = crate::kms::KmsError::Refused("permission denied".into());
+    let denied =
+        Material::Kept { refused: Some(Refusal::kms(&refused)), stored: Stored::Nothing, source_deleted: false };
+    assert_eq!(after_material(&t, &ByokKeyStatus::default(), &denied).status.phase, Some(KeyPhase::Error));
+    assert!(!denied.waits_on_kms());
+}
+
+#[test]
 fn a_ciphertext_of_an_unknown_envelope_version_is_named_not_called_damaged() {
     let k = key("k");
     let error = crate::crypto::EnvelopeError::Version("byok3".into()).to_string();
