@@ -94,7 +94,12 @@ ALL_OPTIONS=(
   --set azure.allowedEndpointHosts='{gw.example.com,*.openai.azure.com}'
   --set serviceMonitor.bearerTokenSecret.name=prometheus-token --set serviceMonitor.bearerTokenSecret.key=tok
   --set judgePolicy.jobControllerUsers='{system:kube-controller-manager}' --set judgePolicy.requireNamespaceOptIn=false
+  --set kms.provider=vault-transit --set kms.vault.address=https://vault.vault.svc:8200 --set kms.vault.caSecret=vault-ca
+  --set kms.vault.transitKey=byok --set kms.vault.role=byok --set kms.pollSeconds=60 --set kms.dekTtlSeconds=600
 )
+# The other external KMS: a node-level KMS v2 plugin's socket.
+KMS_V2_OPTIONS=(--set kms.provider=kms-v2 --set kms.kmsV2.socket=kms.sock --set kms.kmsV2.sidecar.name=kms-plugin
+  --set kms.kmsV2.sidecar.image=registry.example/kms-plugin:1.0 --set 'kms.kmsV2.sidecar.args={--listen=/var/run/kmsplugin/kms.sock}')
 # What the defaults and all-options leave out: the chart-made metrics scraper identity (scraper),
 # and everything optional switched off (off).
 SCRAPER_OPTIONS=(--set serviceMonitor.enabled=true)
@@ -115,6 +120,11 @@ cmd_lint() {
     helm_ template x "$CHART" --set 'azure.allowedEndpointHosts={https://x.example}' >/dev/null 2>&1; then
     die "values.schema.json accepted an empty or malformed azure.allowedEndpointHosts"
   fi
+  helm_ lint --strict "$CHART" --kube-version "$KUBE_VERSION" --namespace "$NAMESPACE" "${KMS_V2_OPTIONS[@]}" >/dev/null
+  if helm_ template x "$CHART" --set kms.provider=vault-transit >/dev/null 2>&1; then
+    die "the chart rendered kms.provider=vault-transit without kms.vault.address"
+  fi
+  if helm_ template x "$CHART" --set kms.provider=aws >/dev/null 2>&1; then die "values.schema.json accepted kms.provider=aws"; fi
   # The operator refuses to import keys from its own namespace: the chart refuses to render that.
   if helm_ template x "$CHART" --namespace "$NAMESPACE" --set watchNamespace="$NAMESPACE" >/dev/null 2>&1; then
     die "the chart rendered with watchNamespace == the release namespace"
@@ -127,6 +137,7 @@ cmd_template() {
   render default
   render namespaced --set watchNamespace=$WATCH_NS
   render all-options "${ALL_OPTIONS[@]}"
+  render kms-v2 "${KMS_V2_OPTIONS[@]}"
   render scraper "${SCRAPER_OPTIONS[@]}"
   render off "${OFF_OPTIONS[@]}"
   render manifests --set namespace.create=true
@@ -185,6 +196,15 @@ if env('all-options', 'BYOK_AZURE_ENDPOINT_ALLOW') != '"gw.example.com,*.openai.
     fail(f'all-options: BYOK_AZURE_ENDPOINT_ALLOW is {env("all-options", "BYOK_AZURE_ENDPOINT_ALLOW")}')
 if 'in ["system:kube-controller-manager"]' not in doc('all-options', 'ValidatingAdmissionPolicy', 'byok-judge-pods'):
     fail('all-options: judgePolicy.jobControllerUsers not in byok-judge-pods')
+if env('all-options', 'BYOK_KMS') != '"vault-transit"' or env('all-options', 'BYOK_VAULT_ADDR') != '"https://vault.vault.svc:8200"':
+    fail('all-options: kms.provider / kms.vault.address not passed as BYOK_KMS / BYOK_VAULT_ADDR')
+if 'audience: "vault"' not in text('all-options') or 'secretName: vault-ca' not in text('all-options'):
+    fail('all-options: no projected token with audience vault, or no Vault CA volume')
+if env('kms-v2', 'BYOK_KMS_SOCKET') != '"/var/run/kmsplugin/kms.sock"' or 'medium: Memory' not in text('kms-v2') \
+        or 'image: registry.example/kms-plugin:1.0' not in text('kms-v2') or text('kms-v2').count('mountPath: /var/run/kmsplugin') != 2:
+    fail('kms-v2: the plugin sidecar and the operator do not share /var/run/kmsplugin')
+if env('default', 'BYOK_KMS') != '"keyring"' or 'volumes:' in text('default'):
+    fail('default: BYOK_KMS is not keyring, or volumes rendered without an external KMS')
 off = text('off')
 if 'ValidatingAdmissionPolicy' in off or 'subjectaccessreviews' in off or env('off', 'BYOK_METRICS_AUTH') != '"false"':
     fail('off: judgePolicy.enabled=false / metrics.authorization=false still render policies or SubjectAccessReview')
@@ -405,6 +425,7 @@ print("---".join(d for d in docs if not re.search(r"^kind: ServiceMonitor$", d, 
     dry_run "$f" -f "$OUT/$f-no-servicemonitor.yaml"
   done
   dry_run off -f "$OUT/off.yaml"
+  dry_run kms-v2 -f "$OUT/kms-v2.yaml"
   dry_run kustomize -k "$MANIFESTS"
   # The Pod Security check above is live: a non-restricted pod template is reported.
   render_no_crds not-restricted --set podSecurityContext.runAsNonRoot=false --set securityContext.allowPrivilegeEscalation=true
