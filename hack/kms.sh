@@ -14,8 +14,8 @@ set -euo pipefail
 VAULT_VERSION=v1.21.4
 # The Vault module's go.mod points its api and sdk modules at directories of Vault's repository,
 # which the module proxy does not serve with it: the build takes the published releases instead.
-# sdk v0.21.0 is the one published closest to v1.21.4's tree; the one signature between them that
-# differs (framework.Backend.ActivationFunc gained a string argument) is adapted below.
+# sdk v0.21.0 is the one published closest to v1.21.4's tree; the two signatures between them that
+# differ are adapted below (two lines of Vault's source, checked to apply).
 VAULT_API_VERSION=v1.22.0
 VAULT_SDK_VERSION=v0.21.0
 KMS_VERSION=v0.35.4 # k8s.io/kms, at the release of the local control plane (hack/cluster.sh)
@@ -57,8 +57,13 @@ vault() {
         vault/identity_store.go
       sed -i 's/b.idStoreBackend.ActivationFunc(ctx, nil)/b.idStoreBackend.ActivationFunc(ctx, nil, "")/' \
         vault/logical_system_activation_flags.go
-      grep -q 'req \*logical.Request, _ string) error { return iStore.activateDeduplication' vault/identity_store.go ||
-        die "Vault $VAULT_VERSION's source is not what this script adapts (vault/identity_store.go)"
+      # ... and keysutil's RestorePolicy returns no key name in sdk v0.21.0 (the restored key's
+      # name is the one asked for; Transit only records it in an observation).
+      sed -i 's/restoredKeyName, err := b.lm.RestorePolicy(ctx, req.Storage, keyName, backupB64, force)/restoredKeyName, err := keyName, b.lm.RestorePolicy(ctx, req.Storage, keyName, backupB64, force)/' \
+        builtin/logical/transit/path_restore.go
+      grep -q 'req \*logical.Request, _ string) error { return iStore.activateDeduplication' vault/identity_store.go &&
+        grep -q 'restoredKeyName, err := keyName, b.lm.RestorePolicy' builtin/logical/transit/path_restore.go ||
+        die "Vault $VAULT_VERSION's source is not what this script adapts"
       rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
       nice go build -trimpath -ldflags "-s -w" -o "$dir.tmp/vault" .
     )

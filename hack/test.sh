@@ -21,6 +21,9 @@ fi # node e2e
 trap 'bash hack/cluster.sh down' EXIT
 bash hack/cluster.sh up
 eval "$(bash hack/cluster.sh env)"
+# tests/kms.rs: a KMS v2 plugin and Vault, built from the Go module proxy (cached; Vault's cold
+# build takes about 10 minutes on 2 cores).
+eval "$(bash hack/kms.sh env)"
 if [[ "${BYOK_NODE:-}" == "true" ]]; then # node e2e: the image pushed to the cluster's registry, rebuilt when binaries change
   bash hack/image.sh operator
   # release e2e (tests/e2e_upgrade.rs): this tree's release and the previous one (built once, cached)
