@@ -3,6 +3,7 @@
 #   hack/bench.sh [import]   1,000 ByokKeys imported (BENCH_KEYS, BENCH_LATENCY_MS, BENCH_CLIENT_CONCURRENCY)
 #   hack/bench.sh evaljob    EvalJob applied -> judge Job created, p50/p99 over 200 (BENCH_EVALJOBS)
 #   hack/bench.sh judge      the judge over 2,000 cases, mock latency 200 ms, concurrency 32 (no cluster)
+#   hack/bench.sh kms        1,000 ByokKeys under the keyring Secret, then under Vault Transit: the ratio
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/prereqs.sh
@@ -13,4 +14,5 @@ if [[ "$bench" == "judge" ]]; then exec cargo bench --quiet --features mock --be
 trap 'bash hack/cluster.sh down' EXIT
 bash hack/cluster.sh up
 eval "$(bash hack/cluster.sh env)"
+if [[ "$bench" == "kms" ]]; then eval "$(bash hack/kms.sh env)"; fi
 cargo bench --quiet --features mock --bench "$bench"

@@ -309,6 +309,12 @@ async fn moving_from_the_keyring_secret_to_vault_loses_no_key() {
         (all.len() == 5 && all.iter().all(|(_, e)| e.kek_id() == want)).then_some(all)
     })
     .await;
+    // `kek status` counts them under Vault's key version, none left on the keyring's KEK.
+    let usage =
+        byok_operator::cli::kek::status(&env.client, &env.op_ns, "byok-operator-kek").await.expect("kek status");
+    assert_eq!(usage.active, want);
+    assert_eq!(usage.usage.get(&want).map(|u| u.1), Some(5), "{usage:?}");
+    assert!(usage.usage.iter().filter(|(id, _)| **id != want).all(|(_, u)| u.1 == 0), "{usage:?}");
     // Each opens, under Vault alone (no keyring), to the key that was imported.
     let auth = VaultAuth::TokenFile(vault.root_token_file.clone());
     let (kek, _) = remote(Arc::new(VaultTransit::new(vault_config(&vault, auth)).expect("client")));

@@ -424,6 +424,15 @@ mod tests {
     }
 
     #[test]
+    fn an_external_kms_out_of_reach_is_a_retryable_refusal_and_one_that_refuses_is_not() {
+        use crate::kms::KmsError;
+        let away = open_refusal(&keystore::OpenError::Kms(KmsError::Unavailable("connection refused".into())));
+        assert_eq!((away, away.status().as_u16()), (Refusal::KmsUnavailable, 503), "fetch-key retries a 503");
+        let no = open_refusal(&keystore::OpenError::Kms(KmsError::Refused("permission denied".into())));
+        assert_eq!((no, no.status().as_u16()), (Refusal::KmsRefused, 500));
+    }
+
+    #[test]
     fn a_fault_of_the_brokers_own_data_is_a_server_error_not_a_refusal_of_the_pod() {
         use axum::http::StatusCode;
         let expect = [

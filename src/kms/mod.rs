@@ -345,15 +345,19 @@ impl RemoteKek {
 /// `changed` when it rotated, so that every ByokKey is reconciled and resealed under it.
 pub async fn follow(kek: Arc<RemoteKek>, every: Duration, changed: tokio::sync::mpsc::UnboundedSender<()>) {
     let mut healthy = true;
+    // What was last signalled: the first answer is always news (a seal may have learnt the id first).
+    let mut told: Option<String> = None;
     loop {
         match kek.refresh().await {
-            Ok(rotated) => {
+            Ok(_) => {
                 if !healthy {
                     tracing::info!(kms = kek.kms.kind(), "the KMS answers again");
                 }
                 healthy = true;
-                if rotated {
-                    tracing::info!(kms = kek.kms.kind(), key_id = ?kek.latest_key_id(), "the KMS key is now this one");
+                let now = kek.latest_key_id();
+                if now != told {
+                    tracing::info!(kms = kek.kms.kind(), key_id = ?now, "the KMS key is now this one");
+                    told = now;
                     let _ = changed.send(());
                 }
             }

@@ -1,0 +1,234 @@
+//! The KEK outside the cluster, what it costs: N ByokKeys imported to Ready under the keyring
+//! Secret, then N more under Vault Transit (a dev server built by hack/kms.sh, on this machine), in
+//! the same run, same client, same mock provider latency. Prints seconds to all Ready, keys/s, the
+//! ratio, the operator's peak RSS and CPU, and the Vault requests the import made (from Vault's
+//! own request metrics): DEK caching makes that a handful, not one per key.
+//!
+//! Run with `hack/bench.sh kms` (starts the cluster). Options via env: BENCH_KEYS (1000),
+//! BENCH_LATENCY_MS (50), BENCH_CLIENT_CONCURRENCY (32).
+
+use std::future::Future;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use byok_operator::crd::{ByokKey, ByokKeySpec, KeyPhase, Provider};
+use byok_operator::mock::{self, MockConfig};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, CustomResourceExt};
+use rand::RngCore;
+
+/// The Vault dev server of the tests (tests/common/kms.rs), with what it needs from their harness.
+#[path = "../tests/common/kms.rs"]
+#[allow(dead_code)]
+mod kms;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn proc_usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
+    (hwm, ticks / 100.0)
+}
+
+async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let nsapi: Api<Namespace> = Api::all(client.clone());
+    let obj =
+        Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
+    nsapi.create(&PostParams::default(), &obj).await?;
+    Ok(())
+}
+
+/// Creates `n` source Secrets and ByokKeys importing them, `par` requests in flight.
+async fn create_keys(client: &Client, ns: &str, n: usize, par: usize) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let keys: Api<ByokKey> = Api::namespaced(client.clone(), ns);
+    stream::iter(0..n)
+        .map(|i| {
+            let (secrets, keys) = (secrets.clone(), keys.clone());
+            async move {
+                let name = format!("k{i:04}");
+                let value = format!("sk-proj-bench{i:04}{}", "x".repeat(32));
+                let s = Secret {
+                    metadata: ObjectMeta { name: Some(format!("{name}-src")), ..Default::default() },
+                    type_: Some(byok_operator::controller::byokkey::import::SOURCE_SECRET_TYPE.into()),
+                    string_data: Some([("apiKey".to_string(), value)].into()),
+                    ..Default::default()
+                };
+                secrets.create(&PostParams::default(), &s).await?;
+                let spec = ByokKeySpec::from_secret(Provider::OpenAi, &format!("{name}-src"));
+                keys.create(&PostParams::default(), &ByokKey::new(&name, spec)).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(par)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                eprintln!("write failed: {e}");
+            }
+        })
+        .await;
+}
+
+/// Waits (on a watch) until `n` ByokKeys of `ns` are Ready.
+async fn all_ready(client: &Client, ns: &str, n: usize) -> anyhow::Result<()> {
+    let keys: Api<ByokKey> = Api::namespaced(client.clone(), ns);
+    let mut ready = std::collections::HashSet::new();
+    let mut events = watcher::watcher(keys, watcher::Config::default()).applied_objects().boxed();
+    let wait = async {
+        while ready.len() < n {
+            match events.next().await {
+                Some(Ok(k)) if k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready) => {
+                    ready.insert(k.metadata.name.unwrap_or_default());
+                }
+                Some(_) => {}
+                None => anyhow::bail!("watch ended"),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(900), wait).await.map_err(|_| anyhow::anyhow!("not all Ready"))?
+}
+
+struct Run {
+    seconds: f64,
+    rss_mib: f64,
+    cpu: f64,
+}
+
+/// One import of `n` keys with the operator started with `extra` arguments.
+async fn import(
+    client: &Client,
+    tag: &str,
+    extra: &[String],
+    endpoint: &str,
+    n: usize,
+    par: usize,
+) -> anyhow::Result<Run> {
+    let ns = format!("bench-kms-{tag}-{}", std::process::id());
+    let op_ns = format!("{ns}-op");
+    namespace(client, &ns).await?;
+    namespace(client, &op_ns).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut op = Command::new(env!("CARGO_BIN_EXE_byok-operator"))
+        .args(["--namespace", &op_ns, "--watch-namespace", &ns, "--log-format", "json"])
+        .args(["--openai-base-url", endpoint, "--broker-listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    // Started and serving (/healthz) before the clock runs.
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build()?;
+    let healthz = format!("https://127.0.0.1:{port}/healthz");
+    eventually("the operator listening", TIMEOUT, || async { http.get(&healthz).send().await.ok().map(|_| ()) }).await;
+    let t = Instant::now();
+    create_keys(client, &ns, n, par).await;
+    all_ready(client, &ns, n).await?;
+    let seconds = t.elapsed().as_secs_f64();
+    let (rss, cpu) = proc_usage(op.id());
+    let _ = op.kill();
+    let _ = op.wait();
+    let nsapi: Api<Namespace> = Api::all(client.clone());
+    nsapi.delete(&ns, &Default::default()).await?;
+    nsapi.delete(&op_ns, &Default::default()).await?;
+    Ok(Run { seconds, rss_mib: rss as f64 / 1024.0, cpu })
+}
+
+/// Requests to the Transit mount so far, from Vault's file audit device (one request entry each).
+fn transit_requests(audit: &std::path::Path) -> usize {
+    let log = std::fs::read_to_string(audit).unwrap_or_default();
+    log.lines().filter(|l| l.contains("\"type\":\"request\"") && l.contains("\"path\":\"transit/")).count()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n = env_num("BENCH_KEYS", 1000);
+    let latency = Duration::from_millis(env_num("BENCH_LATENCY_MS", 50) as u64);
+    let par = env_num("BENCH_CLIENT_CONCURRENCY", 32);
+    let client = Client::try_default().await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [ByokKey::crd(), byok_operator::crd::EvalJob::crd()] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &PatchParams::apply("byok-bench").force(), &Patch::Apply(crd)).await?;
+    }
+    let keys: Api<ByokKey> = Api::all(client.clone());
+    while keys.list(&ListParams::default().limit(1)).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mock = mock::start(MockConfig { latency, ..MockConfig::default() }).await?;
+    let ep = mock.endpoints().openai;
+    let vault = kms::Vault::start("bench").await;
+    let audit = vault.dir().join("audit.log");
+    let options = serde_json::json!({"type": "file", "options": {"file_path": audit.to_string_lossy()}});
+    vault.call("PUT", "sys/audit/file", Some(options)).await;
+
+    let keyring = import(&client, "keyring", &[], &ep, n, par).await?;
+    let before = transit_requests(&audit);
+    let args: Vec<String> = [
+        "--kms",
+        "vault-transit",
+        "--vault-addr",
+        &vault.addr,
+        "--vault-token-file",
+        &vault.root_token_file.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let under_vault = import(&client, "vault", &args, &ep, n, par).await?;
+    let calls = transit_requests(&audit) - before;
+
+    println!("byok-operator KMS benchmark: {n} ByokKeys + Secrets, mock latency {latency:?}, client concurrency {par}");
+    println!("  {:<26} {:>10} {:>8} {:>10} {:>8}", "KEK source", "all Ready", "keys/s", "peak RSS", "CPU");
+    for (what, r) in [("keyring Secret", &keyring), ("Vault Transit (dev server)", &under_vault)] {
+        println!(
+            "  {what:<26} {:>8.2} s {:>8.1} {:>6.1} MiB {:>6.2} s",
+            r.seconds,
+            n as f64 / r.seconds,
+            r.rss_mib,
+            r.cpu
+        );
+    }
+    println!("  Vault / keyring            {:>8.2}x  (goal <= 1.2)", under_vault.seconds / keyring.seconds);
+    println!(
+        "  Transit requests            {calls:>8}  (Vault's audit log; for {n} keys: one DEK per batch, key polls)"
+    );
+    Ok(())
+}
