@@ -325,5 +325,14 @@ async fn moving_from_the_keyring_secret_to_vault_loses_no_key() {
         assert_eq!(opened.expose_secret(), plaintexts[i]);
         assert_eq!(phase_of(&key), Some(KeyPhase::Ready));
     }
+    // etcd holds neither a key nor a DEK Vault wrapped (unwrapped here, as only the operator may).
+    let vault_kms = VaultTransit::new(vault_config(&vault, VaultAuth::TokenFile(vault.root_token_file.clone()))).expect("client");
+    let mut needles: Vec<Vec<u8>> = plaintexts.iter().map(|k| k.as_bytes().to_vec()).collect();
+    for (_, e) in &moved {
+        needles.push(vault_kms.unwrap(e.kek_id(), e.wrapped().expect("wrapped")).await.expect("unwraps").to_vec());
+    }
+    let (control, _) = etcd_hits(&[moved[0].1.wrapped().expect("wrapped").ciphertext.clone()]).await;
+    assert!(control > 0, "the scan reads the stored ciphertexts");
+    assert_eq!(etcd_hits(&needles).await.0, 0, "a plaintext key or DEK is in etcd");
     env.assert_no_plaintext().await;
 }
