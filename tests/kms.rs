@@ -96,8 +96,9 @@ async fn a_kms_v2_plugin_wraps_one_dek_per_batch_rotates_and_fails_closed() {
 
     // A tampered envelope: the plugin refuses another key id; the AAD refuses another object.
     let moved = Envelope::parse(&envs[2].encode().replacen("byok2.a2V5LTE", "byok2.a2V5LTI", 1)).expect("parses");
-    assert!(cold.open(&aad(2), &moved).await.is_err());
-    assert!(cold.open(&aad(3), &envs[2]).await.is_err());
+    let refused = cold.open(&aad(2), &moved).await.expect_err("relabelled");
+    assert!(matches!(refused, KekError::Kms(KmsError::Refused(_)) | KekError::Crypto(_)), "not an outage: {refused}");
+    assert!(matches!(cold.open(&aad(3), &envs[2]).await, Err(KekError::Crypto(_))), "another object's AAD");
 }
 
 /// A service account token from the API server (TokenRequest).

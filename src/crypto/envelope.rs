@@ -20,6 +20,8 @@ const TAG_LEN: usize = 16;
 /// Bounds on what a KMS hands back, so a damaged envelope cannot make the parser allocate much.
 const MAX_WRAPPED_LEN: usize = 8192;
 const MAX_ANNOTATIONS: usize = 16;
+/// KMS v2's own bound on a key id; ids end up in status, metrics and logs.
+pub const MAX_KEY_ID_LEN: usize = 1024;
 
 /// Additional authenticated data: the identity of the ByokKey a ciphertext belongs to.
 /// A ciphertext copied to any other object (another name, namespace, uid or provider) fails to open.
@@ -39,6 +41,26 @@ impl Aad {
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// This AAD bound to a `byok2` envelope's header too (the remote key id, the wrapped DEK and
+    /// its annotations), so that no part of the envelope can be changed without the open failing:
+    /// relabelling an old key version as the current one, or a wrapped DEK rewritten to unwrap to
+    /// the same DEK under another cache entry, is refused by GCM.
+    pub(super) fn bound_to_header(&self, key_id: &str, wrapped: &WrappedDek) -> Self {
+        let mut out = self.0.clone();
+        let mut part = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            out.extend_from_slice(bytes);
+        };
+        part(VERSION_WRAPPED.as_bytes());
+        part(key_id.as_bytes());
+        part(&wrapped.ciphertext);
+        for (k, v) in &wrapped.annotations {
+            part(k.as_bytes());
+            part(v);
+        }
+        Self(out)
     }
 }
 
@@ -131,8 +153,14 @@ impl Envelope {
         let (kek_id, wrapped, nonce, ct) = match parts.as_slice() {
             [VERSION, kek_id, nonce, ct] => ((*kek_id).to_string(), None, nonce, ct),
             [VERSION_WRAPPED, id, dek, ann, nonce, ct] => {
+                if id.len() > MAX_KEY_ID_LEN * 2 {
+                    return Err(EnvelopeError::Wrapped);
+                }
                 let id = String::from_utf8(B64.decode(id).map_err(|_| EnvelopeError::Encoding)?)
                     .map_err(|_| EnvelopeError::Wrapped)?;
+                if id.len() > MAX_KEY_ID_LEN || id.chars().any(char::is_control) {
+                    return Err(EnvelopeError::Wrapped);
+                }
                 (id, Some(parse_wrapped(dek, ann)?), nonce, ct)
             }
             [version, ..] if *version != VERSION && *version != VERSION_WRAPPED => {

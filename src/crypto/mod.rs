@@ -5,7 +5,9 @@ mod envelope;
 mod keyring;
 pub mod sealing;
 
-pub use envelope::{Aad, Envelope, EnvelopeError, VERSION as ENVELOPE_VERSION, VERSION_WRAPPED, WrappedDek};
+pub use envelope::{
+    Aad, Envelope, EnvelopeError, MAX_KEY_ID_LEN, VERSION as ENVELOPE_VERSION, VERSION_WRAPPED, WrappedDek,
+};
 pub use keyring::{KEYRING_ACTIVE_KEY, Kek, Keyring, KeyringError};
 
 use secrecy::SecretString;
@@ -40,12 +42,17 @@ pub fn seal_wrapped(
     plaintext: &SecretString,
 ) -> Result<Envelope, CryptoError> {
     use secrecy::ExposeSecret;
-    Ok(dek.seal(aad, plaintext.expose_secret().as_bytes())?.with_wrapped(wrapped.clone()))
+    let bound = aad.bound_to_header(dek.id(), wrapped);
+    Ok(dek.seal(&bound, plaintext.expose_secret().as_bytes())?.with_wrapped(wrapped.clone()))
 }
 
-/// Decrypts an envelope with the given KEK or unwrapped DEK (the caller picked it by the envelope).
+/// Decrypts an envelope with the given KEK or unwrapped DEK (the caller picked it by the envelope);
+/// a `byok2` envelope's header is part of what GCM authenticates.
 pub fn open_with(kek: &Kek, aad: &Aad, envelope: &Envelope) -> Result<SecretString, CryptoError> {
-    text(kek.open(aad, envelope)?)
+    match envelope.wrapped() {
+        Some(wrapped) => text(kek.open(&aad.bound_to_header(envelope.kek_id(), wrapped), envelope)?),
+        None => text(kek.open(aad, envelope)?),
+    }
 }
 
 /// Decrypts an envelope with the KEK it names. Fails when `aad` is not the one it was sealed with.

@@ -77,10 +77,17 @@ pub struct KmsV2 {
 fn status_error(socket: &std::path::Path, s: tonic::Status) -> KmsError {
     use tonic::Code;
     let what = format!("KMS v2 plugin at {}: {:?}: {}", socket.display(), s.code(), s.message());
+    // k8s.io/kms's server answers a plugin's own errors (a wrapped DEK it cannot open, an unknown
+    // key id) as Unknown: a refusal, not an outage, or a tampered envelope would be retried forever.
+    // tonic reports a socket it cannot reach as Unknown too, with its transport error as the source.
+    let transport = std::error::Error::source(&s)
+        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
+        || s.message().starts_with("transport error");
     match s.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::ResourceExhausted => {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
             KmsError::Unavailable(what)
         }
+        Code::Unknown if transport => KmsError::Unavailable(what),
         _ => KmsError::Refused(what),
     }
 }

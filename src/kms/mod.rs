@@ -298,8 +298,14 @@ impl RemoteKek {
         let bytes = Kek::fresh_dek();
         let wrapped = self.kms.wrap(bytes.as_slice()).await?;
         self.calls.wraps.fetch_add(1, Ordering::Relaxed);
-        self.note_key_id(&wrapped.key_id);
         let dek = Arc::new(Kek::from_dek(wrapped.key_id.clone(), bytes.as_slice()).map_err(|_| poisoned())?);
+        // What the KMS answered must make an envelope that reads back (ids and annotations within
+        // the parser's bounds): a key is never stored where it cannot be opened again.
+        let probe = crypto::seal_wrapped(&dek, &wrapped.dek, &Aad::new("", "", "", "probe"), &SecretString::from("x"))?;
+        if Envelope::parse(&probe.encode()).ok().as_ref() != Some(&probe) {
+            return Err(KmsError::Refused("the KMS's key id or annotations do not fit an envelope".into()).into());
+        }
+        self.note_key_id(&wrapped.key_id);
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(&wrapped.key_id, &wrapped.dek, dek.clone());
         }
@@ -315,29 +321,31 @@ impl RemoteKek {
             };
             return Ok(crypto::open(&*legacy.read().map_err(|_| poisoned())?, aad, envelope)?);
         };
-        let dek = self.dek_for(envelope.kek_id(), wrapped).await?;
-        Ok(crypto::open_with(&dek, aad, envelope)?)
-    }
-
-    /// The unwrapped DEK: from the cache, or from the KMS (then cached).
-    async fn dek_for(&self, key_id: &str, wrapped: &WrappedDek) -> Result<Arc<Kek>, KekError> {
+        let key_id = envelope.kek_id();
         let cached = || self.cache.lock().ok().and_then(|mut c| c.get(key_id, wrapped));
         if let Some(dek) = cached() {
-            return Ok(dek);
+            return Ok(crypto::open_with(&dek, aad, envelope)?);
         }
         let _one_at_a_time = self.unwrapping.lock().await;
         if let Some(dek) = cached() {
-            return Ok(dek);
+            return Ok(crypto::open_with(&dek, aad, envelope)?);
         }
+        let dek = self.unwrap(key_id, wrapped).await?;
+        let key = crypto::open_with(&dek, aad, envelope)?;
+        // Cached only once it opened a key: a rewritten envelope never takes a cache entry.
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(key_id, wrapped, dek);
+        }
+        Ok(key)
+    }
+
+    /// The DEK, as the KMS unwraps it (one remote call).
+    async fn unwrap(&self, key_id: &str, wrapped: &WrappedDek) -> Result<Arc<Kek>, KekError> {
         let bytes = self.kms.unwrap(key_id, wrapped).await?;
         self.calls.unwraps.fetch_add(1, Ordering::Relaxed);
-        let dek = Arc::new(Kek::from_dek(key_id.to_string(), &bytes).map_err(|_| {
-            KmsError::Refused(format!("the KMS unwrapped a data key of {} bytes; a DEK is 32", bytes.len()))
-        })?);
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(key_id, wrapped, dek.clone());
-        }
-        Ok(dek)
+        let dek = Kek::from_dek(key_id.to_string(), &bytes)
+            .map_err(|_| KmsError::Refused("the KMS unwrapped something that is not a 32-byte data key".into()))?;
+        Ok(Arc::new(dek))
     }
 }
 
@@ -349,13 +357,13 @@ pub async fn follow(kek: Arc<RemoteKek>, every: Duration, changed: tokio::sync::
     let mut told: Option<String> = None;
     loop {
         match kek.refresh().await {
-            Ok(_) => {
+            Ok(rotated) => {
                 if !healthy {
                     tracing::info!(kms = kek.kms.kind(), "the KMS answers again");
                 }
                 healthy = true;
                 let now = kek.latest_key_id();
-                if now != told {
+                if rotated || now != told {
                     tracing::info!(kms = kek.kms.kind(), key_id = ?now, "the KMS key is now this one");
                     told = now;
                     let _ = changed.send(());

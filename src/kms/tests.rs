@@ -187,3 +187,48 @@ async fn a_dek_of_the_wrong_length_is_refused() {
     let kek = KekSource::remote(Arc::new(Short), None, DekPolicy::default());
     assert!(matches!(kek.open(&aad("k"), &env).await, Err(KekError::Kms(KmsError::Refused(_)))));
 }
+
+#[tokio::test]
+async fn the_envelope_header_is_authenticated_and_a_rewritten_one_takes_no_cache_entry() {
+    let (_, kek, r) = remote(DekPolicy::default());
+    let env = kek.seal(&aad("k"), &SecretString::from("sk")).await.expect("seals");
+    // Same wrapped DEK (the fake KMS ignores annotations, as a careless plugin might), one more
+    // annotation: the KMS would hand back the same DEK, GCM refuses the changed header.
+    let mut wrapped = env.wrapped().expect("wrapped").clone();
+    wrapped.annotations.insert("x.example/extra".into(), b"1".to_vec());
+    let text = env.encode();
+    let fields: Vec<&str> = text.split('.').collect();
+    let original = Envelope::parse(&text).expect("parses");
+    let rewritten = crypto::seal_wrapped(
+        &Kek::from_dek("fake:v1".into(), Kek::fresh_dek().as_slice()).expect("dek"),
+        &wrapped,
+        &aad("k"),
+        &SecretString::from("sk"),
+    )
+    .expect("seals")
+    .encode();
+    // Header of the rewritten envelope, nonce and ciphertext of the original.
+    let mut forged: Vec<&str> = rewritten.split('.').take(4).collect();
+    forged.extend(&fields[4..]);
+    let forged = Envelope::parse(&forged.join(".")).expect("parses");
+    let (restarted, r2) = {
+        let KekSource::Remote(r0) = &kek else { unreachable!("remote") };
+        let fresh = KekSource::remote(r0.kms.clone(), None, DekPolicy::default());
+        let KekSource::Remote(r2) = &fresh else { unreachable!("remote") };
+        let r2 = r2.clone();
+        (fresh, r2)
+    };
+    assert!(matches!(restarted.open(&aad("k"), &forged).await, Err(KekError::Crypto(CryptoError::Authentication))));
+    assert_eq!(r2.cache.lock().expect("lock").len(), 0, "a forged header took a cache entry");
+    assert_eq!(restarted.open(&aad("k"), &original).await.expect("the real one opens").expose_secret(), "sk");
+    assert_eq!(r2.cache.lock().expect("lock").len(), 1);
+    let _ = r;
+}
+
+#[test]
+fn key_ids_are_bounded() {
+    let dek = Kek::from_dek("k".repeat(crate::crypto::MAX_KEY_ID_LEN + 1), Kek::fresh_dek().as_slice()).expect("dek");
+    let wrapped = WrappedDek { ciphertext: vec![1], annotations: Default::default() };
+    let env = crypto::seal_wrapped(&dek, &wrapped, &aad("k"), &SecretString::from("sk")).expect("seals");
+    assert!(Envelope::parse(&env.encode()).is_err(), "a 1 KiB+ key id parses");
+}

@@ -69,7 +69,21 @@ fn ciphertext_version(ciphertext: &str) -> Option<u64> {
 
 impl VaultTransit {
     pub fn new(cfg: VaultConfig) -> Result<Self, KmsError> {
-        let mut builder = reqwest::Client::builder().timeout(cfg.timeout).connect_timeout(cfg.timeout);
+        // The token, the JWT and data keys go to this address and nowhere else: no redirects, and
+        // plain HTTP only to a Vault on this host (a dev server).
+        let url = reqwest::Url::parse(&cfg.address)
+            .map_err(|e| KmsError::Refused(format!("the Vault address {:?} is not a URL: {e}", cfg.address)))?;
+        let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]" | "::1"));
+        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+            return Err(KmsError::Refused(format!(
+                "the Vault address {} must be https (http only on loopback)",
+                cfg.address
+            )));
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &cfg.ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| KmsError::Refused(format!("reading Vault's CA file {}: {e}", path.display())))?;
@@ -140,10 +154,15 @@ impl VaultTransit {
             }
             let resp = req.send().await.map_err(unavailable)?;
             let status = resp.status();
-            let answer: Value = resp.json().await.map_err(|e| match status.is_server_error() {
-                true => unavailable(format!("Vault answered {status}")),
-                false => unavailable(e),
-            })?;
+            // Classified by status first: an error page that is not JSON (a proxy's) is still a refusal.
+            let body = resp.bytes().await.map_err(unavailable)?;
+            let answer: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) if status.is_success() => {
+                    return Err(unavailable(format!("Vault answered {status} with no JSON")));
+                }
+                Err(_) => Value::Null,
+            };
             match status.as_u16() {
                 200..=299 => return Ok(answer),
                 403 if !fresh => continue,

@@ -20,7 +20,7 @@ use crate::controller::status;
 use crate::controller::{Context, Error};
 use crate::crd::{ByokKey, ByokKeyStatus, KeyPhase, TEST_REQUESTED_ANNOTATION};
 use crate::crypto::Envelope;
-use crate::keystore::{self, OpenError, SealError};
+use crate::keystore::{self, SealError};
 use crate::labels::FIELD_MANAGER;
 use crate::providers::{self, CheckOutcome, KeyCheck, models};
 
@@ -164,9 +164,15 @@ async fn store(
 async fn open_stored(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>) -> Result<Stored, Error> {
     let Some(secret) = enc else { return Ok(Stored::Nothing) };
     let opened = match keystore::open_under(Some(secret), t.key, &ctx.kek).await {
-        Ok(opened) => {
-            keystore::reseal_under(&ctx.kek, t.key, &opened).await.map(|r| (r, opened)).map_err(OpenError::from)
-        }
+        // A reseal that fails (a KMS allowing decrypt but not encrypt, or away for a moment) leaves
+        // the key usable where it is: said in the log, tried again at the next reconcile.
+        Ok(opened) => match keystore::reseal_under(&ctx.kek, t.key, &opened).await {
+            Ok(resealed) => Ok((resealed, opened)),
+            Err(e) => {
+                tracing::warn!(namespace = %t.ns, name = %t.name, error = %e, "the key opens but could not be re-encrypted");
+                Ok((None, opened))
+            }
+        },
         Err(e) => Err(e),
     };
     let (resealed, opened) = match opened {
