@@ -10,21 +10,18 @@
 //! Run with `hack/bench.sh` (starts the cluster). Options via env: BENCH_KEYS (1000),
 //! BENCH_LATENCY_MS (50), BENCH_CLIENT_CONCURRENCY (32), BENCH_QUIET_SECONDS (5).
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use byok_operator::crd::{ByokKey, ByokKeySpec, KeyPhase, Provider};
+use byok_operator::crd::ByokKey;
 use byok_operator::mock::{self, MockConfig};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, CustomResourceExt};
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// Mutating requests the API server has served, by `resource[/subresource] VERB`, from its own metrics.
 async fn apiserver_writes_by(client: &Client) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
@@ -55,56 +52,7 @@ async fn apiserver_writes(client: &Client) -> anyhow::Result<f64> {
 }
 
 /// Peak resident set (KiB) and CPU seconds of a process, from /proc.
-fn proc_usage(pid: u32) -> (u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
-    (hwm, ticks / 100.0)
-}
-
-async fn report<T>(r: Result<T, kube::Error>) {
-    if let Err(e) = r {
-        eprintln!("write failed: {e}");
-    }
-}
-
-/// Creates `n` source Secrets and ByokKeys importing them, `par` requests in flight.
-async fn create_keys(client: &Client, ns: &str, n: usize, par: usize) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let keys: Api<ByokKey> = Api::namespaced(client.clone(), ns);
-    stream::iter(0..n)
-        .map(|i| {
-            let (secrets, keys) = (secrets.clone(), keys.clone());
-            async move {
-                let name = format!("k{i:04}");
-                let value = format!("sk-proj-bench{i:04}{}", "x".repeat(32));
-                secrets.create(&PostParams::default(), &secret(&format!("{name}-src"), &value)).await?;
-                let spec = ByokKeySpec::from_secret(Provider::OpenAi, &format!("{name}-src"));
-                keys.create(&PostParams::default(), &ByokKey::new(&name, spec)).await.map(|_| ())
-            }
-        })
-        .buffer_unordered(par)
-        .for_each(report)
-        .await;
-}
-
-fn secret(name: &str, value: &str) -> Secret {
-    Secret {
-        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-        type_: Some(byok_operator::controller::byokkey::import::SOURCE_SECRET_TYPE.into()),
-        string_data: Some([("apiKey".to_string(), value.to_string())].into()),
-        ..Default::default()
-    }
-}
+use common::{create_keys, env_num, proc_usage, report, wait_all_ready};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -190,24 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     create_keys(&client, &ns, n, par).await;
     let applied = t.elapsed();
-    // Count Ready keys from a watch: polling full lists would load the API server we measure.
-    let mut ready = std::collections::HashSet::new();
-    let mut events = watcher::watcher(keys.clone(), watcher::Config::default()).applied_objects().boxed();
-    let wait = async {
-        while ready.len() < n {
-            match events.next().await {
-                Some(Ok(k)) if k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready) => {
-                    ready.insert(k.metadata.name.unwrap_or_default());
-                }
-                Some(_) => {}
-                None => anyhow::bail!("watch ended"),
-            }
-        }
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(600), wait)
-        .await
-        .map_err(|_| anyhow::anyhow!("not all Ready in 600 s"))??;
+    wait_all_ready(&client, &ns, n, Duration::from_secs(600)).await?;
     let all_ready = t.elapsed();
     let writes = apiserver_writes(&client).await? - writes_before;
     let by_after = apiserver_writes_by(&client).await?;

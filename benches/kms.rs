@@ -7,66 +7,28 @@
 //! Run with `hack/bench.sh kms` (starts the cluster). Options via env: BENCH_KEYS (1000),
 //! BENCH_LATENCY_MS (50), BENCH_CLIENT_CONCURRENCY (32).
 
-use std::future::Future;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use byok_operator::crd::{ByokKey, ByokKeySpec, KeyPhase, Provider};
+use byok_operator::crd::ByokKey;
 use byok_operator::mock::{self, MockConfig};
-use futures::{StreamExt, stream};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, CustomResourceExt};
-use rand::RngCore;
 
-/// The Vault dev server of the tests (tests/common/kms.rs), with what it needs from their harness.
+mod common;
+/// The Vault dev server of the tests (tests/common/kms.rs), with the waiting it needs.
 #[path = "../tests/common/kms.rs"]
 #[allow(dead_code)]
 mod kms;
+#[path = "../tests/common/wait.rs"]
+mod wait;
+
+use common::{create_keys, env_num, proc_usage, wait_all_ready};
+use wait::{eventually, random_hex};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn proc_usage(pid: u32) -> (u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
-    (hwm, ticks / 100.0)
-}
 
 async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     let nsapi: Api<Namespace> = Api::all(client.clone());
@@ -74,56 +36,6 @@ async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
         Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
     nsapi.create(&PostParams::default(), &obj).await?;
     Ok(())
-}
-
-/// Creates `n` source Secrets and ByokKeys importing them, `par` requests in flight.
-async fn create_keys(client: &Client, ns: &str, n: usize, par: usize) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let keys: Api<ByokKey> = Api::namespaced(client.clone(), ns);
-    stream::iter(0..n)
-        .map(|i| {
-            let (secrets, keys) = (secrets.clone(), keys.clone());
-            async move {
-                let name = format!("k{i:04}");
-                let value = format!("sk-proj-bench{i:04}{}", "x".repeat(32));
-                let s = Secret {
-                    metadata: ObjectMeta { name: Some(format!("{name}-src")), ..Default::default() },
-                    type_: Some(byok_operator::controller::byokkey::import::SOURCE_SECRET_TYPE.into()),
-                    string_data: Some([("apiKey".to_string(), value)].into()),
-                    ..Default::default()
-                };
-                secrets.create(&PostParams::default(), &s).await?;
-                let spec = ByokKeySpec::from_secret(Provider::OpenAi, &format!("{name}-src"));
-                keys.create(&PostParams::default(), &ByokKey::new(&name, spec)).await.map(|_| ())
-            }
-        })
-        .buffer_unordered(par)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                eprintln!("write failed: {e}");
-            }
-        })
-        .await;
-}
-
-/// Waits (on a watch) until `n` ByokKeys of `ns` are Ready.
-async fn all_ready(client: &Client, ns: &str, n: usize) -> anyhow::Result<()> {
-    let keys: Api<ByokKey> = Api::namespaced(client.clone(), ns);
-    let mut ready = std::collections::HashSet::new();
-    let mut events = watcher::watcher(keys, watcher::Config::default()).applied_objects().boxed();
-    let wait = async {
-        while ready.len() < n {
-            match events.next().await {
-                Some(Ok(k)) if k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready) => {
-                    ready.insert(k.metadata.name.unwrap_or_default());
-                }
-                Some(_) => {}
-                None => anyhow::bail!("watch ended"),
-            }
-        }
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(900), wait).await.map_err(|_| anyhow::anyhow!("not all Ready"))?
 }
 
 struct Run {
@@ -160,7 +72,7 @@ async fn import(
     eventually("the operator listening", TIMEOUT, || async { http.get(&healthz).send().await.ok().map(|_| ()) }).await;
     let t = Instant::now();
     create_keys(client, &ns, n, par).await;
-    all_ready(client, &ns, n).await?;
+    wait_all_ready(client, &ns, n, Duration::from_secs(900)).await?;
     let seconds = t.elapsed().as_secs_f64();
     let (rss, cpu) = proc_usage(op.id());
     let _ = op.kill();

@@ -9,8 +9,10 @@ pub mod judge_pod;
 pub mod kms;
 pub mod node;
 pub mod roles;
+mod wait;
 
-use std::future::Future;
+pub use wait::{eventually, random_hex};
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -22,7 +24,6 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
-use rand::RngCore;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// In `EnvOptions::operator_args`: start the operator without the harness's Azure gateway, so
@@ -30,28 +31,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 pub const NO_AZURE_GATEWAY: &str = "--azure-base-url";
 /// A ByokKey's Azure endpoint in tests: on the default allow-list; the mock serves it as the gateway.
 pub const AZURE_ENDPOINT: &str = "https://byok-test.openai.azure.com";
-
-/// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-pub fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// A plausible provider key; `tag` picks the mock's behaviour (e.g. "invalid", "ratelimit").
 pub fn fake_key(provider: Provider, tag: &str) -> String {

@@ -1,0 +1,89 @@
+//! What the benches share: options from the environment, a process's peak RSS and CPU, and the
+//! workload (source Secrets and the ByokKeys importing them).
+
+use std::time::Duration;
+
+use byok_operator::crd::{ByokKey, ByokKeySpec, KeyPhase, Provider};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+
+pub fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Peak RSS (KiB) and CPU seconds of process `pid`.
+pub fn proc_usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
+    (hwm, ticks / 100.0)
+}
+
+/// Says a failed write (the benches go on: the figures show it).
+pub async fn report<T>(r: Result<T, kube::Error>) {
+    if let Err(e) = r {
+        eprintln!("write failed: {e}");
+    }
+}
+
+/// Creates `n` source Secrets and ByokKeys importing them, `par` requests in flight.
+pub async fn create_keys(client: &Client, ns: &str, n: usize, par: usize) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let keys: Api<ByokKey> = Api::namespaced(client.clone(), ns);
+    stream::iter(0..n)
+        .map(|i| {
+            let (secrets, keys) = (secrets.clone(), keys.clone());
+            async move {
+                let name = format!("k{i:04}");
+                let value = format!("sk-proj-bench{i:04}{}", "x".repeat(32));
+                secrets.create(&PostParams::default(), &secret(&format!("{name}-src"), &value)).await?;
+                let spec = ByokKeySpec::from_secret(Provider::OpenAi, &format!("{name}-src"));
+                keys.create(&PostParams::default(), &ByokKey::new(&name, spec)).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(par)
+        .for_each(report)
+        .await;
+}
+
+fn secret(name: &str, value: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        type_: Some(byok_operator::controller::byokkey::import::SOURCE_SECRET_TYPE.into()),
+        string_data: Some([("apiKey".to_string(), value.to_string())].into()),
+        ..Default::default()
+    }
+}
+
+/// Waits until `n` ByokKeys of `ns` are Ready, counted from a watch (polling full lists would load
+/// the API server being measured).
+pub async fn wait_all_ready(client: &Client, ns: &str, n: usize, timeout: Duration) -> anyhow::Result<()> {
+    let keys: Api<ByokKey> = Api::namespaced(client.clone(), ns);
+    let mut ready = std::collections::HashSet::new();
+    let mut events = watcher::watcher(keys, watcher::Config::default()).applied_objects().boxed();
+    let wait = async {
+        while ready.len() < n {
+            match events.next().await {
+                Some(Ok(k)) if k.status.as_ref().and_then(|s| s.phase) == Some(KeyPhase::Ready) => {
+                    ready.insert(k.metadata.name.unwrap_or_default());
+                }
+                Some(_) => {}
+                None => anyhow::bail!("watch ended"),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, wait).await.map_err(|_| anyhow::anyhow!("not all Ready in {timeout:?}"))?
+}
