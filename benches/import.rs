@@ -19,9 +19,8 @@ use byok_operator::crd::ByokKey;
 use byok_operator::mock::{self, MockConfig};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt};
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, Client};
 
 /// Mutating requests the API server has served, by `resource[/subresource] VERB`, from its own metrics.
 async fn apiserver_writes_by(client: &Client) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
@@ -52,7 +51,7 @@ async fn apiserver_writes(client: &Client) -> anyhow::Result<f64> {
 }
 
 /// Peak resident set (KiB) and CPU seconds of a process, from /proc.
-use common::{create_keys, env_num, proc_usage, report, wait_all_ready};
+use common::{create_keys, env_num, install_crds, proc_usage, report, wait_all_ready};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -61,11 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let par = env_num("BENCH_CLIENT_CONCURRENCY", 32);
     let client = Client::try_default().await?;
 
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [ByokKey::crd(), byok_operator::crd::EvalJob::crd()] {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        crds.patch(&name, &PatchParams::apply("byok-bench").force(), &Patch::Apply(crd)).await?;
-    }
+    install_crds(&client).await?;
     let ns = format!("bench-{}", std::process::id());
     let nsapi: Api<Namespace> = Api::all(client.clone());
     let obj = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use byok_operator::crd::ByokKey;
 use byok_operator::mock::{self, MockConfig};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt};
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, Client};
 
 mod common;
 /// The Vault dev server of the tests (tests/common/kms.rs), with the waiting it needs.
@@ -25,7 +24,7 @@ mod kms;
 #[path = "../tests/common/wait.rs"]
 mod wait;
 
-use common::{create_keys, env_num, proc_usage, wait_all_ready};
+use common::{create_keys, env_num, install_crds, proc_usage, wait_all_ready};
 use wait::{eventually, random_hex};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -84,9 +83,10 @@ async fn import(
 }
 
 /// Requests to the Transit mount so far, from Vault's file audit device (one request entry each).
-fn transit_requests(audit: &std::path::Path) -> usize {
-    let log = std::fs::read_to_string(audit).unwrap_or_default();
-    log.lines().filter(|l| l.contains("\"type\":\"request\"") && l.contains("\"path\":\"transit/")).count()
+fn transit_requests(audit: &std::path::Path) -> anyhow::Result<usize> {
+    let log =
+        std::fs::read_to_string(audit).map_err(|e| anyhow::anyhow!("Vault's audit log {}: {e}", audit.display()))?;
+    Ok(log.lines().filter(|l| l.contains("\"type\":\"request\"") && l.contains("\"path\":\"transit/")).count())
 }
 
 #[tokio::main]
@@ -95,11 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let latency = Duration::from_millis(env_num("BENCH_LATENCY_MS", 50) as u64);
     let par = env_num("BENCH_CLIENT_CONCURRENCY", 32);
     let client = Client::try_default().await?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [ByokKey::crd(), byok_operator::crd::EvalJob::crd()] {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        crds.patch(&name, &PatchParams::apply("byok-bench").force(), &Patch::Apply(crd)).await?;
-    }
+    install_crds(&client).await?;
     let keys: Api<ByokKey> = Api::all(client.clone());
     while keys.list(&ListParams::default().limit(1)).await.is_err() {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -112,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     vault.call("PUT", "sys/audit/file", Some(options)).await;
 
     let keyring = import(&client, "keyring", &[], &ep, n, par).await?;
-    let before = transit_requests(&audit);
+    let before = transit_requests(&audit)?;
     let args: Vec<String> = [
         "--kms",
         "vault-transit",
@@ -125,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     .map(|s| s.to_string())
     .collect();
     let under_vault = import(&client, "vault", &args, &ep, n, par).await?;
-    let calls = transit_requests(&audit) - before;
+    let calls = transit_requests(&audit)? - before;
 
     println!("byok-operator KMS benchmark: {n} ByokKeys + Secrets, mock latency {latency:?}, client concurrency {par}");
     println!("  {:<26} {:>10} {:>8} {:>10} {:>8}", "KEK source", "all Ready", "keys/s", "peak RSS", "CPU");

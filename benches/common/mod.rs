@@ -87,3 +87,17 @@ pub async fn wait_all_ready(client: &Client, ns: &str, n: usize, timeout: Durati
     };
     tokio::time::timeout(timeout, wait).await.map_err(|_| anyhow::anyhow!("not all Ready in {timeout:?}"))?
 }
+
+/// The CRDs as this build generates them (server-side apply).
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    use kube::api::{Patch, PatchParams};
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [ByokKey::crd(), byok_operator::crd::EvalJob::crd()] {
+        // A generated CRD always has its name.
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &PatchParams::apply("byok-bench").force(), &Patch::Apply(crd)).await?;
+    }
+    Ok(())
+}

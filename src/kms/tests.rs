@@ -190,7 +190,7 @@ async fn a_dek_of_the_wrong_length_is_refused() {
 
 #[tokio::test]
 async fn the_envelope_header_is_authenticated_and_a_rewritten_one_takes_no_cache_entry() {
-    let (_, kek, r) = remote(DekPolicy::default());
+    let (_, kek, _) = remote(DekPolicy::default());
     let env = kek.seal(&aad("k"), &SecretString::from("sk")).await.expect("seals");
     // Same wrapped DEK (the fake KMS ignores annotations, as a careless plugin might), one more
     // annotation: the KMS would hand back the same DEK, GCM refuses the changed header.
@@ -222,7 +222,6 @@ async fn the_envelope_header_is_authenticated_and_a_rewritten_one_takes_no_cache
     assert_eq!(r2.cache.lock().expect("lock").len(), 0, "a forged header took a cache entry");
     assert_eq!(restarted.open(&aad("k"), &original).await.expect("the real one opens").expose_secret(), "sk");
     assert_eq!(r2.cache.lock().expect("lock").len(), 1);
-    let _ = r;
 }
 
 #[test]
