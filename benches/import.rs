@@ -51,7 +51,7 @@ async fn apiserver_writes(client: &Client) -> anyhow::Result<f64> {
 }
 
 /// Peak resident set (KiB) and CPU seconds of a process, from /proc.
-use common::{create_keys, env_num, install_crds, proc_usage, report, wait_all_ready};
+use common::{create_keys, env_num, install_crds, proc_usage, report, wait_all_ready, when_idle};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -137,7 +137,8 @@ async fn main() -> anyhow::Result<()> {
     let all_ready = t.elapsed();
     let writes = apiserver_writes(&client).await? - writes_before;
     let by_after = apiserver_writes_by(&client).await?;
-    let (rss_kib, cpu) = proc_usage(pid);
+    let usage = proc_usage(pid)?;
+    let idle = when_idle(pid, Duration::from_secs(2), Duration::from_secs(60)).await?;
     let _ = op.kill();
     let _ = op.wait();
 
@@ -166,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(quiet).await;
     let restart_writes = apiserver_writes(&client).await? - writes_at_ready;
     let restart_calls = mock.requests_total() - calls_before;
-    let (restart_rss, restart_cpu) = proc_usage(restart_pid);
+    let restart = proc_usage(restart_pid)?;
     let _ = op.kill();
     let _ = op.wait();
 
@@ -195,8 +196,13 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  floor from the mix            {:>8.2} s", mix_floor);
     println!("  all Ready / mix floor         {:>8.2}", all_ready.as_secs_f64() / mix_floor);
-    println!("  operator peak RSS             {:>8.1} MiB (target <= 64)", rss_kib as f64 / 1024.0);
-    println!("  operator CPU                  {:>8.2} s", cpu);
+    println!("  operator peak RSS             {:>8.1} MiB", usage.peak_kib as f64 / 1024.0);
+    println!(
+        "  operator CPU                  {:>8.2} s  ({:.0} us per key)",
+        usage.cpu_s,
+        usage.cpu_s * 1e6 / n as f64
+    );
+    println!("  operator RSS, Ready and idle  {:>8.1} MiB (target <= 64)", idle.rss_kib as f64 / 1024.0);
     println!("restart after SIGKILL, {n} Ready keys:");
     let not_ready = first_answer.map_or_else(|| "-".into(), |d| format!("{:.2} s", d.as_secs_f64()));
     println!("  /readyz first answered 503    {:>8}  (listening, caches not synced yet)", not_ready);
@@ -207,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
         quiet.as_secs(),
         restart_writes
     );
-    println!("  peak RSS / CPU after restart  {:>8.1} MiB / {:.2} s", restart_rss as f64 / 1024.0, restart_cpu);
+    println!("  peak RSS / CPU after restart  {:>8.1} MiB / {:.2} s", restart.peak_kib as f64 / 1024.0, restart.cpu_s);
     nsapi.delete(&ns, &Default::default()).await?;
     nsapi.delete(&op_ns, &Default::default()).await?;
     Ok(())

@@ -40,6 +40,7 @@ async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
 struct Run {
     seconds: f64,
     rss_mib: f64,
+    idle_rss_mib: f64,
     cpu: f64,
 }
 
@@ -73,13 +74,15 @@ async fn import(
     create_keys(client, &ns, n, par).await;
     wait_all_ready(client, &ns, n, Duration::from_secs(900)).await?;
     let seconds = t.elapsed().as_secs_f64();
-    let (rss, cpu) = proc_usage(op.id());
+    let usage = proc_usage(op.id())?;
+    let idle = common::when_idle(op.id(), Duration::from_secs(2), Duration::from_secs(60)).await?;
     let _ = op.kill();
     let _ = op.wait();
     let nsapi: Api<Namespace> = Api::all(client.clone());
     nsapi.delete(&ns, &Default::default()).await?;
     nsapi.delete(&op_ns, &Default::default()).await?;
-    Ok(Run { seconds, rss_mib: rss as f64 / 1024.0, cpu })
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    Ok(Run { seconds, rss_mib: mib(usage.peak_kib), idle_rss_mib: mib(idle.rss_kib), cpu: usage.cpu_s })
 }
 
 /// Requests to the Transit mount so far, from Vault's file audit device (one request entry each).
@@ -124,13 +127,17 @@ async fn main() -> anyhow::Result<()> {
     let calls = transit_requests(&audit)? - before;
 
     println!("byok-operator KMS benchmark: {n} ByokKeys + Secrets, mock latency {latency:?}, client concurrency {par}");
-    println!("  {:<26} {:>10} {:>8} {:>10} {:>8}", "KEK source", "all Ready", "keys/s", "peak RSS", "CPU");
+    println!(
+        "  {:<26} {:>10} {:>8} {:>10} {:>10} {:>8}",
+        "KEK source", "all Ready", "keys/s", "peak RSS", "idle RSS", "CPU"
+    );
     for (what, r) in [("keyring Secret", &keyring), ("Vault Transit (dev server)", &under_vault)] {
         println!(
-            "  {what:<26} {:>8.2} s {:>8.1} {:>6.1} MiB {:>6.2} s",
+            "  {what:<26} {:>8.2} s {:>8.1} {:>6.1} MiB {:>6.1} MiB {:>6.2} s",
             r.seconds,
             n as f64 / r.seconds,
             r.rss_mib,
+            r.idle_rss_mib,
             r.cpu
         );
     }

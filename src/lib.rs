@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crd;
 pub mod crypto;
 pub mod duration;
+pub mod events;
 pub mod failpoints;
 pub mod judge;
 pub mod judge_job;

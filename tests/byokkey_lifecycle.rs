@@ -194,7 +194,38 @@ async fn revoke_by_spec_and_by_delete_removes_the_ciphertext() {
         env.keys().get_opt("by-delete").await.expect("get").is_none().then_some(())
     })
     .await;
-    assert!(env.secrets().get_opt(&encrypted_secret_name("by-delete")).await.expect("get").is_none());
+    // No finalizer: the garbage collector removes the ciphertext through its owner reference.
+    common::eventually("by-delete's ciphertext collected", common::TIMEOUT, || async {
+        env.secrets().get_opt(&encrypted_secret_name("by-delete")).await.expect("get").is_none().then_some(())
+    })
+    .await;
+    env.assert_no_plaintext().await;
+}
+
+#[tokio::test]
+async fn a_key_deleted_and_made_again_under_its_name_keeps_its_new_ciphertext() {
+    let mut env = TestEnv::new("rename").await;
+    env.add_key("again", Provider::OpenAi, "").await;
+    let old = env.wait_phase("again", KeyPhase::Ready).await;
+    let old_enc = env.secrets().get(&encrypted_secret_name("again")).await.expect("ciphertext");
+    // Delete and make it again at once, before the garbage collector has come by.
+    env.keys().delete("again", &DeleteParams::default()).await.expect("delete");
+    common::eventually("the old key gone", common::TIMEOUT, || async {
+        env.keys().get_opt("again").await.expect("get").is_none().then_some(())
+    })
+    .await;
+    let key = env.add_key("again", Provider::OpenAi, "").await;
+    let new = env.wait_phase("again", KeyPhase::Ready).await;
+    assert_ne!(new.uid(), old.uid());
+    // The collector has had its turn at the old ciphertext (it deletes by that object's uid).
+    common::eventually("the old ciphertext gone", common::TIMEOUT, || async {
+        let now = env.secrets().get_opt(&encrypted_secret_name("again")).await.expect("get")?;
+        (now.uid() != old_enc.uid()).then_some(())
+    })
+    .await;
+    let enc = env.secrets().get(&encrypted_secret_name("again")).await.expect("the new ciphertext stays");
+    assert_eq!(enc.owner_references()[0].uid, new.uid().expect("uid"));
+    assert_eq!(new.status.and_then(|s| s.key_prefix), Some(key[..8].to_string()));
     env.assert_no_plaintext().await;
 }
 

@@ -63,18 +63,17 @@ async fn first_import_encrypts_the_key_deletes_the_source_and_is_ready() {
     let action = w.reconcile(&created).await.expect("reconcile");
 
     let calls = w.api.take_calls();
+    // Three writes, the fewest an import under sourcePolicy Delete can make: no finalizer (the
+    // ciphertext's ownerReference has the garbage collector remove it) and no Event for a first
+    // import that went straight to Ready (its conditions say it).
     assert_eq!(
         changes(&calls),
         [
-            format!("PATCH {KEYS}/openai"),             // the finalizer
             format!("PATCH {SECRETS}/byok-enc-openai"), // the ciphertext
             format!("DELETE {SECRETS}/openai-src"),     // the plaintext source
             format!("PATCH {KEYS}/openai/status"),      // Ready
         ]
     );
-    let finalizer = &calls[0];
-    assert_eq!(finalizer.content_type, "application/json-patch+json");
-    assert_eq!(finalizer.body[0], json!({ "op": "test", "path": "/metadata/finalizers", "value": null }));
     // The source's data is read once, and deleted only if it is still the Secret that was read.
     let reads = calls.iter().filter(|c| c.line() == format!("GET {SECRETS}/openai-src")).count();
     assert_eq!(reads, 1, "one read of the source Secret's data");
@@ -98,7 +97,9 @@ async fn first_import_encrypts_the_key_deletes_the_source_and_is_ready() {
     assert_eq!(cond(&st, READY), pair("True", "Ready"));
     assert_eq!(cond(&st, DEFAULT), pair("True", "EffectiveDefault"));
     assert_eq!(st.observed_generation, stored.metadata.generation);
-    assert_eq!(stored.finalizers(), [FINALIZER]);
+    assert!(stored.finalizers().is_empty(), "no finalizer: {:?}", stored.finalizers());
+    let imported = st.conditions.iter().find(|c| c.type_ == IMPORTED).expect("Imported");
+    assert!(imported.message.contains(&active) && imported.message.contains("source Secret deleted"), "{imported:?}");
 
     // The ciphertext is the only copy left: owned by the key, sealed under the active KEK, and it opens.
     let enc = w.ciphertext("openai").expect("encrypted Secret");
@@ -113,8 +114,10 @@ async fn first_import_encrypts_the_key_deletes_the_source_and_is_ready() {
 
     assert_eq!(w.mock.requests_for_key(&key), 2, "one validation: the model list and the scope probe");
     assert_eq!(action, Action::requeue(DEFAULT_VALIDATION_INTERVAL), "re-validated after the interval");
-    let note = w.api.event("openai", "Imported", "source Secret deleted").await;
-    assert!(note.contains(&active), "{note}");
+    // The one Event: it became the default (a change other keys' users care about).
+    w.api.event("openai", "DefaultChanged", "now the default").await;
+    let reasons: Vec<String> = w.api.events("openai").into_iter().map(|(r, _)| r).collect();
+    assert_eq!(reasons, ["DefaultChanged"]);
     assert!(!format!("{:?}", w.api.events("openai")).contains(&key), "Events never hold the key");
 }
 
@@ -124,16 +127,12 @@ async fn a_lagging_cache_makes_no_second_import_validation_or_status_write() {
     let key = plaintext("lag");
     let created = w.add("openai", &key, false);
     w.reconcile(&created).await.expect("import reconcile");
-    let calls = w.api.take_calls();
-    // The watch has delivered the finalizer patch, not the status write after it, nor the
-    // ciphertext; the source cache still shows the source deleted a moment ago.
-    let finalizer = calls.iter().find(|c| c.line() == format!("PATCH {KEYS}/openai")).expect("finalizer patch");
-    let lagging: ByokKey = serde_json::from_value(finalizer.answer.clone()).expect("patched ByokKey");
-    assert!(lagging.status.is_none());
-    w.keys.apply(lagging.clone());
+    w.api.take_calls();
+    // The watch has delivered neither the status write nor the ciphertext: the cache still shows
+    // the key as created, and the source cache the source deleted a moment ago.
     let written = w.stored("openai");
 
-    w.reconcile(&lagging).await.expect("reconcile on the lagging cache");
+    w.reconcile(&created).await.expect("reconcile on the lagging cache");
     let calls = w.api.take_calls();
     assert_eq!(changes(&calls), Vec::<String>::new(), "nothing written again: {calls:#?}");
     assert!(!calls.iter().any(|c| c.line() == format!("GET {SECRETS}/openai-src")), "no second read of the source");
@@ -144,13 +143,6 @@ async fn a_lagging_cache_makes_no_second_import_validation_or_status_write() {
     assert_eq!(lines, [format!("GET {SECRETS}/byok-enc-openai 200"), format!("DELETE {SECRETS}/openai-src 404")]);
     assert_eq!(w.mock.requests_for_key(&key), 2, "no second validation");
     assert_eq!(w.stored("openai").resource_version(), written.resource_version(), "status not rewritten");
-
-    // Even the version from before the finalizer patch: the patch's test op makes it fail, and
-    // nothing else is attempted.
-    let err = w.reconcile(&created).await.expect_err("a finalizer patch on a stale version fails");
-    assert!(matches!(&err, byok_operator::controller::Error::Kube(kube::Error::Api(s)) if s.code == 422), "{err}");
-    assert_eq!(changes(&w.api.take_calls()), Vec::<String>::new());
-    assert_eq!(w.mock.requests_for_key(&key), 2);
 
     // Once the caches caught up, a reconcile needs no API call at all.
     w.sync();
@@ -269,12 +261,66 @@ async fn revoking_deletes_the_ciphertext_and_the_key_is_revoked() {
 }
 
 #[tokio::test]
-async fn deletion_removes_the_ciphertext_then_the_finalizer() {
+async fn a_deleted_key_goes_at_once_and_the_default_candidates_look_again() {
     let mut w = Keys::new().await;
     imported(&mut w, "openai", &plaintext("delete"), true).await;
     imported(&mut w, "spare", &plaintext("spare"), true).await;
     imported(&mut w, "plain", &plaintext("plain"), false).await;
     let keys: Api<ByokKey> = Api::namespaced(w.api.client(), NS);
+    let gone = w.stored("openai");
+    keys.delete("openai", &DeleteParams::default()).await.expect("delete");
+    assert!(w.api.get::<ByokKey>(NS, "openai").is_none(), "no finalizer holds it");
+    w.sync();
+    w.api.take_calls();
+
+    // What the watch's delete event sets off.
+    byok_operator::controller::byokkey::forget(&gone, &w.ctx);
+    assert_eq!(changes(&w.api.take_calls()), Vec::<String>::new(), "the ciphertext is the garbage collector's");
+    assert_eq!(w.requeued(), ["spare"], "the default may move: the other candidates look again (not every key)");
+}
+
+#[tokio::test]
+async fn a_new_key_of_a_deleted_keys_name_replaces_its_leftover_ciphertext() {
+    let mut w = Keys::new().await;
+    imported(&mut w, "openai", &plaintext("old"), false).await;
+    let leftover = w.ciphertext("openai").expect("ciphertext");
+    let keys: Api<ByokKey> = Api::namespaced(w.api.client(), NS);
+    keys.delete("openai", &DeleteParams::default()).await.expect("delete");
+    // The garbage collector has not come by yet: the old ciphertext is still there.
+    let key = plaintext("new");
+    let created = w.add("openai", &key, false);
+    assert_ne!(created.uid(), leftover.owner_references()[0].uid.clone().into(), "a new ByokKey");
+    w.api.take_calls();
+
+    w.reconcile(&created).await.expect("reconcile");
+    let calls = w.api.take_calls();
+    assert_eq!(
+        changes(&calls),
+        [
+            format!("DELETE {SECRETS}/byok-enc-openai"), // the leftover, by its uid
+            format!("PATCH {SECRETS}/byok-enc-openai"),  // a new ciphertext, a new object
+            format!("DELETE {SECRETS}/openai-src"),
+            format!("PATCH {KEYS}/openai/status"),
+        ]
+    );
+    let delete = calls.iter().find(|c| c.line() == format!("DELETE {SECRETS}/byok-enc-openai")).expect("delete");
+    assert_eq!(delete.body["preconditions"]["uid"], json!(leftover.uid()));
+    // A collector deleting the leftover by its uid now misses: the new ciphertext is another object.
+    let enc = w.ciphertext("openai").expect("new ciphertext");
+    assert_ne!(enc.uid(), leftover.uid());
+    assert_eq!(enc.owner_references()[0].uid, created.uid().expect("uid"));
+    assert_eq!(status(&w.stored("openai")).phase, Some(KeyPhase::Ready));
+}
+
+#[tokio::test]
+async fn a_key_of_an_earlier_release_is_cleaned_up_through_its_finalizer() {
+    let mut w = Keys::new().await;
+    imported(&mut w, "openai", &plaintext("delete"), true).await;
+    imported(&mut w, "spare", &plaintext("spare"), true).await;
+    let keys: Api<ByokKey> = Api::namespaced(w.api.client(), NS);
+    let add = json!([{ "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] }]);
+    let add: json_patch::Patch = serde_json::from_value(add).expect("patch");
+    keys.patch("openai", &PatchParams::default(), &Patch::<()>::Json(add)).await.expect("finalizer of 0.2");
     keys.delete("openai", &DeleteParams::default()).await.expect("delete");
     let deleting = w.stored("openai");
     assert!(deleting.metadata.deletion_timestamp.is_some(), "held by the finalizer");
@@ -295,7 +341,7 @@ async fn deletion_removes_the_ciphertext_then_the_finalizer() {
     assert!(w.api.get::<ByokKey>(NS, "openai").is_none(), "the last finalizer gone, the ByokKey is gone");
     assert!(w.ciphertext("openai").is_none());
     assert!(w.ciphertext("spare").is_some(), "a sibling's ciphertext is untouched");
-    assert_eq!(w.requeued(), ["spare"], "the default may move: the other candidates look again (not every key)");
+    assert_eq!(w.requeued(), ["spare"], "the default may move: the other candidates look again");
     assert_eq!(action, Action::await_change());
     w.api.event("openai", "Deleted", "its encrypted key was removed").await;
 

@@ -14,21 +14,51 @@ pub fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Peak RSS (KiB) and CPU seconds of process `pid`.
-pub fn proc_usage(pid: u32) -> (u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+/// What a process holds and has used, from /proc.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcUsage {
+    /// Peak resident set (VmHWM), KiB.
+    pub peak_kib: u64,
+    /// Resident set now (VmRSS), KiB.
+    pub rss_kib: u64,
+    /// User + system CPU, seconds.
+    pub cpu_s: f64,
+}
+
+/// Reads [`ProcUsage`] of process `pid`.
+pub fn proc_usage(pid: u32) -> anyhow::Result<ProcUsage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line =
+            status.lines().find(|l| l.starts_with(name)).ok_or_else(|| anyhow::anyhow!("no {name} for {pid}"))?;
+        let kib = line.split_whitespace().nth(1).ok_or_else(|| anyhow::anyhow!("empty {name}"))?;
+        Ok(kib.parse()?)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name, which is in parentheses and may contain spaces.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let after = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow::anyhow!("bad /proc/{pid}/stat"))?;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
-    (hwm, ticks / 100.0)
+    let mut ticks = 0.0;
+    for i in [11, 12] {
+        ticks += fields.get(i).ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?.parse::<f64>()?;
+    }
+    Ok(ProcUsage { peak_kib: field("VmHWM:")?, rss_kib: field("VmRSS:")?, cpu_s: ticks / 100.0 })
+}
+
+/// Waits until process `pid` has used no CPU for `quiet` (its work drained), at most `limit`,
+/// and returns its usage then: the idle figures.
+pub async fn when_idle(pid: u32, quiet: Duration, limit: Duration) -> anyhow::Result<ProcUsage> {
+    let start = std::time::Instant::now();
+    let mut last = proc_usage(pid)?;
+    loop {
+        tokio::time::sleep(quiet).await;
+        let now = proc_usage(pid)?;
+        // One tick of slack: timers and the metrics endpoint are not work.
+        if now.cpu_s - last.cpu_s <= 0.01 || start.elapsed() >= limit {
+            return Ok(now);
+        }
+        last = now;
+    }
 }
 
 /// Says a failed write (the benches go on: the figures show it).

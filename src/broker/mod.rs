@@ -218,7 +218,7 @@ pub struct BrokerState {
     /// The operator's namespace: where grant records are kept, out of tenants' reach.
     pub namespace: String,
     /// Warning Events on EvalJobs (a second key request).
-    pub recorder: kube::runtime::events::Recorder,
+    pub recorder: crate::events::Recorder,
     /// Signs the results ConfigMaps.
     pub results_mac: results::ResultsMac,
     /// /metrics needs a bearer token allowed to `get` /metrics.

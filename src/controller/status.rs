@@ -6,9 +6,9 @@ use std::fmt::Debug;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::events::{Event, EventType, Recorder};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;

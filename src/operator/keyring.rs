@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use crate::events::{Event, EventType, Recorder};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::mpsc::UnboundedSender;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use kube::runtime::events::{Recorder, Reporter};
+use crate::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use tokio::sync::{mpsc, oneshot};
 

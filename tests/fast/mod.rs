@@ -15,12 +15,12 @@ pub mod keys;
 use std::sync::Arc;
 
 use byok_operator::crd::{ByokKey, ByokKeySpec, Provider};
+use byok_operator::events::{Recorder, Reporter};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;

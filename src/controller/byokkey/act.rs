@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::events::EventType;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
@@ -35,19 +35,43 @@ pub async fn observe(t: &Target<'_>, ctx: &Context) -> Result<Observed, Error> {
         uid: s.uid(),
         names_other_key: s.annotations().get(import::SOURCE_ANNOTATION).is_some_and(|v| v != &t.name),
     });
-    Ok(Observed { encrypted: encrypted_secret(t, ctx).await?, source, siblings: siblings(ctx, t.key) })
+    let (encrypted, leftover) = encrypted_secret(t, ctx).await?;
+    Ok(Observed { encrypted, leftover, source, siblings: siblings(ctx, t.key) })
 }
 
-/// The encrypted Secret from the cache. Only when the cache has none (a new key, or the cache
-/// lagging right after an import) is the API server asked, so a key is never imported twice.
-async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<Option<Secret>, Error> {
+/// The encrypted Secret from the cache, and the uid of one of that name left by an earlier key.
+/// Only when the cache has none (a new key, or the cache lagging right after an import) is the
+/// API server asked, so a key is never imported twice.
+async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<(Option<Secret>, Option<String>), Error> {
     let name = keystore::encrypted_secret_name(&t.name);
-    let owned_by_key = |s: &Secret| s.owner_references().iter().any(|o| o.uid == t.uid);
-    if let Some(s) = ctx.encrypted.get(&ObjectRef::new(&name).within(&t.ns)) {
-        return Ok(owned_by_key(&s).then(|| (*s).clone()));
+    let seen = match ctx.encrypted.get(&ObjectRef::new(&name).within(&t.ns)) {
+        Some(s) => Some((*s).clone()),
+        None => Api::<Secret>::namespaced(ctx.client.clone(), &t.ns).get_opt(&name).await?,
+    };
+    let Some(secret) = seen else { return Ok((None, None)) };
+    if secret.owner_references().iter().any(|o| o.uid == t.uid) {
+        return Ok((Some(secret), None));
     }
+    // Ours, of a ByokKey that is gone: it opens for nobody (the uid is in its AAD).
+    let ours = secret.type_.as_deref() == Some(keystore::ENCRYPTED_SECRET_TYPE)
+        && secret.owner_references().iter().any(|o| o.kind == "ByokKey");
+    Ok((None, if ours { secret.uid() } else { None }))
+}
+
+/// Deletes a leftover ciphertext (see [`Observed::leftover`]) by uid, so that the garbage
+/// collector, which deletes it by that uid too, can never take the new key's ciphertext instead.
+async fn replace_leftover(t: &Target<'_>, ctx: &Context, leftover: Option<&String>) -> Result<(), Error> {
+    let Some(uid) = leftover else { return Ok(()) };
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.ns);
-    Ok(api.get_opt(&name).await?.filter(owned_by_key))
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+        ..Default::default()
+    };
+    match api.delete(&keystore::encrypted_secret_name(&t.name), &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The keys of the same namespace and provider that ask to be the default (the effective default
@@ -64,8 +88,14 @@ pub async fn material(t: &Target<'_>, ctx: &Context, observed: &Observed, step: 
             delete_encrypted(ctx, &t.ns, &t.name).await?;
             Ok(Material::Revoked)
         }
-        Step::ImportSecret { version } => import_secret(t, ctx, enc, &version).await,
-        Step::ImportSealed { version } => import_sealed(t, ctx, enc, &version).await,
+        Step::ImportSecret { version } => {
+            replace_leftover(t, ctx, observed.leftover.as_ref()).await?;
+            import_secret(t, ctx, enc, &version).await
+        }
+        Step::ImportSealed { version } => {
+            replace_leftover(t, ctx, observed.leftover.as_ref()).await?;
+            import_sealed(t, ctx, enc, &version).await
+        }
         Step::UseStored { refused, delete_source } => {
             let source_deleted = delete_source && delete_source_secret(t, ctx, observed.source_uid()).await?;
             let stored = open_stored(t, ctx, enc).await?;

@@ -6,6 +6,7 @@ pub mod import;
 pub mod index;
 mod plan;
 mod reconcile;
+pub use reconcile::forget;
 pub mod validation;
 
 use std::sync::Arc;
@@ -24,7 +25,10 @@ use super::{Context, Error, finalizer};
 use crate::crd::ByokKey;
 use crate::keystore;
 
-/// Finalizer that removes the encrypted Secret before a ByokKey goes away.
+/// The finalizer that 0.1 put on every ByokKey, to delete its encrypted Secret
+/// first. Keys no longer get it: the ciphertext's ownerReference has the garbage collector delete
+/// it, and the watch's delete event does the rest ([`forget_deleted`]), one API write per key
+/// less. A key that still carries it is cleaned up as before when deleted.
 pub const FINALIZER: &str = "launchgate.ai/byokkey-cleanup";
 
 /// One reconcile of `key`, as the controller runs it (public for the fast tests, tests/fast_byokkey.rs).
@@ -50,13 +54,7 @@ async fn reconcile_inner(key: Arc<ByokKey>, ctx: &Arc<Context>) -> Result<Action
             finalizer::patch(&api, key.as_ref(), finalizer::remove_ops(index, FINALIZER)).await?;
             Ok(action)
         }
-        (false, finalizer::State::Missing) => {
-            let ops = finalizer::add_ops(key.finalizers(), FINALIZER);
-            // Carry on with the patched object: its resourceVersion is what the next cache event shows.
-            let patched = finalizer::patch(&api, key.as_ref(), ops).await?;
-            reconcile::apply(Arc::new(patched), ctx, key.resource_version()).await
-        }
-        (false, finalizer::State::Present(_)) => reconcile::apply(key, ctx, None).await,
+        (false, _) => reconcile::apply(key, ctx).await,
     }
 }
 
@@ -107,9 +105,13 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
     let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
     let index = index::KeyIndex::default();
     let observer = index.clone();
+    let (gone_tx, gone_rx) = mpsc::unbounded_channel();
     let (key_store, main, byokkeys_synced) =
         super::synced_main_stream_observed(byokkeys, watcher::Config::default().any_semantic(), move |event| {
-            observer.observe(event)
+            observer.observe(event);
+            if let watcher::Event::Delete(key) = event {
+                let _ = gone_tx.send(key.clone());
+            }
         });
     let controller = Controller::for_stream(main, key_store.clone());
     let ctx = Arc::new(make_ctx(ContextParts {
@@ -121,6 +123,7 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
         requeue: requeue_tx,
     }));
     let concurrency = ctx.config.concurrency;
+    tokio::spawn(forget_deleted(gone_rx, ctx.clone()));
     controller
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .owns_stream(encrypted)
@@ -138,6 +141,14 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
             }
         })
         .await;
+}
+
+/// Follows the ByokKeys the watch saw deleted (see [`FINALIZER`]). Keys deleted while the watch
+/// was down are not seen here: the relist reconciles every key, siblings included.
+async fn forget_deleted(mut gone: mpsc::UnboundedReceiver<ByokKey>, ctx: Arc<Context>) {
+    while let Some(key) = gone.recv().await {
+        reconcile::forget(&key, &ctx);
+    }
 }
 
 /// The caches `run` builds, handed to the caller to assemble the [`Context`].

@@ -35,7 +35,7 @@ fn stored(key: &ByokKey, version: &str) -> Secret {
 }
 
 fn observed(encrypted: Option<Secret>, source: Option<SourceSeen>) -> Observed {
-    Observed { encrypted, source, siblings: vec![] }
+    Observed { encrypted, leftover: None, source, siblings: vec![] }
 }
 
 fn source(version: &str) -> Option<SourceSeen> {
@@ -355,4 +355,42 @@ fn a_phase_change_nobody_explained_gets_its_own_event() {
         Planned { status: ByokKeyStatus { phase: Some(KeyPhase::Unknown), ..Default::default() }, notes: vec![] };
     finish(&target(&k), &old, &mut p, &[]);
     assert_eq!(reasons(&p), ["PhaseChanged"]);
+}
+
+#[test]
+fn a_first_import_straight_to_ready_is_said_by_conditions_and_a_later_one_by_an_event() {
+    let k = key("k");
+    let t = target(&k);
+    let imported = || Imported {
+        key: SecretString::from("sk-proj-0123456789abcdef"),
+        prefix: "sk-proj-".into(),
+        kek_id: "kek-1".into(),
+        from: "Secret src".into(),
+    };
+    let ready = |p: &mut Planned| {
+        p.status.phase = Some(KeyPhase::Ready);
+        p.notes.push((EventType::Normal, "Validated", "Valid: ok".into()));
+    };
+    // First: nothing stored before. No Event; the Imported condition says it all.
+    let new = ByokKeyStatus::default();
+    let mut p = after_material(&t, &new, &Material::Imported { imported: imported(), source_deleted: true });
+    ready(&mut p);
+    finish(&t, &new, &mut p, &[]);
+    assert_eq!(reasons(&p), Vec::<&str>::new());
+    let msg = &condition(&p.status.conditions, IMPORTED).expect("Imported").message;
+    assert!(msg.ends_with("source Secret deleted (sourcePolicy: Delete)"), "{msg}");
+
+    // A new source version replacing a stored key is a change: it gets its Event.
+    let before = p.status.clone();
+    let mut p = after_material(&t, &before, &Material::Imported { imported: imported(), source_deleted: false });
+    ready(&mut p);
+    finish(&t, &before, &mut p, &[]);
+    assert_eq!(reasons(&p), ["Imported", "Validated"]);
+
+    // A first import that fails keeps its Warning.
+    let mut p =
+        Planned { status: ByokKeyStatus { phase: Some(KeyPhase::Invalid), ..Default::default() }, notes: vec![] };
+    p.notes.push((EventType::Warning, "Validated", "Unauthorized: 401".into()));
+    finish(&t, &new, &mut p, &[]);
+    assert_eq!(reasons(&p), ["Validated"]);
 }

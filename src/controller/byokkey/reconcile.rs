@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use crate::events::EventType;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
 use super::act;
@@ -20,9 +20,8 @@ use crate::providers::CheckOutcome;
 /// How soon a key waiting on an unreachable external KMS is tried again.
 const KMS_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Reconciles `key`. `patched_from` is the version a metadata patch of this reconcile (the
-/// finalizer) replaced: the cache may still show it after the status is written.
-pub async fn apply(key: Arc<ByokKey>, ctx: &Context, patched_from: Option<String>) -> Result<Action, Error> {
+/// Reconciles `key`.
+pub async fn apply(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
     let t = Target {
         ns: key.namespace().ok_or(Error::MissingField("metadata.namespace"))?,
         // The keystore binds the ciphertext to the uid: a key without one is never sealed.
@@ -31,7 +30,7 @@ pub async fn apply(key: Arc<ByokKey>, ctx: &Context, patched_from: Option<String
         key: &key,
         generation: key.metadata.generation,
         now: Time(jiff::Timestamp::now()),
-        replaced: key.resource_version().into_iter().chain(patched_from).collect(),
+        replaced: key.resource_version().into_iter().collect(),
     };
     let old = ctx.written.current(&t.uid, key.resource_version().as_deref(), key.status.clone().unwrap_or_default());
 
@@ -62,19 +61,26 @@ pub async fn apply(key: Arc<ByokKey>, ctx: &Context, patched_from: Option<String
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
-/// Finalizer cleanup: the ciphertext goes with the ByokKey, at once (not waiting for GC).
+/// Cleanup of a key that carries the finalizer of an earlier release: the ciphertext goes at once.
 pub async fn cleanup(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
     let ns = key.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     act::delete_encrypted(ctx, &ns, &key.name_any()).await?;
+    let note = "ByokKey deleted: its encrypted key was removed".to_string();
+    status::publish(&ctx.recorder, key.as_ref(), vec![(EventType::Normal, "Deleted", note)]);
+    forget(&key, ctx);
+    Ok(Action::await_change())
+}
+
+/// What the operator does when a ByokKey is gone (its delete event): forget its per-key state and
+/// let the keys that may inherit the default recompute. Its ciphertext is the garbage collector's
+/// (ownerReference); a new key of the same name replaces a leftover one before it imports.
+pub fn forget(key: &ByokKey, ctx: &Context) {
     if let Some(uid) = key.uid() {
         ctx.backoff.lock().map(|mut b| b.remove(&uid)).ok();
         ctx.written.forget(&uid);
+        ctx.retries.succeeded(&uid);
     }
-    let note = "ByokKey deleted: its encrypted key was removed".to_string();
-    status::publish(&ctx.recorder, key.as_ref(), vec![(EventType::Normal, "Deleted", note)]);
-    // The default may move to a sibling: let each recompute (this key is leaving the cache).
-    for sib in act::siblings(ctx, &key).iter().filter(|s| s.uid() != key.uid()) {
+    for sib in act::siblings(ctx, key).iter().filter(|s| s.uid() != key.uid()) {
         let _ = ctx.requeue.send(ObjectRef::from_obj(sib.as_ref()));
     }
-    Ok(Action::await_change())
 }

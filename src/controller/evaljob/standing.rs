@@ -2,8 +2,8 @@
 //! ended, and kstatus' `Ready` / `Reconciling` / `Stalled`, so `kubectl wait`, Flux and kstatus
 //! readers need no code of ours. The phase stays about the run; the gate is only in `Passed`.
 
+use crate::events::EventType;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::events::EventType;
 
 use super::gate;
 use crate::controller::status::Note;
