@@ -1,11 +1,15 @@
-//! Judge throughput and memory: the real `byok-judge run` binary as a child process scoring 2,000
-//! cases (one llm_judge scorer and one deterministic scorer) against the in-process mock provider
-//! with 200 ms latency, concurrency 32, reporting to a fake HTTPS broker.
+//! Judge throughput and memory: the real `byok-judge run` binary as a child process scoring cases
+//! (one llm_judge scorer and one deterministic scorer) against the in-process mock provider with
+//! 200 ms latency, reporting to a fake HTTPS broker; one run per concurrency.
 //!
 //!     cargo bench --bench judge
+//!     BENCH_CONCURRENCY=32,256,1024 BENCH_CASES=100000 cargo bench --bench judge
 //!
-//! Prints cases/s against the ideal (concurrency / latency = 160 cases/s) and the child's peak RSS
-//! (VmHWM from /proc/<pid>/status, sampled while it runs). Targets: >= 95 % of ideal, <= 32 MiB.
+//! BENCH_CONCURRENCY: the concurrencies, one run each (default 32,256,1024). BENCH_CASES: cases per
+//! run (default: 2,000, or 20 rounds of the concurrency when that is more, so the ramp up and the
+//! last round do not decide the rate). Prints cases/s against the ideal (concurrency / latency)
+//! and the child's peak RSS (VmHWM from /proc/<pid>/status, sampled while it runs). Goals (issue
+//! 12): >= 97 % / 95 % / 90 % of ideal at 32 / 256 / 1,024; <= 32 MiB at 100,000 cases.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -18,17 +22,52 @@ use byok_operator::crd::{Provider, Scorer, ScorerType};
 use byok_operator::judge::wire::{JudgeConfig, Outcome, RESULTS_PATH, ResultsAck, ResultsReport};
 use byok_operator::mock::{self, MockConfig};
 
-const CASES: usize = 2000;
-const CONCURRENCY: u32 = 32;
 const LATENCY: Duration = Duration::from_millis(200);
 const KEY: &str = "sk-bench-0123456789abcdef";
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(bench())
+    let list = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "32,256,1024".into());
+    let mut runs = Vec::new();
+    for c in list.split(',') {
+        let concurrency: u32 = c.trim().parse().map_err(|e| anyhow::anyhow!("BENCH_CONCURRENCY {c:?}: {e}"))?;
+        let cases = match std::env::var("BENCH_CASES") {
+            Ok(v) => v.parse().map_err(|e| anyhow::anyhow!("BENCH_CASES {v:?}: {e}"))?,
+            Err(_) => 2000.max(20 * concurrency as usize),
+        };
+        runs.push(runtime.block_on(bench(cases, concurrency))?);
+    }
+    println!("judge bench: 1 llm_judge + 1 contains scorer, mock latency {LATENCY:?}, 2 cores");
+    println!(
+        "  {:>11} {:>8} {:>9} {:>12} {:>8} {:>10} {:>8}",
+        "concurrency", "cases", "wall", "cases/s", "ideal", "of ideal", "peak RSS"
+    );
+    for r in &runs {
+        let ideal = f64::from(r.concurrency) / LATENCY.as_secs_f64();
+        let rate = r.cases as f64 / r.elapsed.as_secs_f64();
+        println!(
+            "  {:>11} {:>8} {:>7.2} s {:>12.1} {:>8.0} {:>8.1} % {:>4.1} MiB",
+            r.concurrency,
+            r.cases,
+            r.elapsed.as_secs_f64(),
+            rate,
+            ideal,
+            100.0 * rate / ideal,
+            r.peak_kib as f64 / 1024.0
+        );
+    }
+    Ok(())
 }
 
-async fn bench() -> anyhow::Result<()> {
+/// One run's figures.
+struct Run {
+    cases: usize,
+    concurrency: u32,
+    elapsed: Duration,
+    peak_kib: u64,
+}
+
+async fn bench(cases: usize, concurrency: u32) -> anyhow::Result<Run> {
     let mock = mock::start(MockConfig { latency: LATENCY, ..MockConfig::default() }).await?;
     let dir = tempfile::tempdir()?;
     let path = |name: &str| dir.path().join(name);
@@ -73,14 +112,14 @@ async fn bench() -> anyhow::Result<()> {
             Scorer { rubric: Some("Is the answer correct and complete?".into()), ..Scorer::of(ScorerType::LlmJudge) },
             Scorer { ignore_case: true, ..Scorer::of(ScorerType::Contains) },
         ],
-        concurrency: CONCURRENCY,
+        concurrency,
         retries: 2,
         call_timeout_seconds: 30,
         shards: 1,
         endpoints: endpoints.into(),
     };
     std::fs::write(path("config.json"), serde_json::to_vec(&config)?)?;
-    let cases: String = (0..CASES)
+    let lines: String = (0..cases)
         .map(|i| {
             let output = format!("The answer to question {i} is forty-two. mock-score=0.8");
             serde_json::json!({"id": format!("case-{i}"), "input": format!("Question {i}?"), "output": output, "expected": "forty-two"})
@@ -88,7 +127,7 @@ async fn bench() -> anyhow::Result<()> {
                 + "\n"
         })
         .collect();
-    std::fs::write(path("cases.jsonl"), cases)?;
+    std::fs::write(path("cases.jsonl"), lines)?;
 
     let p = |name: &str| path(name).display().to_string();
     let sha = |file: &str| std::fs::read(file).map(|b| byok_operator::judge::pin::sha256_hex(&b));
@@ -119,26 +158,14 @@ async fn bench() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     anyhow::ensure!(status.success(), "byok-judge run failed: {status}");
     let passed = passed.load(Ordering::SeqCst);
-    anyhow::ensure!(passed == CASES, "{passed} of {CASES} cases passed");
-    anyhow::ensure!(mock.requests_for_key(KEY) == CASES as u64, "expected one provider call per case");
-
-    let rate = CASES as f64 / elapsed.as_secs_f64();
-    let ideal = f64::from(CONCURRENCY) / LATENCY.as_secs_f64();
-    let peak_mib = peak_kib as f64 / 1024.0;
-    println!(
-        "judge bench: {CASES} cases, 1 llm_judge + 1 contains, concurrency {CONCURRENCY}, mock latency {LATENCY:?}"
+    anyhow::ensure!(passed == cases, "{passed} of {cases} cases passed");
+    anyhow::ensure!(mock.requests_for_key(KEY) == cases as u64, "expected one provider call per case");
+    eprintln!(
+        "  judge: {cases} cases at concurrency {concurrency} in {:.2} s, {} reports",
+        elapsed.as_secs_f64(),
+        reports.load(Ordering::SeqCst)
     );
-    println!("  wall time        {:.2} s (process start to exit, final report included)", elapsed.as_secs_f64());
-    println!("  throughput       {rate:.1} cases/s of ideal {ideal:.0} cases/s = {:.1} %", 100.0 * rate / ideal);
-    println!("  peak RSS (VmHWM) {peak_mib:.1} MiB");
-    println!("  reports          {} (progress + final)", reports.load(Ordering::SeqCst));
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    println!(
-        "  targets          throughput >= 95 %: {}; RSS <= 32 MiB: {}",
-        verdict(rate / ideal >= 0.95),
-        verdict(peak_mib <= 32.0)
-    );
-    Ok(())
+    Ok(Run { cases, concurrency, elapsed, peak_kib })
 }
 
 /// VmHWM (peak resident set) of a process, in KiB.

@@ -6,6 +6,7 @@ use byok_operator::crd::conditions::byokkey::{DEFAULT, IMPORTED, VALIDATED};
 use byok_operator::crd::{KeyPhase, Provider, SourcePolicy, TEST_REQUESTED_ANNOTATION};
 use byok_operator::keystore::{ENVELOPE_DATA_KEY, encrypted_secret_name};
 use common::{TestEnv, condition_reason, phase_of};
+use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
