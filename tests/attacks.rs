@@ -207,6 +207,38 @@ async fn a_secret_that_did_not_opt_in_is_never_imported_nor_deleted() {
     env.assert_no_plaintext().await;
 }
 
+/// Path 2, by name: a ByokKey named so that its ciphertext's name is a Secret someone already
+/// keeps (a namespace editor's, or a planted one) never writes over it nor deletes it; only a
+/// ciphertext an earlier ByokKey of that name left behind is replaced.
+#[tokio::test]
+async fn a_byokkey_never_writes_over_or_deletes_a_secret_holding_its_ciphertexts_name() {
+    let mut env = TestEnv::new("atk-squat").await;
+    let password = format!("db-password-{}", common::random_hex(12));
+    env.plaintexts.push(password.clone());
+    let theirs = Secret {
+        metadata: ObjectMeta {
+            name: Some(byok_operator::keystore::encrypted_secret_name("squat")),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some([("password".to_string(), ByteString(password.as_bytes().to_vec()))].into()),
+        ..Default::default()
+    };
+    let before = env.secrets().create(&PostParams::default(), &theirs).await.expect("secret");
+    let key = env.add_key("squat", Provider::OpenAi, "").await;
+    let k = wait_condition(&env, "squat", "Imported", "CiphertextNameTaken").await;
+    assert!(condition(&k, "Imported").is_some_and(|(_, m)| m.contains("left untouched")), "{k:?}");
+    assert_ne!(k.status.as_ref().and_then(|s| s.phase), Some(KeyPhase::Ready));
+    env.wait_event("squat", "CiphertextNameTaken").await;
+    let after = env.secrets().get(&before.name_any()).await.expect("their Secret is still there");
+    assert_eq!(after.resource_version(), before.resource_version(), "left untouched");
+    assert_eq!(after.data, before.data);
+    // Nothing lost: the source was not deleted, since nothing was stored.
+    let src = env.secrets().get("squat-src").await.expect("the source stays");
+    assert_eq!(src.data.and_then(|d| d.get("apiKey").cloned()), Some(ByteString(key.into_bytes())));
+    env.assert_no_plaintext().await;
+}
+
 /// Path 2: from the operator's own namespace (the keyring Secret lives there).
 #[tokio::test]
 async fn keys_are_never_imported_from_the_operators_namespace() {

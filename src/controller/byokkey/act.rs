@@ -35,14 +35,27 @@ pub async fn observe(t: &Target<'_>, ctx: &Context) -> Result<Observed, Error> {
         uid: s.uid(),
         names_other_key: s.annotations().get(import::SOURCE_ANNOTATION).is_some_and(|v| v != &t.name),
     });
-    let (encrypted, leftover) = encrypted_secret(t, ctx).await?;
-    Ok(Observed { encrypted, leftover, source, siblings: siblings(ctx, t.key) })
+    let (encrypted, other) = encrypted_secret(t, ctx).await?;
+    let (leftover, name_taken) = match other {
+        Some(Other::Leftover(uid)) => (Some(uid), false),
+        Some(Other::Taken) => (None, true),
+        None => (None, false),
+    };
+    Ok(Observed { encrypted, leftover, name_taken, source, siblings: siblings(ctx, t.key) })
 }
 
-/// The encrypted Secret from the cache, and the uid of one of that name left by an earlier key.
-/// Only when the cache has none (a new key, or the cache lagging right after an import) is the
-/// API server asked, so a key is never imported twice.
-async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<(Option<Secret>, Option<String>), Error> {
+/// A Secret of the ciphertext's name that is not this key's.
+enum Other {
+    /// The ciphertext of an earlier ByokKey of this name (its uid): replaced before an import.
+    Leftover(String),
+    /// Anything else: left alone, and the import refused.
+    Taken,
+}
+
+/// The encrypted Secret from the cache, or what else holds its name. Only when the cache has none
+/// (a new key, or the cache lagging right after an import) is the API server asked, so a key is
+/// never imported twice.
+async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<(Option<Secret>, Option<Other>), Error> {
     let name = keystore::encrypted_secret_name(&t.name);
     let seen = match ctx.encrypted.get(&ObjectRef::new(&name).within(&t.ns)) {
         Some(s) => Some((*s).clone()),
@@ -55,7 +68,7 @@ async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<(Option<Secre
     // Ours, of a ByokKey that is gone: it opens for nobody (the uid is in its AAD).
     let ours = secret.type_.as_deref() == Some(keystore::ENCRYPTED_SECRET_TYPE)
         && secret.owner_references().iter().any(|o| o.kind == "ByokKey");
-    Ok((None, if ours { secret.uid() } else { None }))
+    Ok((None, Some(secret.uid().filter(|_| ours).map_or(Other::Taken, Other::Leftover))))
 }
 
 /// Deletes a leftover ciphertext (see [`Observed::leftover`]) by uid, so that the garbage

@@ -40,6 +40,11 @@ pub enum ImportError {
          create the ByokKey in a team namespace"
     )]
     OperatorNamespace { secret: String },
+    #[error(
+        "Secret {secret:?} already exists and is not this key's ciphertext (it was left untouched): delete or \
+         rename it, or give the ByokKey another name"
+    )]
+    CiphertextNameTaken { secret: String },
     #[error("source Secret {secret:?} has no data key {key:?}")]
     KeyMissing { secret: String, key: String },
     #[error("data key {key:?} of Secret {secret:?} is empty")]
@@ -61,6 +66,7 @@ impl ImportError {
             Self::SecretNotFound { .. } => "SecretNotFound",
             Self::NotOptedIn { .. } => "SourceNotOptedIn",
             Self::OperatorNamespace { .. } => "SourceInOperatorNamespace",
+            Self::CiphertextNameTaken { .. } => "CiphertextNameTaken",
             Self::KeyMissing { .. } => "SecretKeyMissing",
             Self::Empty { .. } => "EmptyKey",
             Self::NotUtf8 { .. } => "NotUtf8",

@@ -40,6 +40,8 @@ pub struct Observed {
     /// The uid of a ciphertext of this name left by an earlier ByokKey of the same name, which the
     /// garbage collector has not removed yet: replaced, not written over, before an import.
     pub leftover: Option<String>,
+    /// A Secret of the ciphertext's name that is neither: someone else's, never written over.
+    pub name_taken: bool,
     /// `spec.secretRef`'s Secret as the metadata cache shows it (never its data).
     pub source: Option<SourceSeen>,
     /// The keys of the namespace and provider that ask to be the default (this one too, if it
@@ -87,6 +89,10 @@ pub fn step(key: &ByokKey, observed: &Observed, ns: &str, operator_ns: &str) -> 
     let stored = |refused| Step::UseStored { refused, delete_source: false };
     if key.spec.revoked {
         return Step::Revoke;
+    }
+    if observed.name_taken && observed.encrypted.is_none() {
+        let secret = keystore::encrypted_secret_name(&key.name_any());
+        return stored(Some(ImportError::CiphertextNameTaken { secret }));
     }
     let recorded = observed.encrypted.as_ref().and_then(keystore::imported_from);
     let Some(source_ref) = key.spec.secret_ref.as_ref() else {

@@ -35,7 +35,7 @@ fn stored(key: &ByokKey, version: &str) -> Secret {
 }
 
 fn observed(encrypted: Option<Secret>, source: Option<SourceSeen>) -> Observed {
-    Observed { encrypted, leftover: None, source, siblings: vec![] }
+    Observed { encrypted, leftover: None, name_taken: false, source, siblings: vec![] }
 }
 
 fn source(version: &str) -> Option<SourceSeen> {
@@ -66,10 +66,6 @@ fn a_new_source_version_is_imported_and_a_known_one_is_not() {
     assert_eq!(step_of(&k, &known), Step::UseStored { refused: None, delete_source: false });
     let newer = observed(Some(stored(&k, "v1")), source("v2"));
     assert_eq!(step_of(&k, &newer), Step::ImportSecret { version: "v2".into() });
-}
-
-fn step_of(k: &ByokKey, o: &Observed) -> Step {
-    step(k, o, "team", OP_NS)
 }
 
 #[test]
@@ -393,4 +389,22 @@ fn a_first_import_straight_to_ready_is_said_by_conditions_and_a_later_one_by_an_
     p.notes.push((EventType::Warning, "Validated", "Unauthorized: 401".into()));
     finish(&t, &new, &mut p, &[]);
     assert_eq!(reasons(&p), ["Validated"]);
+}
+
+#[test]
+fn a_secret_holding_the_ciphertexts_name_is_never_written_over() {
+    let k = key("k");
+    let taken = Observed { name_taken: true, ..observed(None, source("v1")) };
+    let expected = ImportError::CiphertextNameTaken { secret: keystore::encrypted_secret_name("k") };
+    assert_eq!(step_of(&k, &taken), Step::UseStored { refused: Some(expected.clone()), delete_source: false });
+    let refusal = Refusal::from(&expected);
+    assert_eq!(refusal.reason, "CiphertextNameTaken");
+    assert!(!refusal.pending, "someone has to act");
+    // A leftover of an earlier key of this name is no obstacle: it is replaced.
+    let leftover = Observed { leftover: Some("old-uid".into()), ..observed(None, source("v1")) };
+    assert_eq!(step_of(&k, &leftover), Step::ImportSecret { version: "v1".into() });
+}
+
+fn step_of(k: &ByokKey, o: &Observed) -> Step {
+    step(k, o, "team", OP_NS)
 }
