@@ -275,8 +275,15 @@ async fn start(
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let bundle = judge_job::ca_bundle(&ns, &ctx.ca_pem);
-    cms.patch(judge_job::CA_BUNDLE_CONFIGMAP, &apply, &Patch::Apply(&bundle)).await?;
-    if let Err(e) = cms.patch(&cases_cm.name_any(), &apply, &Patch::Apply(&cases_cm)).await {
+    // Both must exist before the Job, and neither needs the other: one round trip, not two, on
+    // the way from EvalJob to Job.
+    let (bundle_patch, cases_patch, cases_name) = (Patch::Apply(&bundle), Patch::Apply(&cases_cm), cases_cm.name_any());
+    let (bundle_written, cases_written) = futures::join!(
+        cms.patch(judge_job::CA_BUNDLE_CONFIGMAP, &apply, &bundle_patch),
+        cms.patch(&cases_name, &apply, &cases_patch),
+    );
+    bundle_written?;
+    if let Err(e) = cases_written {
         let Some(why) = refused(&e) else { return Err(e.into()) };
         let msg = format!(
             "the snapshot of the cases and the judge configuration (ConfigMap {}) was refused by the API server: \
