@@ -280,10 +280,11 @@ impl HttpReporter {
 
 impl Reporter for HttpReporter {
     async fn report(&self, report: &ResultsReport) -> Result<ResultsAck, ReportError> {
-        let body = serde_json::to_vec(report).map_err(|e| ReportError::Unexpected(e.to_string()))?;
-        if body.len() > MAX_REPORT_BYTES {
-            return Err(ReportError::TooLarge { bytes: body.len(), limit: MAX_REPORT_BYTES });
-        }
+        let unexpected = |e: serde_json::Error| ReportError::Unexpected(e.to_string());
+        let Some(body) = super::report::fitted_body(report, MAX_REPORT_BYTES).map_err(unexpected)? else {
+            let bytes = serde_json::to_vec(report).map_err(unexpected)?.len();
+            return Err(ReportError::TooLarge { bytes, limit: MAX_REPORT_BYTES });
+        };
         let bytes = body.len();
         let token = self.client.token().map_err(|e| ReportError::Token(e.to_string()))?;
         let response = self.client.post(RESULTS_PATH, &token, body).await.map_err(|e| {
