@@ -236,6 +236,12 @@ async fn a_byokkey_never_writes_over_or_deletes_a_secret_holding_its_ciphertexts
     // Nothing lost: the source was not deleted, since nothing was stored.
     let src = env.secrets().get("squat-src").await.expect("the source stays");
     assert_eq!(src.data.and_then(|d| d.get("apiKey").cloned()), Some(ByteString(key.into_bytes())));
+    // Nor does a revoke delete it: a key deletes only a ciphertext of its own.
+    let revoke = json!({ "spec": { "revoked": true } });
+    env.keys().patch("squat", &PatchParams::default(), &Patch::Merge(&revoke)).await.expect("revoke");
+    env.wait_phase("squat", KeyPhase::Revoked).await;
+    let after = env.secrets().get(&before.name_any()).await.expect("their Secret survives the revoke");
+    assert_eq!(after.resource_version(), before.resource_version(), "left untouched");
     env.assert_no_plaintext().await;
 }
 

@@ -349,3 +349,46 @@ async fn a_key_of_an_earlier_release_is_cleaned_up_through_its_finalizer() {
     w.reconcile(&deleting).await.expect_err("the removal's test op finds no such object");
     assert_eq!(changes(&w.api.take_calls()), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_secret_holding_the_ciphertexts_name_is_never_replaced_nor_deleted_even_by_a_revoke() {
+    let mut w = Keys::new().await;
+    // What another key's ciphertext looks like under a long name cut to this Secret name: the
+    // operator's type, owned by a ByokKey, but not one named "openai".
+    let mut planted = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(keystore::encrypted_secret_name("openai")),
+            namespace: Some(NS.into()),
+            owner_references: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "launchgate.ai/v1alpha1".into(),
+                kind: "ByokKey".into(),
+                name: "another-key-cut-to-the-same-name".into(),
+                uid: "uid-of-another-key".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        type_: Some(keystore::ENCRYPTED_SECRET_TYPE.into()),
+        ..Default::default()
+    };
+    planted = w.api.put(&planted);
+    let created = w.add("openai", &plaintext("taken"), false);
+    w.api.take_calls();
+
+    w.reconcile(&created).await.expect("reconcile");
+    assert_eq!(changes(&w.api.take_calls()), [format!("PATCH {KEYS}/openai/status")], "only the status");
+    let st = status(&w.stored("openai"));
+    assert_eq!(cond(&st, IMPORTED), pair("False", "CiphertextNameTaken"));
+    assert!(w.api.get::<Secret>(NS, "openai-src").is_some(), "nothing stored, so the source stays");
+
+    // Revoking the key deletes only a ciphertext of its own: here, nothing.
+    let keys: Api<ByokKey> = Api::namespaced(w.api.client(), NS);
+    keys.patch("openai", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "revoked": true } })))
+        .await
+        .expect("revoke");
+    w.sync();
+    w.api.take_calls();
+    w.reconcile_cached("openai").await;
+    assert_eq!(changes(&w.api.take_calls()), [format!("PATCH {KEYS}/openai/status")]);
+    assert_eq!(w.ciphertext("openai").and_then(|s| s.uid()), planted.uid(), "the other Secret is untouched");
+}

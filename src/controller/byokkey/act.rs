@@ -52,35 +52,48 @@ enum Other {
     Taken,
 }
 
-/// The encrypted Secret from the cache, or what else holds its name. Only when the cache has none
-/// (a new key, or the cache lagging right after an import) is the API server asked, so a key is
-/// never imported twice.
+/// The encrypted Secret from the cache, or what else holds its name. Only when the cache shows
+/// none of this key's (a new key, or the cache lagging right after an import) is the API server
+/// asked, so a key is never imported twice.
 async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<(Option<Secret>, Option<Other>), Error> {
     let name = keystore::encrypted_secret_name(&t.name);
     let seen = match ctx.encrypted.get(&ObjectRef::new(&name).within(&t.ns)) {
-        Some(s) => Some((*s).clone()),
-        None => Api::<Secret>::namespaced(ctx.client.clone(), &t.ns).get_opt(&name).await?,
+        Some(s) if owned_by(&s, &t.uid) => Some((*s).clone()),
+        _ => Api::<Secret>::namespaced(ctx.client.clone(), &t.ns).get_opt(&name).await?,
     };
     let Some(secret) = seen else { return Ok((None, None)) };
-    if secret.owner_references().iter().any(|o| o.uid == t.uid) {
+    if owned_by(&secret, &t.uid) {
         return Ok((Some(secret), None));
     }
-    // Ours, of a ByokKey that is gone: it opens for nobody (the uid is in its AAD).
-    let ours = secret.type_.as_deref() == Some(keystore::ENCRYPTED_SECRET_TYPE)
-        && secret.owner_references().iter().any(|o| o.kind == "ByokKey");
-    Ok((None, Some(secret.uid().filter(|_| ours).map_or(Other::Taken, Other::Leftover))))
+    // Ours, of an earlier ByokKey of this very name, now gone (two live keys never share a name;
+    // a longer name cut to the same Secret name is another key's and is never touched). It
+    // opens for nobody: the old uid is in its AAD.
+    let leftover = secret.type_.as_deref() == Some(keystore::ENCRYPTED_SECRET_TYPE)
+        && secret.owner_references().iter().any(|o| o.kind == "ByokKey" && o.name == t.name);
+    Ok((None, Some(secret.uid().filter(|_| leftover).map_or(Other::Taken, Other::Leftover))))
+}
+
+fn owned_by(secret: &Secret, uid: &str) -> bool {
+    secret.owner_references().iter().any(|o| o.uid == uid)
 }
 
 /// Deletes a leftover ciphertext (see [`Observed::leftover`]) by uid, so that the garbage
 /// collector, which deletes it by that uid too, can never take the new key's ciphertext instead.
 async fn replace_leftover(t: &Target<'_>, ctx: &Context, leftover: Option<&String>) -> Result<(), Error> {
     let Some(uid) = leftover else { return Ok(()) };
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.ns);
+    let secret = keystore::encrypted_secret_name(&t.name);
+    tracing::info!(namespace = %t.ns, name = %t.name, %secret, %uid, "deleting the ciphertext an earlier ByokKey of this name left");
+    delete_by_uid(ctx, &t.ns, &secret, uid.clone()).await
+}
+
+/// Deletes Secret `name` if it is still the object `uid` (gone or replaced: nothing to do).
+async fn delete_by_uid(ctx: &Context, ns: &str, name: &str, uid: String) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let dp = DeleteParams {
-        preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+        preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
         ..Default::default()
     };
-    match api.delete(&keystore::encrypted_secret_name(&t.name), &dp).await {
+    match api.delete(name, &dp).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
@@ -98,7 +111,7 @@ pub async fn material(t: &Target<'_>, ctx: &Context, observed: &Observed, step: 
     let enc = observed.encrypted.as_ref();
     match step {
         Step::Revoke => {
-            delete_encrypted(ctx, &t.ns, &t.name).await?;
+            delete_encrypted(ctx, &t.ns, &t.name, &t.uid).await?;
             Ok(Material::Revoked)
         }
         Step::ImportSecret { version } => {
@@ -184,7 +197,7 @@ async fn import_sealed(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>, vers
     // A key sealed for another Azure target must not be sent to this one, even if an earlier
     // import of it is stored: withdraw it (spec.sealed can re-import it later).
     if enc.is_some() && mismatch && azure.is_some() {
-        delete_encrypted(ctx, &t.ns, &t.name).await?;
+        delete_encrypted(ctx, &t.ns, &t.name, &t.uid).await?;
         return Ok(Material::Withdrawn(refusal));
     }
     keep(t, ctx, enc, Some(refusal)).await
@@ -261,12 +274,18 @@ async fn apply_encrypted(t: &Target<'_>, ctx: &Context, envelope: &Envelope, ver
     Ok(())
 }
 
-pub async fn delete_encrypted(ctx: &Context, ns: &str, name: &str) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    match api.delete(&keystore::encrypted_secret_name(name), &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+pub async fn delete_encrypted(ctx: &Context, ns: &str, name: &str, owner_uid: &str) -> Result<(), Error> {
+    // Only this key's own ciphertext, by its uid: a Secret that merely holds the name (someone
+    // else's, or another key's under a cut long name) is never deleted.
+    let secret_name = keystore::encrypted_secret_name(name);
+    let cached = ctx.encrypted.get(&ObjectRef::new(&secret_name).within(ns)).filter(|s| owned_by(s, owner_uid));
+    let found = match cached {
+        Some(s) => Some((*s).clone()),
+        None => Api::<Secret>::namespaced(ctx.client.clone(), ns).get_opt(&secret_name).await?,
+    };
+    match found.filter(|s| owned_by(s, owner_uid)).and_then(|s| s.uid()) {
+        Some(uid) => delete_by_uid(ctx, ns, &secret_name, uid).await,
+        None => Ok(()),
     }
 }
 

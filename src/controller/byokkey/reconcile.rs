@@ -64,7 +64,8 @@ pub async fn apply(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
 /// Cleanup of a key that carries the finalizer of an earlier release: the ciphertext goes at once.
 pub async fn cleanup(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
     let ns = key.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-    act::delete_encrypted(ctx, &ns, &key.name_any()).await?;
+    let uid = key.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    act::delete_encrypted(ctx, &ns, &key.name_any(), &uid).await?;
     let note = "ByokKey deleted: its encrypted key was removed".to_string();
     status::publish(&ctx.recorder, key.as_ref(), vec![(EventType::Normal, "Deleted", note)]);
     forget(&key, ctx);
