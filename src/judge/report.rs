@@ -40,7 +40,8 @@ pub trait Reporter: Send + Sync {
 pub struct ReportPacing {
     /// A progress report goes out when this long has passed since the last one...
     pub interval: Duration,
-    /// ...or when this many more cases finished, whichever comes first (and only if some did).
+    /// ...or when this many more cases finished, no sooner than a quarter interval after the last
+    /// report, whichever comes first (and only if some did).
     pub batch: usize,
     /// Attempts per progress report; a lost one is not fatal, the next report carries it all.
     pub progress_attempts: u32,
