@@ -129,7 +129,13 @@ impl Recorder {
             Publish::Create => {
                 let event = self.event(ev, regarding, now);
                 let created = events.create(&PostParams::default(), &event).await?;
-                Seen { name: created.metadata.name.unwrap_or_default(), count: 1, last: now }
+                // The API server answers with the name we sent; ours is the fallback, never "".
+                let name = created
+                    .metadata
+                    .name
+                    .or(event.metadata.name)
+                    .ok_or_else(|| kube::Error::Service("an Event was created without a name".into()))?;
+                Seen { name, count: 1, last: now }
             }
             Publish::Repeat { name, count } => {
                 let series = EventSeries { count, last_observed_time: MicroTime(now) };

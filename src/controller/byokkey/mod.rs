@@ -110,6 +110,7 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
         super::synced_main_stream_observed(byokkeys, watcher::Config::default().any_semantic(), move |event| {
             observer.observe(event);
             if let watcher::Event::Delete(key) = event {
+                // Fails only once forget_deleted is gone: the operator is shutting down.
                 let _ = gone_tx.send(key.clone());
             }
         });
