@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
+use crate::keystore::Ciphertext;
 use kube::ResourceExt;
 
 use crate::crd::ByokKey;
@@ -13,7 +13,7 @@ use crate::metrics::{ClusterState, KekLabels, KeyPhaseLabels, KeyringLabels, Mod
 
 /// Everything the cluster gauges say, from the ByokKey and encrypted-key caches and the KEK ids
 /// known (`KekSource::known_ids`: id, and whether new keys are sealed under it).
-pub fn cluster_state(keys: &[Arc<ByokKey>], encrypted: &[Arc<Secret>], keks: &[(String, bool)]) -> ClusterState {
+pub fn cluster_state(keys: &[Arc<ByokKey>], encrypted: &[Arc<Ciphertext>], keks: &[(String, bool)]) -> ClusterState {
     ClusterState {
         keys: keys_by_phase(keys),
         keys_by_kek: keys_by_kek(encrypted),
@@ -42,10 +42,10 @@ fn keys_by_phase(keys: &[Arc<ByokKey>]) -> Vec<(KeyPhaseLabels, i64)> {
 
 /// Encrypted key Secrets per KEK id inside their envelope (not the annotation anyone with `update
 /// secrets` could edit), `unreadable` for one that does not parse.
-fn keys_by_kek(encrypted: &[Arc<Secret>]) -> Vec<(KekLabels, i64)> {
+fn keys_by_kek(encrypted: &[Arc<Ciphertext>]) -> Vec<(KekLabels, i64)> {
     let mut counts: BTreeMap<KekLabels, i64> = BTreeMap::new();
-    for secret in encrypted {
-        *counts.entry(KekLabels { kek_id: crate::keystore::envelope_kek(secret) }).or_default() += 1;
+    for ciphertext in encrypted {
+        *counts.entry(KekLabels { kek_id: ciphertext.kek() }).or_default() += 1;
     }
     counts.into_iter().collect()
 }

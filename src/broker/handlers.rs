@@ -179,11 +179,11 @@ async fn panel_keys(st: &BrokerState, grant: &Grant) -> Result<Vec<PanelKey>, Re
 /// The ByokKey's plaintext, opened from its ciphertext, and the KEK it was sealed under.
 async fn open_key(st: &BrokerState, key: &ByokKey) -> Result<(SecretString, String), Refusal> {
     let (ns, secret_name) = (key.namespace().unwrap_or_default(), keystore::encrypted_secret_name(&key.name_any()));
-    let secret = match st.stores()?.encrypted.get(&ObjectRef::new(&secret_name).within(&ns)) {
-        Some(s) => Some(s),
-        None => live::<Secret>(st, &ns, &secret_name).await?,
+    let ciphertext = match st.stores()?.encrypted.get(&ObjectRef::new(&secret_name).within(&ns)) {
+        Some(c) => Some(c),
+        None => live::<Secret>(st, &ns, &secret_name).await?.map(|s| Arc::new(Arc::unwrap_or_clone(s).into())),
     };
-    let opened = keystore::open_under(secret.as_deref(), key, &st.kek).await.map_err(|e| {
+    let opened = keystore::open_under(ciphertext.as_deref(), key, &st.kek).await.map_err(|e| {
         let refusal = open_refusal(&e);
         // OpenError never holds key material: the envelope's KEK id at most.
         match refusal {

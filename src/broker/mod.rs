@@ -17,7 +17,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::runtime::reflector::Store;
 
@@ -201,7 +200,7 @@ impl Refusal {
 /// controllers run; until then every request is refused as Unavailable and /readyz says no.
 pub struct BrokerStores {
     pub byokkeys: Store<ByokKey>,
-    pub encrypted: Store<Secret>,
+    pub encrypted: Store<crate::keystore::Ciphertext>,
     pub evaljobs: Store<EvalJob>,
     pub jobs: Store<Job>,
 }

@@ -49,7 +49,7 @@ pub struct Context {
     /// Keys by source Secret and default candidates by namespace and provider, over `byokkeys`.
     pub index: super::byokkey::index::KeyIndex,
     /// The operator's own encrypted key Secrets (label-selected watch).
-    pub encrypted: Store<Secret>,
+    pub encrypted: Store<crate::keystore::Ciphertext>,
     /// Metadata only (never data) of Secrets that may be import sources.
     pub sources: Store<PartialObjectMeta<Secret>>,
     /// Asks the controller to reconcile other keys, e.g. when the effective default moves.

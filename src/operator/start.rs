@@ -9,7 +9,6 @@ use crate::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use tokio::sync::{mpsc, oneshot};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::Store;
 use tokio::task::JoinHandle;
 
@@ -59,7 +58,7 @@ async fn listed(
 
 /// Waits until `store` (a reflector nobody else waits on) has synced, saying every 10 s which
 /// cache is still loading.
-async fn synced_or_say<K: kube::Resource + Clone + 'static>(
+async fn synced_or_say<K: kube::runtime::reflector::Lookup + Clone + 'static>(
     what: &'static str,
     store: &kube::runtime::reflector::Store<K>,
 ) -> Result<(), kube::runtime::reflector::store::WriterDropped>
@@ -239,7 +238,7 @@ where
 struct Keys {
     task: JoinHandle<()>,
     byokkeys: Store<ByokKey>,
-    encrypted: Store<Secret>,
+    encrypted: Store<crate::keystore::Ciphertext>,
     synced: tokio::sync::watch::Receiver<bool>,
 }
 

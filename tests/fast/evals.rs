@@ -163,7 +163,7 @@ pub struct Broker {
     pub state: Arc<BrokerState>,
     pub keyring: Arc<RwLock<Keyring>>,
     pub evaljobs: Cache<EvalJob>,
-    pub encrypted: Cache<Secret>,
+    pub encrypted: Cache<keystore::Ciphertext>,
     pub reviews: Arc<Reviews>,
 }
 
@@ -172,7 +172,7 @@ impl Broker {
         let keyring = Arc::new(RwLock::new(Keyring::generate()));
         let (mut evaljobs, mut encrypted) = (Cache::new(), Cache::new());
         evaljobs.reset(evals.api.all::<EvalJob>());
-        encrypted.reset(evals.api.all::<Secret>());
+        encrypted.reset(evals.api.all::<Secret>().into_iter().map(keystore::Ciphertext::from));
         let stores = BrokerStores {
             byokkeys: evals.keys.store.clone(),
             encrypted: encrypted.store.clone(),
@@ -216,7 +216,7 @@ impl Broker {
             keystore::seal(&ring, key, &SecretString::from(plaintext.to_string())).expect("seal")
         };
         let secret = evals.api.put(&keystore::encrypted_secret(key, &envelope, "source-uid/1"));
-        self.encrypted.apply(secret);
+        self.encrypted.apply(secret.into());
     }
 
     /// The EvalJobs cache shows what the API server holds.

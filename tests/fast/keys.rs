@@ -30,7 +30,7 @@ pub struct Keys {
     pub keys: Cache<ByokKey>,
     /// The controller's index over `keys`, kept from the same events.
     pub index: KeyIndex,
-    pub encrypted: Cache<Secret>,
+    pub encrypted: Cache<keystore::Ciphertext>,
     pub sources: Cache<PartialObjectMeta<Secret>>,
     /// What the reconciles asked the controller to reconcile next.
     pub requeued: mpsc::UnboundedReceiver<ObjectRef<ByokKey>>,
@@ -88,7 +88,7 @@ impl Keys {
         let (ours, others): (Vec<Secret>, Vec<Secret>) = secrets.into_iter().partition(|s| {
             s.labels().get("app.kubernetes.io/component").map(String::as_str) == Some(keystore::COMPONENT)
         });
-        self.encrypted.reset(ours);
+        self.encrypted.reset(ours.into_iter().map(keystore::Ciphertext::from));
         let sources = others.iter().filter(|s| {
             !matches!(s.type_.as_deref(), Some(keystore::ENCRYPTED_SECRET_TYPE | "kubernetes.io/service-account-token"))
         });

@@ -18,11 +18,10 @@ use byok_operator::crd::{ByokKey, ByokKeySpec, Provider};
 use byok_operator::events::{Recorder, Reporter};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Resource;
 use kube::api::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{Lookup, ObjectRef, Store};
 use kube::runtime::watcher;
 
 pub use api::{Call, FakeApi};
@@ -33,12 +32,12 @@ pub const NS: &str = "team";
 pub const OPERATOR_NS: &str = "byok-system";
 
 /// A reflector store and its writer: what a watch would fill, filled by the test.
-pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
+pub struct Cache<K: Lookup<DynamicType = ()> + Clone + 'static> {
     pub store: Store<K>,
     writer: Writer<K>,
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
+impl<K: Lookup<DynamicType = ()> + Clone + 'static> Cache<K> {
     pub fn new() -> Self {
         let mut writer = Writer::default();
         // Synced and empty, as after the first list of an empty namespace.
@@ -66,7 +65,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Cache<K> {
     }
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for Cache<K> {
+impl<K: Lookup<DynamicType = ()> + Clone + 'static> Default for Cache<K> {
     fn default() -> Self {
         Self::new()
     }

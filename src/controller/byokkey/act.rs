@@ -20,7 +20,7 @@ use crate::controller::status;
 use crate::controller::{Context, Error};
 use crate::crd::{ByokKey, ByokKeyStatus, KeyPhase, TEST_REQUESTED_ANNOTATION};
 use crate::crypto::Envelope;
-use crate::keystore::{self, SealError};
+use crate::keystore::{self, Ciphertext, SealError};
 use crate::labels::FIELD_MANAGER;
 use crate::providers::{self, CheckOutcome, KeyCheck, models};
 
@@ -55,15 +55,16 @@ enum Other {
 /// The encrypted Secret from the cache, or what else holds its name. Only when the cache shows
 /// none of this key's (a new key, or the cache lagging right after an import) is the API server
 /// asked, so a key is never imported twice.
-async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<(Option<Secret>, Option<Other>), Error> {
+async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<(Option<Arc<Ciphertext>>, Option<Other>), Error> {
     let name = keystore::encrypted_secret_name(&t.name);
-    let seen = match ctx.encrypted.get(&ObjectRef::new(&name).within(&t.ns)) {
-        Some(s) if owned_by(&s, &t.uid) => Some((*s).clone()),
-        _ => Api::<Secret>::namespaced(ctx.client.clone(), &t.ns).get_opt(&name).await?,
+    if let Some(c) = ctx.encrypted.get(&ObjectRef::new(&name).within(&t.ns)).filter(|c| c.owned_by(&t.uid)) {
+        return Ok((Some(c), None));
+    }
+    let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), &t.ns).get_opt(&name).await? else {
+        return Ok((None, None));
     };
-    let Some(secret) = seen else { return Ok((None, None)) };
     if owned_by(&secret, &t.uid) {
-        return Ok((Some(secret), None));
+        return Ok((Some(Arc::new(secret.into())), None));
     }
     // Ours, of an earlier ByokKey of this very name, now gone (two live keys never share a name;
     // a longer name cut to the same Secret name is another key's and is never touched). It
@@ -108,7 +109,7 @@ pub fn siblings(ctx: &Context, key: &ByokKey) -> Vec<Arc<ByokKey>> {
 
 /// Carries out a material step.
 pub async fn material(t: &Target<'_>, ctx: &Context, observed: &Observed, step: Step) -> Result<Material, Error> {
-    let enc = observed.encrypted.as_ref();
+    let enc = observed.encrypted.as_deref();
     match step {
         Step::Revoke => {
             delete_encrypted(ctx, &t.ns, &t.name, &t.uid).await?;
@@ -132,7 +133,12 @@ pub async fn material(t: &Target<'_>, ctx: &Context, observed: &Observed, step: 
 
 /// The one read of a source Secret's data, then the import; a Secret that did not opt in, or whose
 /// value is not a key, is refused and the stored key (if any) stays in use.
-async fn import_secret(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>, version: &str) -> Result<Material, Error> {
+async fn import_secret(
+    t: &Target<'_>,
+    ctx: &Context,
+    enc: Option<&Ciphertext>,
+    version: &str,
+) -> Result<Material, Error> {
     let source_ref = t.key.spec.secret_ref.as_ref().ok_or(Error::MissingField("spec.secretRef"))?;
     let (name, data_key) = (&source_ref.name, &source_ref.key);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.ns);
@@ -165,7 +171,7 @@ async fn import_secret(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>, vers
 async fn keep(
     t: &Target<'_>,
     ctx: &Context,
-    enc: Option<&Secret>,
+    enc: Option<&Ciphertext>,
     refused: Option<Refusal>,
 ) -> Result<Material, Error> {
     Ok(Material::Kept { refused, stored: open_stored(t, ctx, enc).await?, source_deleted: false })
@@ -173,7 +179,12 @@ async fn keep(
 
 /// Imports `spec.sealed`: opened with the operator's sealing key, checked to be made for this very
 /// ByokKey, then sealed under the KEK like any key.
-async fn import_sealed(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>, version: &str) -> Result<Material, Error> {
+async fn import_sealed(
+    t: &Target<'_>,
+    ctx: &Context,
+    enc: Option<&Ciphertext>,
+    version: &str,
+) -> Result<Material, Error> {
     let sealed = t.key.spec.sealed.as_deref().ok_or(Error::MissingField("spec.sealed"))?;
     let provider = t.key.spec.provider.as_str();
     let azure = t.key.spec.azure.as_ref().map(plan::sealing_target);
@@ -217,7 +228,7 @@ async fn store(
 }
 
 /// Opens the stored ciphertext; re-encrypts it under the active KEK when it is sealed under an older one.
-async fn open_stored(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>) -> Result<Stored, Error> {
+async fn open_stored(t: &Target<'_>, ctx: &Context, enc: Option<&Ciphertext>) -> Result<Stored, Error> {
     let Some(secret) = enc else { return Ok(Stored::Nothing) };
     let opened = match keystore::open_under(Some(secret), t.key, &ctx.kek).await {
         // A reseal that fails (a KMS allowing decrypt but not encrypt, or away for a moment) leaves
@@ -235,19 +246,19 @@ async fn open_stored(t: &Target<'_>, ctx: &Context, enc: Option<&Secret>) -> Res
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(namespace = %t.ns, name = %t.name, error = %e, "ciphertext does not open");
-            return Ok(Stored::Unreadable { secret: secret.name_any(), reason: e.reason(), error: e.to_string() });
+            return Ok(Stored::Unreadable { secret: secret.name.clone(), reason: e.reason(), error: e.to_string() });
         }
     };
     let (kek_id, resealed_from) = match resealed {
         Some(new_env) => {
-            apply_encrypted(t, ctx, &new_env, keystore::imported_from(secret).unwrap_or_default()).await?;
+            apply_encrypted(t, ctx, &new_env, secret.imported_from.as_deref().unwrap_or_default()).await?;
             crate::crash_point!(crate::failpoints::AFTER_RESEAL);
             (new_env.kek_id().to_string(), Some(opened.kek_id().to_string()))
         }
         None => (opened.kek_id().to_string(), None),
     };
     let prefix = keystore::prefix(opened.key.expose_secret());
-    Ok(Stored::Opened { key: opened.key, prefix, secret: secret.name_any(), kek_id, resealed_from })
+    Ok(Stored::Opened { key: opened.key, prefix, secret: secret.name.clone(), kek_id, resealed_from })
 }
 
 /// Deletes the imported source Secret; the uid precondition makes sure a Secret re-created
@@ -278,12 +289,16 @@ pub async fn delete_encrypted(ctx: &Context, ns: &str, name: &str, owner_uid: &s
     // Only this key's own ciphertext, by its uid: a Secret that merely holds the name (someone
     // else's, or another key's under a cut long name) is never deleted.
     let secret_name = keystore::encrypted_secret_name(name);
-    let cached = ctx.encrypted.get(&ObjectRef::new(&secret_name).within(ns)).filter(|s| owned_by(s, owner_uid));
+    let cached = ctx.encrypted.get(&ObjectRef::new(&secret_name).within(ns)).filter(|c| c.owned_by(owner_uid));
     let found = match cached {
-        Some(s) => Some((*s).clone()),
-        None => Api::<Secret>::namespaced(ctx.client.clone(), ns).get_opt(&secret_name).await?,
+        Some(c) => c.uid.clone(),
+        None => Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&secret_name)
+            .await?
+            .filter(|s| owned_by(s, owner_uid))
+            .and_then(|s| s.uid()),
     };
-    match found.filter(|s| owned_by(s, owner_uid)).and_then(|s| s.uid()) {
+    match found {
         Some(uid) => delete_by_uid(ctx, ns, &secret_name, uid).await,
         None => Ok(()),
     }

@@ -11,7 +11,7 @@ pub mod validation;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -62,7 +62,7 @@ async fn reconcile_inner(key: Arc<ByokKey>, ctx: &Arc<Context>) -> Result<Action
 const CACHES_SYNCING_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Whether `store` has had its first full list (without waiting for it).
-fn synced<K: kube::Resource + Clone + 'static>(store: &reflector::Store<K>) -> bool
+fn synced<K: reflector::Lookup + Clone + 'static>(store: &reflector::Store<K>) -> bool
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
@@ -94,8 +94,26 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
     let Wiring { byokkeys, secrets, secret_metadata, keyring_changed } = wiring;
     let (enc_store, enc_writer) = reflector::store();
     let enc_cfg = watcher::Config::default().labels(&keystore::selector());
-    let encrypted =
-        watcher(secrets, enc_cfg).default_backoff().modify(super::slim).reflect(enc_writer).touched_objects();
+    let projected =
+        watcher(secrets, enc_cfg).default_backoff().map_ok(|event| project(event, keystore::Ciphertext::from));
+    let encrypted = reflector::reflector(enc_writer, projected)
+        .touched_objects()
+        .filter_map(|touched| {
+            futures::future::ready(match touched {
+                Ok(ciphertext) => Some(ciphertext),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch of the encrypted Secrets failed; retrying with backoff");
+                    None
+                }
+            })
+        })
+        // Each change of a ciphertext reconciles the ByokKeys owning it.
+        .flat_map(|c: keystore::Ciphertext| {
+            let ns = c.namespace.unwrap_or_default();
+            futures::stream::iter(
+                c.owners.into_vec().into_iter().map(move |(name, _)| ObjectRef::new(&name).within(&ns)),
+            )
+        });
 
     let (src_store, src_writer) = reflector::store();
     let src_cfg = watcher::Config::default().fields(&source_fields());
@@ -127,7 +145,7 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
     tokio::spawn(forget_deleted(gone_rx, ctx.clone()));
     controller
         .with_config(ControllerConfig::default().concurrency(concurrency))
-        .owns_stream(encrypted)
+        .reconcile_on(encrypted)
         .watches_stream(sources, move |meta| {
             // A source Secret changed: reconcile the ByokKeys that import from it.
             index.importing(&meta.namespace().unwrap_or_default(), &meta.name_any())
@@ -144,6 +162,17 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
         .await;
 }
 
+/// A watch event with its object projected by `f` (for a cache that keeps less than the object).
+fn project<K, P>(event: watcher::Event<K>, f: impl Fn(K) -> P) -> watcher::Event<P> {
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(f(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(f(o)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(f(o)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
 /// Follows the ByokKeys the watch saw deleted (see [`FINALIZER`]). Keys deleted while the watch
 /// was down are not seen here: the relist reconciles every key, siblings included.
 async fn forget_deleted(mut gone: mpsc::UnboundedReceiver<ByokKey>, ctx: Arc<Context>) {
@@ -158,7 +187,7 @@ pub struct ContextParts {
     pub index: index::KeyIndex,
     /// True once `byokkeys` holds the first full list.
     pub byokkeys_synced: tokio::sync::watch::Receiver<bool>,
-    pub encrypted: reflector::Store<Secret>,
+    pub encrypted: reflector::Store<keystore::Ciphertext>,
     pub sources: reflector::Store<kube::core::PartialObjectMeta<Secret>>,
     pub requeue: mpsc::UnboundedSender<ObjectRef<ByokKey>>,
 }

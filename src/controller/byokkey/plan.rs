@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::events::EventType;
-use k8s_openapi::api::core::v1::Secret;
+use crate::keystore::Ciphertext;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::ResourceExt;
 use secrecy::SecretString;
@@ -36,7 +36,7 @@ pub struct Target<'a> {
 /// What the reconcile saw before acting.
 pub struct Observed {
     /// The ciphertext this key owns, if any.
-    pub encrypted: Option<Secret>,
+    pub encrypted: Option<Arc<Ciphertext>>,
     /// The uid of a ciphertext of this name left by an earlier ByokKey of the same name, which the
     /// garbage collector has not removed yet: replaced, not written over, before an import.
     pub leftover: Option<String>,
@@ -94,7 +94,7 @@ pub fn step(key: &ByokKey, observed: &Observed, ns: &str, operator_ns: &str) -> 
         let secret = keystore::encrypted_secret_name(&key.name_any());
         return stored(Some(ImportError::CiphertextNameTaken { secret }));
     }
-    let recorded = observed.encrypted.as_ref().and_then(keystore::imported_from);
+    let recorded = observed.encrypted.as_ref().and_then(|c| c.imported_from.as_deref());
     let Some(source_ref) = key.spec.secret_ref.as_ref() else {
         let Some(sealed) = key.spec.sealed.as_deref() else { return stored(None) };
         let version = keystore::sealed_version(sealed, key.spec.azure.as_ref().map(sealing_target).as_ref());

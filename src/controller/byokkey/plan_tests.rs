@@ -4,6 +4,7 @@ use super::*;
 use crate::crd::{ByokKeySpec, Provider};
 use crate::crypto::Keyring;
 use crate::providers::models::Notice;
+use k8s_openapi::api::core::v1::Secret;
 
 const OP_NS: &str = "byok-system";
 
@@ -35,6 +36,7 @@ fn stored(key: &ByokKey, version: &str) -> Secret {
 }
 
 fn observed(encrypted: Option<Secret>, source: Option<SourceSeen>) -> Observed {
+    let encrypted = encrypted.map(|s| Arc::new(s.into()));
     Observed { encrypted, leftover: None, name_taken: false, source, siblings: vec![] }
 }
 
