@@ -8,7 +8,8 @@
 //! API writes it made in the seconds after (a restart with nothing to do makes none).
 //!
 //! Run with `hack/bench.sh` (starts the cluster). Options via env: BENCH_KEYS (1000),
-//! BENCH_LATENCY_MS (50), BENCH_CLIENT_CONCURRENCY (32), BENCH_QUIET_SECONDS (5).
+//! BENCH_LATENCY_MS (50), BENCH_CLIENT_CONCURRENCY (32), BENCH_QUIET_SECONDS (5), BENCH_KEEP (set: the
+//! namespaces are kept, to look into the operator by hand).
 
 mod common;
 
@@ -214,6 +215,11 @@ async fn main() -> anyhow::Result<()> {
         restart_writes
     );
     println!("  peak RSS / CPU after restart  {:>8.1} MiB / {:.2} s", restart.peak_kib as f64 / 1024.0, restart.cpu_s);
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        // To look into the operator with these keys (a heap profiler, a restart by hand).
+        println!("kept: keys in namespace {ns}, the operator's keyring in {op_ns}");
+        return Ok(());
+    }
     nsapi.delete(&ns, &Default::default()).await?;
     nsapi.delete(&op_ns, &Default::default()).await?;
     Ok(())

@@ -4,6 +4,7 @@
 //! (`crate::controller`) and the key broker (`crate::broker`). Nothing below `src/operator`
 //! imports it; the controllers never start anything themselves.
 
+mod heap;
 pub mod kek_state;
 pub mod keyring;
 pub mod leader;

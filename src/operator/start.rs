@@ -88,6 +88,7 @@ pub async fn run(
     if let Some(set) = set_level {
         tokio::spawn(super::loglevel::follow(client.clone(), config.namespace.clone(), set));
     }
+    tokio::spawn(super::heap::trim_after_bursts());
     let reporter = Reporter { controller: "byok-operator".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
     let boot = Bootstrap::load(&client, &config, &broker_config, &recorder).await?;

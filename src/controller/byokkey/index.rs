@@ -15,6 +15,16 @@ use crate::crd::{ByokKey, Provider};
 
 type Refs = HashSet<ObjectRef<ByokKey>>;
 
+/// A key's reference without the resourceVersion and uid `ObjectRef::from_obj` carries (they are
+/// not part of its identity, and at 10,000 keys each copy held costs memory).
+fn bare(key: &ByokKey) -> ObjectRef<ByokKey> {
+    let r = ObjectRef::new(&key.name_any());
+    match key.namespace() {
+        Some(ns) => r.within(&ns),
+        None => r,
+    }
+}
+
 /// What a key is indexed under.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Entry {
@@ -37,20 +47,24 @@ impl Entry {
 #[derive(Default)]
 struct Maps {
     of_key: HashMap<ObjectRef<ByokKey>, Entry>,
-    by_source: HashMap<(String, String), Refs>,
+    /// Almost always one key per source Secret: a list, not a set (a set of one is four slots).
+    by_source: HashMap<(String, String), Vec<ObjectRef<ByokKey>>>,
     defaults: HashMap<(String, Provider), Refs>,
 }
 
 impl Maps {
     fn insert(&mut self, key: &ByokKey) {
-        let r = ObjectRef::from_obj(key);
+        let r = bare(key);
         let entry = Entry::of(key);
         if self.of_key.get(&r) == Some(&entry) {
             return;
         }
         self.remove(&r);
         if let Some(s) = &entry.source {
-            self.by_source.entry(s.clone()).or_default().insert(r.clone());
+            let refs = self.by_source.entry(s.clone()).or_default();
+            if !refs.contains(&r) {
+                refs.push(r.clone());
+            }
         }
         if let Some(d) = &entry.default {
             self.defaults.entry(d.clone()).or_default().insert(r.clone());
@@ -60,20 +74,21 @@ impl Maps {
 
     fn remove(&mut self, r: &ObjectRef<ByokKey>) {
         let Some(entry) = self.of_key.remove(r) else { return };
-        if let Some(s) = entry.source {
-            drop_ref(&mut self.by_source, s, r);
+        if let Some(s) = entry.source
+            && let Some(refs) = self.by_source.get_mut(&s)
+        {
+            refs.retain(|k| k != r);
+            if refs.is_empty() {
+                self.by_source.remove(&s);
+            }
         }
-        if let Some(d) = entry.default {
-            drop_ref(&mut self.defaults, d, r);
-        }
-    }
-}
-
-fn drop_ref<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Refs>, k: K, r: &ObjectRef<ByokKey>) {
-    if let Some(set) = map.get_mut(&k) {
-        set.remove(r);
-        if set.is_empty() {
-            map.remove(&k);
+        if let Some(d) = entry.default
+            && let Some(set) = self.defaults.get_mut(&d)
+        {
+            set.remove(r);
+            if set.is_empty() {
+                self.defaults.remove(&d);
+            }
         }
     }
 }
@@ -92,7 +107,7 @@ impl KeyIndex {
         let (Ok(mut maps), Ok(mut relist)) = (self.maps.write(), self.relist.write()) else { return };
         match event {
             Event::Apply(k) => maps.insert(k),
-            Event::Delete(k) => maps.remove(&ObjectRef::from_obj(k)),
+            Event::Delete(k) => maps.remove(&bare(k)),
             Event::Init => *relist = Some(Maps::default()),
             Event::InitApply(k) => relist.get_or_insert_with(Maps::default).insert(k),
             Event::InitDone => *maps = relist.take().unwrap_or_default(),
@@ -102,7 +117,7 @@ impl KeyIndex {
     /// The keys of `store` that import Secret `name` of namespace `ns`.
     pub fn importing(&self, ns: &str, name: &str) -> Vec<ObjectRef<ByokKey>> {
         let Ok(maps) = self.maps.read() else { return Vec::new() };
-        maps.by_source.get(&(ns.to_string(), name.to_string())).map_or_else(Vec::new, |s| s.iter().cloned().collect())
+        maps.by_source.get(&(ns.to_string(), name.to_string())).map_or_else(Vec::new, Clone::clone)
     }
 
     /// The keys of namespace `ns` and `provider` that ask to be the default, from `store`.
