@@ -3,12 +3,15 @@
 mod common;
 
 use byok_operator::crd::conditions::byokkey::{DEFAULT, IMPORTED, VALIDATED};
-use byok_operator::crd::{KeyPhase, Provider, SourcePolicy, TEST_REQUESTED_ANNOTATION};
+use byok_operator::crd::{
+    ByokKey, ByokKeySpec, KeyPhase, Provider, SourcePolicy, TEST_REQUESTED_ANNOTATION, ValidationSpec,
+};
 use byok_operator::keystore::{ENVELOPE_DATA_KEY, encrypted_secret_name};
 use common::{TestEnv, condition_reason, phase_of};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test]
 async fn each_provider_is_imported_encrypted_and_ready() {
@@ -110,6 +113,32 @@ async fn rate_limited_validation_is_unknown_then_ready() {
     assert_eq!(env.mock.requests_for_key(&key), 4, "two 429s honouring Retry-After, then success");
     env.wait_event("limited", "Validated").await;
     env.assert_no_plaintext().await;
+}
+
+#[tokio::test]
+async fn a_ready_key_is_validated_again_after_its_interval() {
+    let mut env = TestEnv::new("revalidate").await;
+    let key = common::fake_key(Provider::OpenAi, "again");
+    env.create_secret("src", "apiKey", key.as_bytes()).await;
+    let spec = ByokKeySpec {
+        validation: Some(ValidationSpec { interval: Some("1m".into()) }),
+        ..env.spec(Provider::OpenAi, "src")
+    };
+    env.create_key("k", spec).await;
+    let first = env.wait_phase("k", KeyPhase::Ready).await;
+    let validated = |k: &ByokKey| k.status.as_ref().and_then(|s| s.last_validated.clone()).map(|t| t.0);
+    let at = validated(&first).expect("lastValidated");
+    assert_eq!(env.mock.requests_for_key(&key), 2, "one validation: the model list and the scope probe");
+    // Due one minute later; the one timer of all Ready keys requeues it (within its 5 s grain).
+    let keys = env.keys();
+    let again = common::eventually("k: validated again", Duration::from_secs(150), || async {
+        keys.get("k").await.ok().filter(|k| validated(k).is_some_and(|t| t > at))
+    })
+    .await;
+    let elapsed = validated(&again).expect("lastValidated").duration_since(at).unsigned_abs();
+    assert!(elapsed >= Duration::from_secs(60), "not before its interval: {elapsed:?}");
+    assert_eq!(env.mock.requests_for_key(&key), 4, "one more validation, not a storm");
+    assert_eq!(phase_of(&again), Some(KeyPhase::Ready));
 }
 
 async fn request_test(env: &TestEnv, name: &str, token: &str) {

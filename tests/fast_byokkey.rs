@@ -113,7 +113,13 @@ async fn first_import_encrypts_the_key_deletes_the_source_and_is_ready() {
     assert!(w.api.get::<Secret>(NS, "openai-src").is_none(), "sourcePolicy Delete: the source is gone");
 
     assert_eq!(w.mock.requests_for_key(&key), 2, "one validation: the model list and the scope probe");
-    assert_eq!(action, Action::requeue(DEFAULT_VALIDATION_INTERVAL), "re-validated after the interval");
+    assert_eq!(action, Action::await_change(), "no scheduler entry: the revalidation timer has it");
+    let due = w.ctx.revalidation.earliest().expect("re-validated after the interval");
+    let after = due.saturating_duration_since(tokio::time::Instant::now());
+    assert!(
+        after <= DEFAULT_VALIDATION_INTERVAL
+            && after > DEFAULT_VALIDATION_INTERVAL - std::time::Duration::from_secs(60)
+    );
     // The one Event: it became the default (a change other keys' users care about).
     w.api.event("openai", "DefaultChanged", "now the default").await;
     let reasons: Vec<String> = w.api.events("openai").into_iter().map(|(r, _)| r).collect();

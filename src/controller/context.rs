@@ -54,6 +54,8 @@ pub struct Context {
     pub sources: Store<PartialObjectMeta<Secret>>,
     /// Asks the controller to reconcile other keys, e.g. when the effective default moves.
     pub requeue: UnboundedSender<ObjectRef<ByokKey>>,
+    /// Ready keys' next validation: one timer for all, not a scheduler entry per key.
+    pub revalidation: super::byokkey::revalidation::Revalidation,
     /// Validation backoff per ByokKey uid: attempts so far and the earliest next attempt.
     pub backoff: Mutex<HashMap<String, (u32, Instant)>>,
     /// Status last written per ByokKey uid, with the resourceVersion it was based on: a reconcile

@@ -297,6 +297,7 @@ async fn start_keys(
             encrypted: parts.encrypted,
             sources: parts.sources,
             requeue: parts.requeue,
+            revalidation: parts.revalidation,
             backoff: Mutex::new(HashMap::new()),
             written: Default::default(),
             retries: Default::default(),

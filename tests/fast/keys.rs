@@ -67,6 +67,7 @@ impl Keys {
             encrypted: encrypted.store.clone(),
             sources: sources.store.clone(),
             requeue,
+            revalidation: Default::default(),
             backoff: Mutex::new(HashMap::new()),
             written: Default::default(),
             retries: Default::default(),

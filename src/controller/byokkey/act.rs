@@ -308,7 +308,10 @@ pub async fn delete_encrypted(ctx: &Context, ns: &str, name: &str, owner_uid: &s
 /// to look again (for a verdict, once its phase is known: `interval` when Ready).
 pub struct Validation {
     pub checked: Option<(CheckOutcome, Trigger, String, Option<models::Notice>)>,
+    /// A retry after a check without a verdict, or while one is backing off.
     pub requeue: Option<Duration>,
+    /// A Ready key's next validation, when none was due now.
+    pub revalidate: Option<Duration>,
     pub interval: Duration,
 }
 
@@ -326,12 +329,12 @@ pub async fn validate(
     let token = t.key.annotations().get(TEST_REQUESTED_ANNOTATION).map(String::as_str).filter(|s| !s.is_empty());
     let now = t.now.0;
     let Some(trigger) = validation::due(st, t.generation, token, imported_now, now, interval, backoff_passed) else {
+        let revalidate = (st.phase == Some(KeyPhase::Ready)).then(|| validation::remaining(st, now, interval));
         let requeue = match st.phase {
-            Some(KeyPhase::Ready) => Some(validation::remaining(st, now, interval)),
             Some(KeyPhase::Unknown) => backoff_until.map(|at| at.saturating_duration_since(Instant::now())),
             _ => None,
         };
-        return Validation { checked: None, requeue, interval };
+        return Validation { checked: None, requeue, revalidate, interval };
     };
     let (outcome, model, notice) = check(t, ctx, plaintext, &trigger).await;
     crate::crash_point!(crate::failpoints::AFTER_VALIDATE);
@@ -342,7 +345,7 @@ pub async fn validate(
             None
         }
     };
-    Validation { checked: Some((outcome, trigger, model, notice)), requeue, interval }
+    Validation { checked: Some((outcome, trigger, model, notice)), requeue, revalidate: None, interval }
 }
 
 /// Records one more attempt without a verdict; returns when to try again.

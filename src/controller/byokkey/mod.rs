@@ -6,6 +6,7 @@ pub mod import;
 pub mod index;
 mod plan;
 mod reconcile;
+pub mod revalidation;
 pub use reconcile::forget;
 pub mod validation;
 
@@ -121,6 +122,7 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
         watcher(secret_metadata, src_cfg).default_backoff().modify(super::slim).reflect(src_writer).touched_objects();
 
     let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
+    let revalidation = revalidation::Revalidation::default();
     let index = index::KeyIndex::default();
     let observer = index.clone();
     let (gone_tx, gone_rx) = mpsc::unbounded_channel();
@@ -132,6 +134,7 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
                 let _ = gone_tx.send(key.clone());
             }
         });
+    tokio::spawn(revalidation.clone().run(key_store.clone(), requeue_tx.clone()));
     let controller = Controller::for_stream(main, key_store.clone());
     let ctx = Arc::new(make_ctx(ContextParts {
         byokkeys: key_store.clone(),
@@ -140,6 +143,7 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
         encrypted: enc_store,
         sources: src_store,
         requeue: requeue_tx,
+        revalidation,
     }));
     let concurrency = ctx.config.concurrency;
     tokio::spawn(forget_deleted(gone_rx, ctx.clone()));
@@ -190,4 +194,6 @@ pub struct ContextParts {
     pub encrypted: reflector::Store<keystore::Ciphertext>,
     pub sources: reflector::Store<kube::core::PartialObjectMeta<Secret>>,
     pub requeue: mpsc::UnboundedSender<ObjectRef<ByokKey>>,
+    /// When Ready keys are next due for validation (one timer for all).
+    pub revalidation: revalidation::Revalidation,
 }

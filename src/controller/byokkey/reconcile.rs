@@ -38,26 +38,32 @@ pub async fn apply(key: Arc<ByokKey>, ctx: &Context) -> Result<Action, Error> {
     let step = plan::step(&key, &observed, &t.ns, &ctx.config.namespace);
     let material = act::material(&t, ctx, &observed, step).await?;
     let mut planned = plan::after_material(&t, &old, &material);
-    let mut requeue = None;
+    // A retry (backoff, KMS) goes to the controller's scheduler; a Ready key's next validation
+    // to the one revalidation timer.
+    let (mut requeue, mut revalidate) = (None, None);
     if let Some(plaintext) = material.plaintext() {
         let v = act::validate(&t, ctx, plaintext, material.imported_now(), &planned.status).await;
-        requeue = v.requeue;
+        (requeue, revalidate) = (v.requeue, v.revalidate);
         if let Some((outcome, trigger, model, notice)) = &v.checked {
             let checked = Checked { outcome, trigger, model, notice: notice.as_ref() };
             plan::after_check(&t, &mut planned, &checked);
             if !matches!(outcome, CheckOutcome::Unknown { .. }) {
-                requeue = (planned.status.phase == Some(KeyPhase::Ready)).then_some(v.interval);
+                requeue = None;
+                revalidate = (planned.status.phase == Some(KeyPhase::Ready)).then_some(v.interval);
             }
         }
     }
     if material.waits_on_kms() {
-        requeue = Some(KMS_RETRY);
+        (requeue, revalidate) = (Some(KMS_RETRY), None);
     }
     let winner = plan::finish(&t, &old, &mut planned, &observed.siblings);
 
     act::write_status(&t, ctx, &old, &planned.status).await?;
     status::publish(&ctx.recorder, t.key, planned.notes);
     act::requeue_siblings(ctx, t.key, &observed.siblings, winner);
+    if let Some(after) = revalidate {
+        ctx.revalidation.due_in(after);
+    }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
