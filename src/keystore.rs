@@ -5,7 +5,7 @@
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use secrecy::SecretString;
 
@@ -187,7 +187,7 @@ pub struct Ciphertext {
 impl From<Secret> for Ciphertext {
     fn from(secret: Secret) -> Self {
         let meta = secret.metadata;
-        let owners = meta.owner_references.into_iter().flatten().filter(|o| o.kind == "ByokKey");
+        let owners = meta.owner_references.into_iter().flatten().filter(is_byokkey);
         Self {
             name: meta.name.unwrap_or_default(),
             namespace: meta.namespace,
@@ -198,6 +198,16 @@ impl From<Secret> for Ciphertext {
             envelope: secret.data.and_then(|mut d| d.remove(ENVELOPE_DATA_KEY)).map(|b| b.0.into_boxed_slice()),
         }
     }
+}
+
+/// Whether an ownerReference is a ByokKey's: the only owners a ciphertext is recognised by.
+pub fn is_byokkey(owner: &OwnerReference) -> bool {
+    owner.kind == "ByokKey"
+}
+
+/// Whether ByokKey `uid` owns `secret` (the same test as [`Ciphertext::owned_by`]).
+pub fn owned_by(secret: &Secret, uid: &str) -> bool {
+    secret.owner_references().iter().any(|o| is_byokkey(o) && o.uid == uid)
 }
 
 impl Ciphertext {

@@ -112,6 +112,11 @@ impl Backoff {
         wait
     }
 
+    /// Whether the last reconcile of `uid` failed (it is waiting on its backoff).
+    pub fn failing(&self, uid: &str) -> bool {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).contains_key(uid)
+    }
+
     /// Forgets the failures of `uid` (after a successful reconcile, or when it is gone).
     pub fn succeeded(&self, uid: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());

@@ -63,7 +63,7 @@ async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<(Option<Arc<C
     let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), &t.ns).get_opt(&name).await? else {
         return Ok((None, None));
     };
-    if owned_by(&secret, &t.uid) {
+    if keystore::owned_by(&secret, &t.uid) {
         return Ok((Some(Arc::new(secret.into())), None));
     }
     // Ours, of an earlier ByokKey of this very name, now gone (two live keys never share a name;
@@ -72,10 +72,6 @@ async fn encrypted_secret(t: &Target<'_>, ctx: &Context) -> Result<(Option<Arc<C
     let leftover = secret.type_.as_deref() == Some(keystore::ENCRYPTED_SECRET_TYPE)
         && secret.owner_references().iter().any(|o| o.kind == "ByokKey" && o.name == t.name);
     Ok((None, Some(secret.uid().filter(|_| leftover).map_or(Other::Taken, Other::Leftover))))
-}
-
-fn owned_by(secret: &Secret, uid: &str) -> bool {
-    secret.owner_references().iter().any(|o| o.uid == uid)
 }
 
 /// Deletes a leftover ciphertext (see [`Observed::leftover`]) by uid, so that the garbage
@@ -295,7 +291,7 @@ pub async fn delete_encrypted(ctx: &Context, ns: &str, name: &str, owner_uid: &s
         None => Api::<Secret>::namespaced(ctx.client.clone(), ns)
             .get_opt(&secret_name)
             .await?
-            .filter(|s| owned_by(s, owner_uid))
+            .filter(|s| keystore::owned_by(s, owner_uid))
             .and_then(|s| s.uid()),
     };
     match found {

@@ -122,7 +122,6 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
         watcher(secret_metadata, src_cfg).default_backoff().modify(super::slim).reflect(src_writer).touched_objects();
 
     let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
-    let revalidation = revalidation::Revalidation::default();
     let index = index::KeyIndex::default();
     let observer = index.clone();
     let (gone_tx, gone_rx) = mpsc::unbounded_channel();
@@ -134,7 +133,6 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
                 let _ = gone_tx.send(key.clone());
             }
         });
-    tokio::spawn(revalidation.clone().run(key_store.clone(), requeue_tx.clone()));
     let controller = Controller::for_stream(main, key_store.clone());
     let ctx = Arc::new(make_ctx(ContextParts {
         byokkeys: key_store.clone(),
@@ -143,8 +141,13 @@ pub async fn run(wiring: Wiring, make_ctx: impl FnOnce(ContextParts) -> Context)
         encrypted: enc_store,
         sources: src_store,
         requeue: requeue_tx,
-        revalidation,
+        revalidation: revalidation::Revalidation::default(),
     }));
+    let failing = {
+        let ctx = ctx.clone();
+        move |key: &ByokKey| key.uid().is_some_and(|uid| ctx.retries.failing(&uid))
+    };
+    tokio::spawn(ctx.revalidation.clone().run(key_store.clone(), ctx.requeue.clone(), failing));
     let concurrency = ctx.config.concurrency;
     tokio::spawn(forget_deleted(gone_rx, ctx.clone()));
     controller

@@ -17,6 +17,10 @@ use crate::crd::{ByokKey, KeyPhase};
 /// at most this (the shortest interval allowed is a minute).
 pub const GRAIN: Duration = Duration::from_secs(5);
 
+/// The longest wait between two passes: a key whose next time was not heard (it turned Ready while
+/// a pass was under way, before the cache showed it) is still found by the next pass.
+pub const LONGEST: Duration = Duration::from_secs(60);
+
 /// The earliest time a Ready key is due, shared by the reconciles (which lower it) and the pass.
 #[derive(Clone)]
 pub struct Revalidation {
@@ -47,9 +51,16 @@ impl Revalidation {
         *self.earliest.borrow()
     }
 
-    /// Requeues the keys due, each time the earliest comes, until the controller stops.
-    pub async fn run(self, keys: Store<ByokKey>, requeue: mpsc::UnboundedSender<ObjectRef<ByokKey>>) {
+    /// Requeues the keys due, each time the earliest comes (at least every [`LONGEST`]), until the
+    /// controller stops. Keys whose reconciles are failing are left to their error backoff.
+    pub async fn run(
+        self,
+        keys: Store<ByokKey>,
+        requeue: mpsc::UnboundedSender<ObjectRef<ByokKey>>,
+        failing: impl Fn(&ByokKey) -> bool,
+    ) {
         let mut changed = self.earliest.subscribe();
+        self.due_in(LONGEST);
         loop {
             let next = *changed.borrow_and_update();
             match next {
@@ -68,15 +79,14 @@ impl Revalidation {
             }
             self.earliest.send_replace(None);
             let now = jiff::Timestamp::now();
-            let (due, next) = sweep(keys.state().iter().map(Arc::as_ref), now);
+            let state = keys.state();
+            let (due, next) = sweep(state.iter().map(Arc::as_ref).filter(|k| !failing(k)), now);
             for key in due {
                 if requeue.send(key).is_err() {
                     return;
                 }
             }
-            if let Some(after) = next {
-                self.due_in(after.max(GRAIN));
-            }
+            self.due_in(next.unwrap_or(LONGEST).clamp(GRAIN, LONGEST));
             tokio::time::sleep(GRAIN).await;
         }
     }
@@ -90,6 +100,9 @@ pub fn sweep<'a>(
     let (mut due, mut next) = (Vec::new(), None::<Duration>);
     for key in keys {
         let Some(status) = key.status.as_ref().filter(|s| s.phase == Some(KeyPhase::Ready)) else { continue };
+        if key.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
         // The reconcile warns about an interval the CRD refuses, and uses the default.
         let interval = desired::validation_interval(key).unwrap_or(desired::DEFAULT_VALIDATION_INTERVAL);
         match validation::remaining(status, now, interval) {
@@ -124,6 +137,11 @@ mod tests {
             key("soon", KeyPhase::Ready, 5 * hour, None),
             key("invalid", KeyPhase::Invalid, 7 * hour, None),
             key("unknown", KeyPhase::Unknown, 7 * hour, None),
+            {
+                let mut k = key("deleting", KeyPhase::Ready, 7 * hour, None);
+                k.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+                k
+            },
         ];
         let (due, next) = sweep(keys.iter(), jiff::Timestamp::now());
         let names: Vec<_> = due.iter().map(|r| r.name.as_str()).collect();
